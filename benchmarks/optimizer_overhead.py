@@ -1,0 +1,237 @@
+"""What Lookahead costs per optimizer step, against the other Lookahead implementations.
+
+On ResNet-18's parameter list (CIFAR stem: 62 tensors, 11.2M values) with fixed random
+gradients, this times, interleaved in one run so machine noise hits all alike:
+
+* the bare inner optimizer (SGD with momentum, Adam; foreach and fused kernels), and
+  Lookahead(k) around it from lookbench, timm and torch-optimizer (the ``bench`` extra; each is
+  skipped if not installed). The *added cost per step* is the Lookahead step time minus the
+  time of its own inner optimizer's step on the same tensors, timed beside it in random order;
+  the median over rounds is reported (for "bare" the same difference shows the noise level).
+* the sync itself (the outer update) of each implementation, right after an inner step as in
+  training, against the memory-traffic floor: two plain multi-tensor copies of the parameters,
+  timed the same way.
+
+It prints the ratios the project's goals are stated in:
+  lookbench added cost / best other implementation's added cost   (goal <= 0.85)
+  lookbench sync / two foreach copies                              (goal <= 1.3)
+
+Usage: python benchmarks/optimizer_overhead.py [--rounds 20] [--cycles 6] [--syncs 30] [--k 5]
+       [--inner sgd|adam ...] [--kernel foreach|fused ...] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torchvision
+
+from lookbench.optim import Lookahead
+
+
+def resnet18_shapes(num_classes: int = 100) -> list[torch.Size]:
+    """Parameter shapes of ResNet-18 with the CIFAR stem (3×3 conv, no max-pool)."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = torch.nn.Identity()
+    return [p.shape for p in model.parameters()]
+
+
+def sync_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Variant:
+    name: str
+    step: Callable[[], object]
+    sync: Callable[[], None] | None = None  # the outer update alone
+    inner_step: Callable[[], object] | None = None  # the wrapped optimizer's own step
+    step_times: list[float] = field(default_factory=list)
+    sync_times: list[float] = field(default_factory=list)
+
+
+def make_params(shapes, grads, device):
+    params = [torch.nn.Parameter(torch.randn(s, device=device)) for s in shapes]
+    for p, g in zip(params, grads):
+        p.grad = g
+    return params
+
+
+def make_inner(kind: str, kernel: str, params):
+    flags = {"foreach": True} if kernel == "foreach" else {"fused": True}
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, **flags)
+    return torch.optim.Adam(params, lr=1e-3, **flags)
+
+
+def build_variants(kind, kernel, shapes, grads, device, k) -> list[Variant]:
+    variants = []
+    bare_params = make_params(shapes, grads, device)
+    bare = make_inner(kind, kernel, bare_params)
+    copies = [torch.empty_like(p) for p in bare_params]
+    fast = [p.detach() for p in bare_params]
+
+    def two_copies() -> None:  # the memory-traffic floor of a sync
+        torch._foreach_copy_(copies, fast)
+        torch._foreach_copy_(fast, copies)
+
+    variants.append(Variant("bare", bare.step, two_copies, bare.step))
+
+    ours = Lookahead(make_inner(kind, kernel, make_params(shapes, grads, device)), k=k, alpha=0.5)
+    variants.append(Variant("lookbench", ours.step, lambda o=ours: _lookbench_sync(o),
+                            ours.inner.step))
+
+    try:
+        import timm.optim
+
+        timm_la = timm.optim.Lookahead(
+            make_inner(kind, kernel, make_params(shapes, grads, device)), alpha=0.5, k=k
+        )
+        variants.append(Variant("timm", timm_la.step, timm_la.sync_lookahead,
+                                timm_la._base_optimizer.step))
+    except ImportError:
+        pass
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torch_optimizer
+        to_la = torch_optimizer.Lookahead(
+            make_inner(kind, kernel, make_params(shapes, grads, device)), k=k, alpha=0.5
+        )
+        variants.append(
+            Variant("torch-optimizer", to_la.step,
+                    lambda o=to_la: [o._update(g) for g in o.param_groups], to_la.optimizer.step)
+        )
+    except ImportError:
+        pass
+    return variants
+
+
+def _lookbench_sync(opt: Lookahead) -> None:
+    with torch.no_grad():
+        for group in opt.param_groups:
+            opt._outer_update(group)
+
+
+def time_it(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    sync_device(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync_device(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    return q1, q2, q3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved step-timing rounds")
+    parser.add_argument("--cycles", type=int, default=6, help="Lookahead cycles per step timing")
+    parser.add_argument("--syncs", type=int, default=30, help="timings of each sync")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--inner", choices=["sgd", "adam"], action="append",
+                        help="inner optimizer(s) to measure (default: both)")
+    parser.add_argument("--kernel", choices=["foreach", "fused"], action="append",
+                        help="inner optimizer kernel(s) to measure (default: both)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = resnet18_shapes()
+    n_values = sum(s.numel() for s in shapes)
+    grads = [torch.randn(s, device=device) * 1e-3 for s in shapes]
+    steps = args.cycles * args.k
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+          f"ResNet-18 (CIFAR) parameters: {len(shapes)} tensors, {n_values / 1e6:.1f}M values; "
+          f"k={args.k}; {args.rounds} rounds of {steps} steps; {args.syncs} syncs each")
+
+    configs = [(kind, kernel) for kind in args.inner or ("sgd", "adam")
+               for kernel in args.kernel or ("foreach", "fused")]
+    suites = {cfg: build_variants(*cfg, shapes, grads, device, args.k) for cfg in configs}
+    for variants in suites.values():  # warm-up: allocate state and slow weights
+        for v in variants:
+            time_it(v.step, steps, device)
+
+    # 1. Added cost per step: each Lookahead's step timed beside its own inner optimizer's bare
+    # step on the same tensors (in random order: the second of two timings finds warmer
+    # caches), so neither memory placement nor slow drifts of the machine enter the difference.
+    added_samples: dict[tuple[tuple[str, str], str], list[float]] = {}
+    for _ in range(args.rounds):
+        for cfg, variants in random.sample(list(suites.items()), len(suites)):
+            for v in random.sample(variants, len(variants)):
+                if random.random() < 0.5:
+                    t_inner = time_it(v.inner_step, steps, device)
+                    t_v = time_it(v.step, steps, device)
+                else:
+                    t_v = time_it(v.step, steps, device)
+                    t_inner = time_it(v.inner_step, steps, device)
+                v.step_times.append(t_v)
+                added_samples.setdefault((cfg, v.name), []).append(t_v - t_inner)
+
+    # 2. The sync alone, timed right after an inner step as in training (the weights it reads
+    # were just written), against the floor: two multi-tensor copies of the parameters, timed
+    # the same way (they are the "sync" of the bare variant).
+    syncs = [v for variants in suites.values() for v in variants]
+    for _ in range(args.syncs):
+        for v in random.sample(syncs, len(syncs)):
+            v.inner_step()
+            v.sync_times.append(time_it(v.sync, 1, device))
+    floor = statistics.median(v.sync_times[i] for v in syncs if v.name == "bare"
+                              for i in range(len(v.sync_times)))
+    print(f"\nsync floor, two foreach copies of the parameters after a step: {floor * 1e3:.2f} ms")
+    print("added = Lookahead step − its inner optimizer's own step, timed beside it; "
+          "median [interquartile range]\n")
+    header = (f"{'inner':<14}{'implementation':<17}{'step ms':>9}{'added ms/step':>24}"
+              f"{'sync ms':>9}{'sync/floor':>12}")
+    print(header)
+    print("-" * len(header))
+    summary = []
+    for (kind, kernel), variants in suites.items():
+        bare = variants[0]
+        added = {}
+        for v in variants:
+            # For "bare" the same difference measures nothing but noise: a reference.
+            q1, added[v.name], q3 = quantiles(added_samples[((kind, kernel), v.name)])
+            cell = f"{added[v.name] * 1e3:.3f} [{q1 * 1e3:.2f}, {q3 * 1e3:.2f}]"
+            sync = ratio = ""
+            if v is not bare:
+                sync = f"{statistics.median(v.sync_times) * 1e3:.2f}"
+                ratio = f"{statistics.median(v.sync_times) / floor:.2f}"
+            print(f"{kind + ' ' + kernel:<14}{v.name:<17}"
+                  f"{statistics.median(v.step_times) * 1e3:9.2f}{cell:>24}{sync:>9}{ratio:>12}")
+        print()
+        ours = next(v for v in variants if v.name == "lookbench")
+        sync_ratio = statistics.median(ours.sync_times) / floor
+        others = {n: a for n, a in added.items() if n not in ("bare", "lookbench")}
+        if others:
+            best = min(others, key=others.get)
+            ratio = added["lookbench"] / others[best] if others[best] > 0 else float("nan")
+            summary.append(f"{kind} {kernel}: added cost per step, lookbench / best other "
+                           f"({best}) = {ratio:.2f} (goal <= 0.85); "
+                           f"sync / floor = {sync_ratio:.2f} (goal <= 1.3)")
+        else:
+            summary.append(f"{kind} {kernel}: no other implementation installed "
+                           f"(pip install -e '.[bench]'); sync / floor = {sync_ratio:.2f} "
+                           f"(goal <= 1.3)")
+    print("ratios")
+    for line in summary:
+        print("  " + line)
+
+
+if __name__ == "__main__":
+    main()

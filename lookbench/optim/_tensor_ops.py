@@ -1,0 +1,132 @@
+"""In-place list operations used by the wrappers' sync and averaging steps.
+
+Each one uses PyTorch's multi-tensor (``torch._foreach_*``) kernels when asked to, which launch
+one kernel per device/dtype bucket instead of one per parameter and never materialise a
+temporary of the whole model; the plain loop is the fallback for tensor kinds the foreach
+kernels reject (sparse tensors) and for ``foreach=False``. These are written here rather than
+borrowed from ``torch.optim`` because torch keeps its equivalents private and per-optimizer.
+
+The Lookahead sync (interpolate, then copy back) is memory-bound. On a CPU, running the two
+passes over the whole model one after the other streams every tensor through memory twice;
+running both passes on one cache-sized chunk before moving to the next reads it from cache the
+second time. Measured on ResNet-18's parameter list right after an SGD step (2 cores, Xeon):
+whole-list foreach 6.7 ms, per-tensor loop 6.4 ms, 256k-element chunks 5.4 ms, torch-optimizer's
+loop 7.2 ms. A GPU's kernel launches cost more than its cache misses, so there the whole list
+goes in one call per pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+_HAS_FOREACH_COPY = hasattr(torch, "_foreach_copy_")
+
+
+def use_foreach(tensors: Sequence[Tensor], requested: bool | None) -> bool:
+    """Whether the foreach kernels apply: on by default, off for sparse tensors or on request."""
+    if requested is False:
+        return False
+    return not any(t.is_sparse for t in tensors)
+
+
+def copy_(dst: list[Tensor], src: list[Tensor], foreach: bool) -> None:
+    """``dst = src`` for every pair, in place."""
+    if not dst:
+        return
+    if foreach and _HAS_FOREACH_COPY:
+        torch._foreach_copy_(dst, src)
+    else:
+        for d, s in zip(dst, src):
+            d.copy_(s)
+
+
+def zero_(tensors: list[Tensor], foreach: bool) -> None:
+    """Set every tensor to zero, in place."""
+    if not tensors:
+        return
+    if foreach:
+        torch._foreach_zero_(tensors)
+    else:
+        for t in tensors:
+            t.zero_()
+
+
+# Elements per chunk on the CPU: two float32 chunks of 1 MiB each fit in a core's L2.
+CPU_CHUNK_ELEMENTS = 1 << 18
+
+
+def _cache_sized_chunks(
+    dst: list[Tensor], src: list[Tensor]
+) -> list[tuple[list[Tensor], list[Tensor]]]:
+    """Pairs of aligned tensor lists, one per device/dtype bucket and, on the CPU, split into
+    flat views of at most ``CPU_CHUNK_ELEMENTS`` values each (contiguous tensors only)."""
+    buckets: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+    for d, s in zip(dst, src):
+        bucket = buckets.setdefault((d.device, d.dtype), ([], []))
+        bucket[0].append(d)
+        bucket[1].append(s)
+    out = []
+    for (device, _), (ds, ss) in buckets.items():
+        if device.type != "cpu":
+            out.append((ds, ss))
+            continue
+        chunk: tuple[list[Tensor], list[Tensor]] = ([], [])
+        size = 0
+        for d, s in zip(ds, ss):
+            if d.is_contiguous() and s.is_contiguous() and d.numel() > CPU_CHUNK_ELEMENTS:
+                d_flat, s_flat = d.view(-1), s.view(-1)
+                pieces = [(d_flat[i : i + CPU_CHUNK_ELEMENTS], s_flat[i : i + CPU_CHUNK_ELEMENTS])
+                          for i in range(0, d.numel(), CPU_CHUNK_ELEMENTS)]
+            else:
+                pieces = [(d, s)]
+            for dp, sp in pieces:
+                if chunk[0] and size + dp.numel() > CPU_CHUNK_ELEMENTS:
+                    out.append(chunk)
+                    chunk, size = ([], []), 0
+                chunk[0].append(dp)
+                chunk[1].append(sp)
+                size += dp.numel()
+        if chunk[0]:
+            out.append(chunk)
+    return out
+
+
+def interpolate_and_copy_back_(
+    slow: list[Tensor], fast: list[Tensor], weight: float, foreach: bool
+) -> None:
+    """``slow += weight * (fast - slow)``, then ``fast = slow``: Lookahead's outer update.
+
+    Both passes run on one cache-sized chunk before the next (see the module docstring).
+    """
+    if not slow:
+        return
+    if not foreach:
+        for s, f in zip(slow, fast):
+            s.lerp_(f, weight)
+            f.copy_(s)
+        return
+    for s_chunk, f_chunk in _cache_sized_chunks(slow, fast):
+        torch._foreach_lerp_(s_chunk, f_chunk, weight)
+        copy_(f_chunk, s_chunk, True)
+
+
+def swap_(a: list[Tensor], b: list[Tensor]) -> None:
+    """Exchange the values of each pair in place, through one scratch buffer.
+
+    The scratch buffer is as large as the largest tensor, not the whole model, so swapping an
+    average into a large model for evaluation costs almost no extra memory.
+    """
+    scratch: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    for x, y in zip(a, b):
+        bucket = (x.device, x.dtype)
+        buf = scratch.get(bucket)
+        if buf is None or buf.numel() < x.numel():
+            biggest = max(t.numel() for t in a if (t.device, t.dtype) == bucket)
+            buf = scratch[bucket] = torch.empty(biggest, device=x.device, dtype=x.dtype)
+        tmp = buf[: x.numel()].view(x.shape)
+        tmp.copy_(x)
+        x.copy_(y)
+        y.copy_(tmp)
