@@ -69,28 +69,30 @@ def _cache_sized_chunks(
         bucket[0].append(d)
         bucket[1].append(s)
     out = []
+    limit = CPU_CHUNK_ELEMENTS
     for (device, _), (ds, ss) in buckets.items():
         if device.type != "cpu":
             out.append((ds, ss))
             continue
-        chunk: tuple[list[Tensor], list[Tensor]] = ([], [])
+        chunk_d: list[Tensor] = []
+        chunk_s: list[Tensor] = []
         size = 0
         for d, s in zip(ds, ss):
-            if d.is_contiguous() and s.is_contiguous() and d.numel() > CPU_CHUNK_ELEMENTS:
-                d_flat, s_flat = d.view(-1), s.view(-1)
-                pieces = [(d_flat[i : i + CPU_CHUNK_ELEMENTS], s_flat[i : i + CPU_CHUNK_ELEMENTS])
-                          for i in range(0, d.numel(), CPU_CHUNK_ELEMENTS)]
+            n = d.numel()
+            if n > limit and d.is_contiguous() and s.is_contiguous():
+                pieces = zip(d.view(-1).split(limit), s.view(-1).split(limit))
             else:
-                pieces = [(d, s)]
+                pieces = ((d, s),)  # type: ignore[assignment]
             for dp, sp in pieces:
-                if chunk[0] and size + dp.numel() > CPU_CHUNK_ELEMENTS:
-                    out.append(chunk)
-                    chunk, size = ([], []), 0
-                chunk[0].append(dp)
-                chunk[1].append(sp)
-                size += dp.numel()
-        if chunk[0]:
-            out.append(chunk)
+                m = dp.numel()
+                if chunk_d and size + m > limit:
+                    out.append((chunk_d, chunk_s))
+                    chunk_d, chunk_s, size = [], [], 0
+                chunk_d.append(dp)
+                chunk_s.append(sp)
+                size += m
+        if chunk_d:
+            out.append((chunk_d, chunk_s))
     return out
 
 

@@ -199,22 +199,26 @@ class Lookahead(WrappedOptimizer):
                     state[SLOW] = p.detach().clone(memory_format=torch.preserve_format)
 
     def _outer_update(self, group: dict[str, Any]) -> None:
-        params: list[Tensor] = group["params"]
+        params: list[Tensor] = group["params"]  # written in place under no_grad, like torch.optim
         if not params:
             return
-        self._capture_slow(group)  # only parameters added since the cycle began lack φ
-        slow = [self.state[p][SLOW] for p in params]
-        fast = [p.detach() for p in params]
-        foreach = _tensor_ops.use_foreach(fast, self.foreach)
+        slow = []
+        for p in params:
+            state = self.state[p]
+            s = state.get(SLOW)
+            if s is None:  # only a parameter added to the group since the cycle began lacks φ
+                s = state[SLOW] = p.detach().clone(memory_format=torch.preserve_format)
+            slow.append(s)
+        foreach = _tensor_ops.use_foreach(params, self.foreach)
         alpha = group["lookahead_alpha"]
         if alpha == ADAPTIVE:
             curvature, divisors = self._curvature(params)
             grads = [p.grad for p in params]
-            alpha = adaptive_alpha(slow, fast, grads, curvature, self.alpha_low, divisors)
+            alpha = adaptive_alpha(slow, params, grads, curvature, self.alpha_low, divisors)
             group["lookahead_last_alpha"] = alpha
         if self.inner_state == "interpolate":
             self._interpolate_momentum(params, alpha, foreach)
-        _tensor_ops.interpolate_and_copy_back_(slow, fast, alpha, foreach)  # φ ← φ + α(θ − φ); θ ← φ
+        _tensor_ops.interpolate_and_copy_back_(slow, params, alpha, foreach)  # φ ← φ + α(θ − φ); θ ← φ
         if self.inner_state == "reset":
             _tensor_ops.zero_(self._momentum_tensors(params)[1], foreach)
 
