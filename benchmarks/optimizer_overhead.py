@@ -18,7 +18,7 @@ It prints the ratios the project's goals are stated in:
   lookbench added cost / best other implementation's added cost   (goal <= 0.85)
   lookbench sync / two foreach copies                              (goal <= 1.3)
 
-Usage: python benchmarks/optimizer_overhead.py [--rounds 12] [--cycles 4] [--syncs 30] [--k 5]
+Usage: python benchmarks/optimizer_overhead.py [--rounds 10] [--cycles 4] [--syncs 30] [--k 5]
        [--inner sgd|adam ...] [--kernel foreach|fused ...] [--threads N] [--no-flush]
 """
 
@@ -175,7 +175,7 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved step-timing rounds")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved step-timing rounds")
     parser.add_argument("--cycles", type=int, default=4, help="Lookahead cycles per step timing")
     parser.add_argument("--syncs", type=int, default=30, help="timings of each sync")
     parser.add_argument("--no-flush", action="store_true",

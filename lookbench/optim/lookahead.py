@@ -144,6 +144,11 @@ class Lookahead(WrappedOptimizer):
     def _config_attrs(self) -> tuple[str, ...]:
         return ("inner_state", "alpha_low", "beta2", "foreach", "_momentum_keys", "_second_moment")
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _check_k(group["lookahead_k"])
+        if group["lookahead_alpha"] != ADAPTIVE:
+            _check_alpha(group["lookahead_alpha"])
+
     @property
     def k(self) -> int:
         """The default synchronisation period (groups may override ``lookahead_k``)."""

@@ -69,11 +69,16 @@ class WrappedOptimizer(Optimizer):
         """Add a group to the inner optimizer (which validates it) and give it our defaults."""
         if any(param_group is g for g in self.inner.param_groups):
             super().add_param_group(param_group)  # adopting the inner's groups in __init__
+            self._check_group(param_group)
             return
+        self._check_group({**self.defaults, **param_group})  # before the inner takes it
         self.inner.add_param_group(param_group)
         group = self.inner.param_groups[-1]
         for name, default in self.defaults.items():
             group.setdefault(name, default)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Raise ``ValueError`` if the group's wrapper-specific settings are invalid."""
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Delegate to the inner optimizer, which may zero gradients its own way."""

@@ -414,6 +414,16 @@ def test_bad_inner_optimizers_say_what_is_wrong():
     assert all(not opt.inner.state[p]["velocity"].any() for p in model.parameters())
 
 
+def test_bad_per_group_settings_are_refused_too():
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        Lookahead(torch.optim.SGD([{"params": [a], "lookahead_k": 0}], lr=0.1))
+    opt = Lookahead(torch.optim.SGD([a], lr=0.1))
+    with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\]"):
+        opt.add_param_group({"params": [b], "lookahead_alpha": 2.0})
+    assert len(opt.param_groups) == 1 and len(opt.inner.param_groups) == 1
+
+
 def test_alpha_one_is_accepted_as_the_lookahead_off_control():
     model = make_model(0)
     assert Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), alpha=1.0).alpha == 1.0
