@@ -57,3 +57,27 @@ def optimizers() -> None:
         hparams = hyperparameters(name)
         table.add_row(name, summary, ", ".join(f"{k}={v!r}" for k, v in hparams.items()))
     Console().print(table)
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """List the benchmark tasks: size, default budget, and the data each one needs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lookbench import tasks
+
+    table = Table(title="tasks", show_lines=True)
+    for column in ("name", "what it is", "data", "train / test", "parameters",
+                   "default epochs", "batch", "schedule", "metric"):
+        table.add_column(column, overflow="fold")
+    for name in tasks.available():
+        task = tasks.get(name)
+        size = task.size()
+        examples = "-" if size.train_examples is None else (
+            f"{size.train_examples:,} / {size.test_examples:,}")
+        metric = f"{task.metric} ({'max' if task.higher_is_better else 'min'})"
+        table.add_row(name, task.summary, task.data, examples, f"{size.parameters:,}",
+                      str(task.default_epochs), str(task.default_batch_size),
+                      task.default_schedule, metric)
+    Console().print(table)

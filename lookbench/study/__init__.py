@@ -1,0 +1,1 @@
+"""Studies: trial configurations, the shared trial runner and (later) the Optuna engine."""

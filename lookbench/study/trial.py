@@ -1,0 +1,235 @@
+"""The trial runner every task shares: train, evaluate on the evaluation weights, record.
+
+A :class:`Trial` turns a :class:`TrialConfig` and a device into per-epoch
+:class:`EpochRecord`\\ s. It evaluates every optimizer on the weights it should be judged by
+(slow weights for Lookahead, averages for Polyak/EMA/SWA, as the paper does), treats a
+non-finite loss as an outcome (``diverged``) rather than an error, and can stop after any
+epoch and continue bit-identically from its ``state_dict()``: each epoch's data order and
+augmentation come from a generator seeded by (seed, epoch), and the global RNG is reseeded per
+epoch, so nothing but the model, the optimizer and the records needs saving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lookbench import tasks
+from lookbench.optim import build, evaluation_weights
+from lookbench.study.config import TrialConfig
+
+# Step schedule of the paper (Appendix C.1): ×0.2 at 60/120/160 of 200 epochs.
+STEP_MILESTONES = (0.3, 0.6, 0.8)
+STEP_GAMMA = 0.2
+# How often (in steps) the running loss is checked for NaN/inf: each check is a device sync.
+DIVERGENCE_CHECK_EVERY = 50
+# A trial has diverged when its loss is NaN/inf, or when an epoch's mean training loss is this
+# many times the loss of the very first step: a network with ReLUs rarely reaches NaN, it
+# saturates at a huge finite loss it never recovers from, which is a divergence all the same.
+BLOWUP_FACTOR = 100.0
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Multiplier of the base learning rate during 0-based ``epoch`` of ``epochs``."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        passed = sum(epoch >= round(m * epochs) for m in STEP_MILESTONES)
+        return STEP_GAMMA**passed
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _stream_seed(seed: int, epoch: int, stream: int) -> int:
+    """A seed per (trial seed, epoch, stream): stable across processes, unlike ``hash()``."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch produced. Losses are on the evaluation weights except ``train_loss``."""
+
+    epoch: int  # 1-based
+    train_loss: float  # mean minibatch loss during the epoch (fast weights), NaN if diverged
+    test_loss: float
+    test_acc: float | None
+    train_eval_loss: float | None  # a pass over the training set without updates, if asked
+    lr: float  # the (first group's) learning rate during the epoch
+    steps: int  # optimizer steps so far
+    wall_s: float  # seconds of training and evaluation so far
+    diverged: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Trial:
+    """One configuration on one device, run epoch by epoch."""
+
+    def __init__(self, config: TrialConfig, device: str | torch.device = "auto",
+                 data_dir: Path | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        self.task = tasks.get(config.task, **config.task_options)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = config.deterministic
+            torch.backends.cudnn.benchmark = not config.deterministic
+        self.batch_size = config.batch_size or self.task.default_batch_size
+        self.schedule = config.schedule or self.task.default_schedule
+        self.workload = self.task.workload(
+            batch_size=self.batch_size, device=self.device, seed=config.seed, data_dir=data_dir
+        )
+        if self.workload.channels_last and self.device.type == "cuda":
+            self.workload.model.to(memory_format=torch.channels_last)
+        self.optimizer = build(
+            config.optimizer, self.workload.model.parameters(), **config.optimizer_hparams()
+        )
+        self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.epoch = 0  # epochs completed
+        self.steps = 0
+        self.wall_s = 0.0
+        self.initial_loss: float | None = None  # the first step's loss, for BLOWUP_FACTOR
+        self.records: list[EpochRecord] = []
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.records) and self.records[-1].diverged
+
+    @property
+    def finished(self) -> bool:
+        return self.diverged or self.epoch >= self.config.epochs
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.workload.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run(self) -> Iterator[EpochRecord]:
+        """Train the remaining epochs, yielding each epoch's record as it completes."""
+        while not self.finished:
+            yield self.run_epoch()
+
+    def train_epoch(self) -> tuple[float, int, bool]:
+        """The training part of the next epoch: (mean loss, steps taken, loss stayed finite).
+
+        Sets the epoch's learning rate and RNG streams; does not evaluate or advance
+        ``self.epoch`` (``run_epoch`` does both).
+        """
+        cfg, wl, opt = self.config, self.workload, self.optimizer
+        epoch = self.epoch
+        factor = lr_factor(self.schedule, epoch, cfg.epochs)
+        for group, base in zip(opt.param_groups, self._base_lrs):
+            group["lr"] = base * factor
+        torch.manual_seed(_stream_seed(cfg.seed, epoch, 0))  # dropout & co.
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(_stream_seed(cfg.seed, epoch, 1))  # data order, augmentation
+        wl.model.train()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        n_steps = 0
+        finite = True
+        for batch in wl.train_batches(epoch, generator):
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = wl.loss(wl.model, batch)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach().double()
+            if self.initial_loss is None:
+                self.initial_loss = float(loss.detach())
+            n_steps += 1
+            if n_steps % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                finite = False
+                break
+        self.steps += n_steps
+        train_loss = float(loss_sum) / max(n_steps, 1)
+        return train_loss, n_steps, finite and math.isfinite(train_loss)
+
+    def run_epoch(self) -> EpochRecord:
+        """Train and evaluate one epoch."""
+        if self.finished:
+            raise RuntimeError("the trial has already finished")
+        wl, opt = self.workload, self.optimizer
+        start = time.perf_counter()
+        train_loss, _, finite = self.train_epoch()
+        blown_up = (finite and self.initial_loss is not None and self.initial_loss > 0
+                    and train_loss > BLOWUP_FACTOR * self.initial_loss)
+
+        metrics: dict[str, float] = {"test_loss": math.nan}
+        train_eval = extra = None
+        if finite:
+            wl.model.eval()
+            with torch.no_grad(), evaluation_weights(opt), self._autocast():
+                metrics = wl.evaluate(wl.model)
+                if wl.train_eval is not None:
+                    train_eval = wl.train_eval(wl.model)
+                if wl.extra is not None:
+                    extra = wl.extra(wl.model)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.wall_s += time.perf_counter() - start
+        self.epoch += 1
+        diverged = blown_up or not (finite and math.isfinite(metrics["test_loss"]))
+        record = EpochRecord(
+            epoch=self.epoch,
+            train_loss=train_loss if finite else math.nan,
+            test_loss=metrics["test_loss"],
+            test_acc=metrics.get("test_acc"),
+            train_eval_loss=train_eval,
+            lr=opt.param_groups[0]["lr"],
+            steps=self.steps,
+            wall_s=self.wall_s,
+            diverged=diverged,
+            extra=extra or {},
+        )
+        self.records.append(record)
+        return record
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue after the last completed epoch."""
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "wall_s": self.wall_s,
+            "initial_loss": self.initial_loss,
+            "records": [asdict(r) for r in self.records],
+            "model": self.workload.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (made by :meth:`state_dict` for the same configuration)."""
+        saved = TrialConfig.model_validate(state["config"])
+        if saved != self.config:
+            raise ValueError("checkpoint belongs to a different trial configuration")
+        self.workload.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.steps = int(state["steps"])
+        self.wall_s = float(state["wall_s"])
+        self.initial_loss = state["initial_loss"]
+        self.records = [EpochRecord(**r) for r in state["records"]]
+
+
+def run_trial(config: TrialConfig, device: str | torch.device = "auto",
+              data_dir: Path | None = None) -> list[EpochRecord]:
+    """Run ``config`` to the end (or until it diverges) and return its per-epoch records."""
+    trial = Trial(config, device, data_dir)
+    return list(trial.run())

@@ -1,0 +1,111 @@
+"""What a task is: data, model, loss, metrics, default budget and search ranges.
+
+A task knows nothing of Optuna, Parquet or the optimizers: it turns its options, a batch size,
+a device and a seed into a :class:`Workload` (a model plus functions that yield training
+batches and evaluate), which the shared trial runner (``lookbench.study.trial``) drives the same
+way for the noisy quadratic and for CIFAR-100.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+Batch = Any
+
+
+class NoOptions(BaseModel):
+    """Options of a task that has none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataUnavailable(Exception):
+    """A task's data cannot be found or read; the message says what to do, in one line."""
+
+
+@dataclass
+class Workload:
+    """Everything the trial runner needs to train and evaluate one configuration.
+
+    Attributes:
+        model: the module whose parameters the optimizer updates.
+        steps_per_epoch: optimizer steps in one epoch.
+        train_batches: ``(epoch, generator)`` → the epoch's batches, already on the device; the
+            order and augmentation must depend only on the generator, so an epoch can be
+            replayed exactly when a trial resumes.
+        loss: ``(model, batch)`` → scalar training loss (runs the forward pass).
+        evaluate: ``model`` → metrics on the held-out data (``test_loss``, and ``test_acc`` for
+            classifiers), computed in eval mode without gradients.
+        train_eval: optional ``model`` → training loss from a pass without updates (the
+            paper's protocol, Appendix C.1), for tasks where that differs from the running mean.
+        extra: optional ``model`` → further per-epoch metrics (e.g. analytic values).
+        channels_last: whether image batches and the model use channels-last memory on CUDA.
+        amp: whether the forward pass may run under bf16 autocast on CUDA (image models; not
+            the quadratics, whose comparison with the analysis needs full precision).
+    """
+
+    model: nn.Module
+    steps_per_epoch: int
+    train_batches: Callable[[int, torch.Generator], Iterator[Batch]]
+    loss: Callable[[nn.Module, Batch], torch.Tensor]
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    train_eval: Callable[[nn.Module], float] | None = None
+    extra: Callable[[nn.Module], dict[str, float]] | None = None
+    channels_last: bool = False
+    amp: bool = False
+
+
+@dataclass(frozen=True)
+class TaskSize:
+    """How big a task is, for ``lookbench tasks``."""
+
+    train_examples: int | None
+    test_examples: int | None
+    parameters: int
+
+
+@dataclass
+class Task(ABC):
+    """A benchmark workload: subclasses set the class attributes and build a :class:`Workload`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    data: ClassVar[str]  # what data it needs, in words
+    metric: ClassVar[str] = "test_acc"  # the number a study ranks configurations by
+    higher_is_better: ClassVar[bool] = True
+    default_epochs: ClassVar[int]
+    default_batch_size: ClassVar[int]
+    default_schedule: ClassVar[str] = "constant"  # see lookbench.study.trial.SCHEDULES
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    options: BaseModel = field(default_factory=NoOptions)
+
+    @classmethod
+    def with_options(cls, **options: Any) -> Task:
+        """The task with validated options (pydantic: unknown or bad values raise)."""
+        return cls(options=cls.Options(**options))
+
+    @abstractmethod
+    def workload(self, *, batch_size: int, device: torch.device, seed: int,
+                 data_dir: Path | None = None) -> Workload:
+        """Build data (on ``device``), model (initialised from ``seed``) and functions."""
+
+    @abstractmethod
+    def size(self) -> TaskSize:
+        """Examples and parameter count, without loading the data."""
+
+    @abstractmethod
+    def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
+        """The search grid per optimizer name for a study of Lookahead around ``inner``.
+
+        Returns ``{"lookahead": {...}, inner: {...}}``, each mapping hyperparameter names (as
+        ``lookbench.optim.build`` takes them) to the values to sweep: the paper's grids where
+        it gives them (Appendix C).
+        """
