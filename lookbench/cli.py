@@ -6,11 +6,17 @@ Heavy libraries (torch, optuna, plotly) are imported inside the commands that ne
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from lookbench import __version__
+
+# Exit codes: 0 done; 1 the run failed (a trial failed, data or storage unusable);
+# 2 bad input (options, study file); 130 interrupted (Ctrl-C).
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 app = typer.Typer(
     name="lookbench",
@@ -22,6 +28,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """One clear line on stderr and a non-zero exit, never a traceback."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _split(option: str, text: str | None, kind: type) -> list[Any] | None:
+    """Parse a comma list like ``0.01,0.1`` (``alpha`` also takes ``adaptive``)."""
+    if text is None:
+        return None
+    values: list[Any] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            fail(f"{option}: empty value in {text!r}")
+        if option == "--alpha" and item == "adaptive":
+            values.append(item)
+            continue
+        try:
+            values.append(kind(item))
+        except ValueError:
+            fail(f"{option}: {item!r} is not a {'number' if kind is float else kind.__name__}")
+    return values
 
 
 def _print_version(value: bool) -> None:
@@ -81,3 +111,140 @@ def list_tasks() -> None:
                       str(task.default_epochs), str(task.default_batch_size),
                       task.default_schedule, metric)
     Console().print(table)
+
+
+@app.command()
+def run(
+    task: Annotated[str | None, typer.Argument(help="Task to study (see `lookbench tasks`); "
+                                                "optional with --spec.")] = None,
+    inner: Annotated[str | None, typer.Option(help="Optimizer Lookahead wraps, and the "
+                                              "baseline it is compared with: sgd, adam, adamw.")] = None,
+    lr: Annotated[str | None, typer.Option(help="Learning rates to sweep, e.g. 0.01,0.1.")] = None,
+    momentum: Annotated[str | None, typer.Option(help="Momenta (Adam: beta1) to sweep.")] = None,
+    k: Annotated[str | None, typer.Option(help="Lookahead sync periods, e.g. 5,10.")] = None,
+    alpha: Annotated[str | None, typer.Option(help="Lookahead slow step sizes in (0, 1], or "
+                                              "adaptive.")] = None,
+    weight_decay: Annotated[str | None, typer.Option(help="Weight decays to sweep.")] = None,
+    inner_state: Annotated[str | None, typer.Option(help="Lookahead inner-state policies: "
+                                                    "maintain, reset, interpolate.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per configuration (0..N-1).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the task's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the task's).")] = None,
+    sampler: Annotated[str | None, typer.Option(help="grid, random or tpe.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Configurations per optimizer for "
+                                               "random/tpe.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: <task>-<inner>).")] = None,
+    spec: Annotated[Path | None, typer.Option(help="A TOML study file (see studies/); "
+                                              "options given here override it.")] = None,
+    out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
+    devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices like 0,1.")] = "auto",
+    workers: Annotated[int | None, typer.Option(help="Workers per device (CPU default: one "
+                                                "per core).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several "
+                                                "machines, e.g. postgresql://user@host/db "
+                                                "(default: a journal file under --out).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the task's data files.")] = None,
+    model: Annotated[str | None, typer.Option(help="Task option: the model (CIFAR: resnet18, "
+                                              "resnet20).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option "
+                                                     "KEY=VALUE (repeatable).")] = None,
+) -> None:
+    """Sweep Lookahead and its baseline on TASK; re-run the same command to resume."""
+    from rich.console import Console
+
+    from lookbench.study.engine import StudyConflict, run_study
+    from lookbench.study.spec import SpecError, load_spec
+    from lookbench.study.storage import StorageUnavailable
+    from lookbench.tasks import DataUnavailable
+
+    if task is None and spec is None:
+        fail("give a TASK (see `lookbench tasks`) or a study file with --spec")
+    grid: dict[str, list[Any]] = {}
+    for name, text, kind in (("lr", lr, float), ("momentum", momentum, float), ("k", k, int),
+                             ("alpha", alpha, float), ("weight_decay", weight_decay, float),
+                             ("inner_state", inner_state, str)):
+        values = _split("--" + name.replace("_", "-"), text, kind)
+        if values is not None:
+            grid[name] = values
+    task_options: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--option: expected KEY=VALUE, got {item!r}")
+        task_options[key] = _option_value(value)
+    if model is not None:
+        task_options["model"] = model
+    overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds, "epochs": epochs,
+                                 "batch_size": batch_size, "sampler": sampler, "trials": trials,
+                                 "name": study, "grid_overrides": grid}
+    if task_options:
+        overrides["task_options"] = task_options
+    try:
+        study_spec = load_spec(spec, **overrides)
+    except SpecError as e:
+        fail(str(e))
+    console = Console(stderr=False)
+    try:
+        result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
+                           workers=workers, data_dir=data_dir, console=console)
+    except (StudyConflict, ValueError) as e:
+        fail(str(e))
+    except (StorageUnavailable, DataUnavailable) as e:
+        fail(str(e), EXIT_FAILED)
+    except KeyboardInterrupt:
+        result = None
+    if result is None or result.interrupted:
+        typer.echo("interrupted: finished trials are kept; run the same command again to "
+                   "resume", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    for line in result.failed:
+        typer.echo(f"failed: {line}", err=True)
+    for line in result.errors:
+        typer.echo(f"error: {line}", err=True)
+    console.print(f"{result.recorded} of {result.planned} trials recorded in "
+                  f"{out / study_spec.study_name}")
+    _print_status(console, out, [study_spec.study_name], storage)
+    if result.errors or result.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _option_value(text: str) -> Any:
+    """KEY=VALUE values: numbers and booleans as such, anything else as a string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _print_status(console: Any, out: Path, names: list[str], storage: str | None) -> None:
+    from lookbench.study.status import status_table
+
+    for name in names:
+        console.print(status_table(out / name, storage))
+
+
+@app.command()
+def status(
+    study: Annotated[str | None, typer.Argument(help="Study name (default: every study "
+                                                "under --out).")] = None,
+    out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL, if not the "
+                                                "journal file.")] = None,
+) -> None:
+    """Progress of a study: done, running, diverged, failed; the best config per optimizer."""
+    from rich.console import Console
+
+    from lookbench.study.status import StatusError, find_studies
+
+    try:
+        names = [study] if study else find_studies(out)
+        if not names:
+            fail(f"no studies under {out}/ (run `lookbench run TASK` first)", EXIT_FAILED)
+        _print_status(Console(), out, names, storage)
+    except StatusError as e:
+        fail(str(e), EXIT_FAILED)

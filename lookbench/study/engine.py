@@ -1,0 +1,272 @@
+"""``lookbench run``: prepare a study once, then run its workers across the devices.
+
+Preparing (validate, store the definition, plan every trial in the queue) happens once, in the
+command's own process and under the study lock; then one worker per device (or ``--workers``
+per device) claims trials until none is left. Re-running the same command continues the study:
+recorded trials are kept, interrupted ones resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lookbench.results import StudyResults
+from lookbench.study.queue import TrialQueue
+from lookbench.study.spec import StudySpec, plan, trial_id
+from lookbench.study.storage import open_storage, study_lock
+from lookbench.study.worker import (
+    SPEC_ATTR,
+    WorkerOptions,
+    WorkerReport,
+    WorkerStopped,
+    run_worker,
+    stored_spec,
+)
+
+# Fields that fix a study's budget: re-running with other values would mix budgets in one study.
+BUDGET_FIELDS = ("task", "inner", "epochs", "batch_size", "schedule", "task_options")
+
+
+class StudyConflict(ValueError):
+    """The study exists with another budget; the message says what differs."""
+
+
+@dataclass
+class Placement:
+    """Where one worker runs."""
+
+    device: str  # "cpu" or "cuda:0" as the worker sees it
+    visible: str | None  # CUDA_VISIBLE_DEVICES for the worker, or None for the CPU
+    threads: int
+
+
+@dataclass
+class RunResult:
+    planned: int
+    recorded: int
+    failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def placements(devices: str, workers: int | None) -> list[Placement]:
+    """Workers for ``--devices`` (auto, cpu, or GPU indices "0,1") and ``--workers``."""
+    cores = os.cpu_count() or 1
+    if devices == "auto":
+        devices = ",".join(str(i) for i in range(torch.cuda.device_count())) or "cpu"
+    if devices == "cpu":
+        n = workers or cores
+        return [Placement("cpu", None, max(1, cores // n)) for _ in range(n)]
+    indices = [d.strip() for d in devices.split(",") if d.strip()]
+    if not indices or not all(d.isdigit() for d in indices):
+        raise ValueError(f"--devices takes auto, cpu, or GPU indices like 0,1; got {devices!r}")
+    available = torch.cuda.device_count()
+    missing = [d for d in indices if int(d) >= available]
+    if missing:
+        raise ValueError(f"no CUDA device {', '.join(missing)} here ({available} available)")
+    per = workers or 1
+    threads = max(1, cores // (per * len(indices)))
+    return [Placement("cuda:0", d, threads) for d in indices for _ in range(per)]
+
+
+def _check_same_budget(old: StudySpec, new: StudySpec) -> None:
+    for f in BUDGET_FIELDS:
+        if getattr(old, f) != getattr(new, f):
+            raise StudyConflict(
+                f"study {new.study_name!r} already exists with {f}={getattr(old, f)!r}, not "
+                f"{getattr(new, f)!r}; run it as it was defined, or give another --study name"
+            )
+
+
+def prepare(spec: StudySpec, out: Path, storage_url: str | None) -> tuple[TrialQueue, dict]:
+    """Create or reopen the study and plan its trials; returns the queue and the plan."""
+    from lookbench import tasks
+
+    study_dir = out / spec.study_name
+    storage = open_storage(storage_url, study_dir)
+    with study_lock(storage, study_dir, spec.study_name):
+        old = stored_spec(storage, spec.study_name)
+        if old is not None:
+            _check_same_budget(old, spec)
+        direction = "maximize" if tasks.task_class(spec.task).higher_is_better else "minimize"
+        queue = TrialQueue(storage, spec.study_name, spec.optimizers, direction, study_dir)
+        for study in queue.studies.values():
+            study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    planned = {trial_id(c): c for c in plan(spec)}
+    queue.sync(planned, StudyResults(study_dir).recorded())
+    return queue, planned
+
+
+def _describe(config) -> str:
+    parts = [config.optimizer if config.optimizer != "lookahead" else f"lookahead({config.inner})",
+             f"lr={config.lr:g}"]
+    if config.momentum is not None:
+        parts.append(f"mom={config.momentum:g}")
+    if config.weight_decay:
+        parts.append(f"wd={config.weight_decay:g}")
+    if config.k is not None:
+        parts.append(f"k={config.k}")
+    if config.alpha is not None:
+        parts.append(f"α={config.alpha if isinstance(config.alpha, str) else f'{config.alpha:g}'}")
+    parts.append(f"seed {config.seed}")
+    return " ".join(parts)
+
+
+class ProgressView:
+    """Rich progress: trials recorded of planned, and the epoch of each running trial."""
+
+    def __init__(self, console: Console, total: int, epochs: int) -> None:
+        self.total = total
+        self.epochs = epochs
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        self.bar = self.progress.add_task("trials", total=total)
+        self.running: list[str] = []
+        self.live = Live(self._render(), console=console, refresh_per_second=4,
+                         transient=False)
+
+    def _render(self) -> Table:
+        grid = Table.grid()
+        grid.add_row(self.progress)
+        for line in self.running[:12]:
+            grid.add_row(f"  [dim]{line}[/dim]")
+        if len(self.running) > 12:
+            grid.add_row(f"  [dim]… and {len(self.running) - 12} more running[/dim]")
+        return grid
+
+    def update(self, recorded: int, running: list[str]) -> None:
+        self.progress.update(self.bar, completed=min(recorded, self.total))
+        self.running = running
+        self.live.update(self._render())
+
+
+def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: str,
+              workers: int | None, data_dir: Path | None, console: Console,
+              grace_s: float | None = None) -> RunResult:
+    """Run (or continue) the study to the end; Ctrl-C stops it cleanly."""
+    queue, planned = prepare(spec, out, storage_url)
+    study_dir = out / spec.study_name
+    results = StudyResults(study_dir)
+    where = placements(devices, workers)
+    result = RunResult(planned=len(planned), recorded=0)
+    if planned and set(planned) <= results.recorded():
+        result.recorded = len(results.recorded() & set(planned))
+        return result
+
+    view = ProgressView(console, len(planned), spec.epochs or 0)
+
+    def refresh() -> None:
+        done = len(results.recorded() & set(planned))
+        running = [f"{_describe(c)}: epoch {e or 0}/{c.epochs}" for c, e in queue.running()]
+        view.update(done, running)
+
+    with view.live:
+        refresh()
+        if len(where) == 1:
+            _run_in_process(spec, study_dir, storage_url, where[0], data_dir, grace_s, refresh,
+                            result)
+        else:
+            _run_processes(spec, study_dir, storage_url, where, data_dir, grace_s, refresh,
+                           result)
+        refresh()
+    if not console.is_terminal:
+        console.print()  # a non-terminal Live leaves its last frame without a newline
+    result.recorded = len(results.recorded() & set(planned))
+    return result
+
+
+def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, place: Placement,
+                    data_dir: Path | None, grace_s: float | None, refresh, result: RunResult
+                    ) -> None:
+    if place.visible is not None:
+        torch.cuda.set_device(int(place.visible))
+        device = f"cuda:{place.visible}"
+    else:
+        device = "cpu"
+        torch.set_num_threads(place.threads)
+    last = [0.0]
+
+    def tick(*_: object) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.25:
+            last[0] = now
+            refresh()
+
+    opts = WorkerOptions(study_dir=study_dir, name=spec.study_name, storage=storage_url,
+                         device=device, data_dir=data_dir, grace_s=grace_s, on_epoch=tick,
+                         on_trial=tick)
+    try:
+        report: WorkerReport = run_worker(opts)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        return
+    except WorkerStopped as e:
+        result.errors.append(str(e))
+        return
+    result.failed.extend(report.failed)
+
+
+def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
+                   where: list[Placement], data_dir: Path | None, grace_s: float | None,
+                   refresh, result: RunResult) -> None:
+    procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
+    log_dir = study_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for i, place in enumerate(where):
+        env = dict(os.environ)
+        if place.visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = place.visible
+        env["OMP_NUM_THREADS"] = str(place.threads)
+        cmd = [sys.executable, "-m", "lookbench.study.worker", "--study-dir", str(study_dir),
+               "--name", spec.study_name, "--device", place.device,
+               "--threads", str(place.threads)]
+        if storage_url:
+            cmd += ["--storage", storage_url]
+        if data_dir is not None:
+            cmd += ["--data-dir", str(data_dir)]
+        if grace_s is not None:
+            cmd += ["--grace-s", str(grace_s)]
+        log = log_dir / f"worker-{i}.log"
+        logs.append(log)
+        with open(log, "w") as f:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT))
+    try:
+        while any(p.poll() is None for p in procs):
+            refresh()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return
+    for p, log in zip(procs, logs):
+        text = log.read_text(errors="replace").splitlines()
+        result.failed.extend(line[len("failed: "):] for line in text if line.startswith("failed: "))
+        errors = [line[len("error: "):] for line in text if line.startswith("error: ")]
+        if p.returncode not in (0, 130) and not errors:
+            tail = next((line for line in reversed(text) if line.strip()), "no output")
+            errors = [f"worker exited with code {p.returncode}: {tail} (see {log})"]
+        for e in errors:
+            if e not in result.errors:
+                result.errors.append(e)
+

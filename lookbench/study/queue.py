@@ -1,0 +1,332 @@
+"""The study's work queue, kept in Optuna's storage: every planned trial runs exactly once.
+
+Each lookbench study is one Optuna study per optimizer (``<study>.lookahead``,
+``<study>.sgd``), so optuna-dashboard shows each with its own parameters. A planned
+(configuration, seed) is an Optuna trial created WAITING with its parameters, its lookbench id
+and its full config as user attributes. Workers claim a WAITING trial by moving it to RUNNING,
+which Optuna's storages do atomically (the same step ``Study.ask`` uses for enqueued trials);
+no sampler is involved, because ``GridSampler`` under parallel workers has produced duplicates
+(optuna #2039, #4627, #5489, #6073).
+
+Optuna's journal storage has no heartbeat (#6615) and its RDB heartbeat only works under
+``study.optimize``, so ownership and liveness are kept here, as system attributes: the owner's
+host, pid and process start time, and a heartbeat time. A RUNNING trial whose owner is gone (its
+process on this host has exited, or its heartbeat on another host is older than the grace
+period) is *stale*: it is marked FAIL (superseded) and its id planned again, under the study
+lock, and whoever claims it continues from its checkpoint. The Parquet tables are the record
+of what is done: an id with a part file is never run again, whatever Optuna says.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from lookbench.study.config import TrialConfig
+from lookbench.study.storage import study_lock
+
+ID_ATTR = "lookbench_id"
+CONFIG_ATTR = "lookbench_config"
+SUPERSEDED_ATTR = "lookbench_superseded"
+OWNER_ATTR = "lookbench:owner"
+HEARTBEAT_ATTR = "lookbench:heartbeat"
+EPOCH_ATTR = "lookbench:epoch"
+
+HEARTBEAT_S = 15.0
+GRACE_S = 120.0
+INNER_STATES = ["maintain", "reset", "interpolate"]
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (Linux), to tell a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def this_owner() -> dict[str, object]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+
+
+def owner_alive(owner: dict | None, heartbeat: float | None, started: float | None,
+                grace_s: float) -> bool:
+    """Whether the process that owns a RUNNING trial is still at work."""
+    if owner and owner.get("host") == socket.gethostname():
+        pid = int(owner["pid"])  # type: ignore[arg-type]
+        if not _pid_alive(pid):
+            return False
+        start = owner.get("start")
+        return start is None or _process_start(pid) == start
+    last = heartbeat if heartbeat is not None else started
+    return last is not None and time.time() - last < grace_s
+
+
+def distributions(configs: Iterable[TrialConfig]) -> dict[str, BaseDistribution]:
+    """One distribution per parameter over all planned configs, for optuna-dashboard.
+
+    Ranges come from the values planned; categorical choices are fixed lists, so a study
+    whose grid grows later stays compatible with the trials already stored.
+    """
+    values: dict[str, list] = {}
+    for c in configs:
+        for field in ("lr", "momentum", "weight_decay", "k", "alpha", "seed"):
+            v = getattr(c, field)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values.setdefault(field, []).append(v)
+    out: dict[str, BaseDistribution] = {}
+    for field, vals in values.items():
+        lo, hi = min(vals), max(vals)
+        if field in ("k", "seed"):
+            out[field] = IntDistribution(int(lo), int(hi))
+        else:
+            out[field] = FloatDistribution(float(lo), float(hi), log=field == "lr" and lo > 0)
+    out["inner_state"] = CategoricalDistribution(INNER_STATES)
+    return out
+
+
+def _params(config: TrialConfig, dists: dict[str, BaseDistribution]) -> dict[str, object]:
+    params: dict[str, object] = {}
+    for field, dist in dists.items():
+        v = getattr(config, field)
+        if field == "inner_state":
+            if config.optimizer == "lookahead":
+                params[field] = v or "maintain"
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            params[field] = int(v) if isinstance(dist, IntDistribution) else float(v)
+    return params
+
+
+@dataclass
+class Claimed:
+    """A trial this worker owns: its Optuna trial, lookbench id and config."""
+
+    study: optuna.Study
+    trial_id: int
+    number: int
+    lookbench_id: str
+    config: TrialConfig
+
+
+class TrialQueue:
+    """The planned trials of one lookbench study, on one Optuna storage."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, name: str, optimizers: Iterable[str],
+                 direction: str, study_dir: Path, *, grace_s: float = GRACE_S) -> None:
+        self.storage = storage
+        self.name = name
+        self.study_dir = study_dir
+        self.grace_s = grace_s
+        self.studies = {
+            opt: optuna.create_study(storage=storage, study_name=f"{name}.{opt}",
+                                     direction=direction, load_if_exists=True)
+            for opt in optimizers
+        }
+        self._waiting: dict[str, list[int]] = {}
+        self._turn = 0
+
+    @classmethod
+    def create(cls, storage: optuna.storages.BaseStorage, name: str, optimizers: Iterable[str],
+               direction: str, study_dir: Path, **kwargs: float) -> TrialQueue:
+        """Create (or open) the Optuna studies under the study lock, so that several
+        processes or machines starting together do not race to create them."""
+        with study_lock(storage, study_dir, name):
+            return cls(storage, name, optimizers, direction, study_dir, **kwargs)
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _trials(self, study: optuna.Study, states: tuple[TrialState, ...] | None = None
+                ) -> list[FrozenTrial]:
+        return self.storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+
+    def _alive(self, t: FrozenTrial) -> bool:
+        started = t.datetime_start.timestamp() if t.datetime_start else None
+        return owner_alive(t.system_attrs.get(OWNER_ATTR), t.system_attrs.get(HEARTBEAT_ATTR),
+                           started, self.grace_s)
+
+    def _supersede(self, t: FrozenTrial, reason: str) -> None:
+        try:
+            self.storage.set_trial_user_attr(t._trial_id, SUPERSEDED_ATTR, reason)
+            self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            pass  # finished meanwhile by its owner: nothing to supersede
+
+    def sync(self, planned: dict[str, TrialConfig], recorded: set[str]) -> int:
+        """Add every planned id that is neither recorded, waiting, nor running live; mark
+        stale RUNNING trials superseded first. Returns how many trials were added."""
+        added = 0
+        with study_lock(self.storage, self.study_dir, self.name):
+            by_opt: dict[str, list[tuple[str, TrialConfig]]] = {}
+            for tid, cfg in planned.items():
+                by_opt.setdefault(cfg.optimizer, []).append((tid, cfg))
+            for opt, items in by_opt.items():
+                study = self.studies[opt]
+                covered: set[str] = set()
+                for t in self._trials(study, (TrialState.WAITING, TrialState.RUNNING)):
+                    tid = t.user_attrs.get(ID_ATTR)
+                    if t.state == TrialState.RUNNING and not self._alive(t):
+                        self._supersede(t, "stale: its worker stopped")
+                        continue
+                    if tid is not None:
+                        covered.add(tid)
+                dists = distributions(c for _, c in items)
+                for tid, cfg in items:
+                    if tid in recorded or tid in covered:
+                        continue
+                    self._enqueue(study, tid, cfg, dists)
+                    added += 1
+        self._waiting.clear()
+        return added
+
+    def _enqueue(self, study: optuna.Study, tid: str, config: TrialConfig,
+                 dists: dict[str, BaseDistribution]) -> None:
+        params = _params(config, dists)
+        template = FrozenTrial(
+            number=-1, state=TrialState.WAITING, value=None, datetime_start=None,
+            datetime_complete=None, params=params,
+            distributions={k: dists[k] for k in params}, user_attrs={
+                ID_ATTR: tid, CONFIG_ATTR: config.model_dump(mode="json")},
+            system_attrs={}, intermediate_values={}, trial_id=-1,
+        )
+        self.storage.create_new_trial(study._study_id, template_trial=template)
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def claim(self) -> Claimed | None:
+        """Take a WAITING trial (alternating between the optimizers), or None if none is left."""
+        opts = list(self.studies)
+        for i in range(len(opts)):
+            opt = opts[(self._turn + i) % len(opts)]
+            claimed = self._claim_from(opt)
+            if claimed is not None:
+                self._turn = (self._turn + i + 1) % len(opts)
+                return claimed
+        return None
+
+    def _claim_from(self, opt: str) -> Claimed | None:
+        study = self.studies[opt]
+        for refresh in (False, True):
+            if refresh or opt not in self._waiting:
+                self._waiting[opt] = [t._trial_id for t in self._trials(study, (TrialState.WAITING,))]
+            queue = self._waiting[opt]
+            while queue:
+                trial_id = queue.pop(0)
+                try:
+                    if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                        continue  # another worker was faster
+                except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                    continue
+                self.storage.set_trial_system_attr(trial_id, OWNER_ATTR, this_owner())
+                frozen = self.storage.get_trial(trial_id)
+                config = TrialConfig.model_validate(frozen.user_attrs[CONFIG_ATTR])
+                return Claimed(study, trial_id, frozen.number, frozen.user_attrs[ID_ATTR], config)
+        return None
+
+    def is_duplicate(self, claimed: Claimed, recorded: set[str]) -> str | None:
+        """Why ``claimed`` must not run (already recorded, or running live elsewhere)."""
+        if claimed.lookbench_id in recorded:
+            return "already recorded"
+        for t in self._trials(claimed.study, (TrialState.RUNNING, TrialState.COMPLETE,
+                                              TrialState.PRUNED)):
+            if t._trial_id == claimed.trial_id or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id:
+                continue
+            if t.state != TrialState.RUNNING:
+                return f"already finished as trial {t.number}"
+            if self._alive(t) and t.number < claimed.number:
+                return f"already running as trial {t.number}"
+        return None
+
+    # -- while running ----------------------------------------------------------------------
+
+    def heartbeat(self, claimed: Claimed) -> None:
+        self.storage.set_trial_system_attr(claimed.trial_id, HEARTBEAT_ATTR, time.time())
+
+    def progress(self, claimed: Claimed, epoch: int) -> None:
+        self.storage.set_trial_system_attr(claimed.trial_id, EPOCH_ATTR, epoch)
+
+    def finish(self, claimed: Claimed, state: str, value: float | None) -> None:
+        """Tell Optuna the outcome: COMPLETE (with the metric), PRUNED (diverged) or FAIL."""
+        try:
+            if state == "complete" and value is not None:
+                self.storage.set_trial_state_values(claimed.trial_id, TrialState.COMPLETE, [value])
+            elif state == "failed":
+                self.storage.set_trial_state_values(claimed.trial_id, TrialState.FAIL)
+            else:  # diverged, or no finite metric: stopped early, not an error
+                self.storage.set_trial_state_values(claimed.trial_id, TrialState.PRUNED)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            pass  # superseded while we ran (we were thought dead): the Parquet row still stands
+
+    def release(self, claimed: Claimed, reason: str) -> None:
+        """Give a claimed trial back (interrupted, bad checkpoint): superseded, planned again."""
+        with study_lock(self.storage, self.study_dir, self.name):
+            frozen = self.storage.get_trial(claimed.trial_id)
+            self._supersede(frozen, reason)
+            dists = {k: v for k, v in frozen.distributions.items()}
+            self._enqueue(claimed.study, claimed.lookbench_id, claimed.config, dists)
+
+    def abandon(self, claimed: Claimed, reason: str) -> None:
+        """Drop a claimed duplicate without planning it again."""
+        self._supersede(self.storage.get_trial(claimed.trial_id), reason)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def running(self) -> list[tuple[TrialConfig, int | None]]:
+        """Configs of the trials running live now, with the epoch each has reached."""
+        out = []
+        for study in self.studies.values():
+            for t in self._trials(study, (TrialState.RUNNING,)):
+                if CONFIG_ATTR in t.user_attrs and self._alive(t):
+                    out.append((TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR]),
+                                t.system_attrs.get(EPOCH_ATTR)))
+        return out
+
+
+class Heartbeat:
+    """A daemon thread that marks a claimed trial alive every ``interval`` seconds."""
+
+    def __init__(self, queue: TrialQueue, claimed: Claimed, interval: float = HEARTBEAT_S) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(queue, claimed, interval),
+                                        daemon=True, name="lookbench-heartbeat")
+
+    def _beat(self, queue: TrialQueue, claimed: Claimed, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                queue.heartbeat(claimed)
+            except Exception:  # a storage hiccup must not kill the trial; the next beat retries
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+

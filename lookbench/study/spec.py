@@ -1,0 +1,225 @@
+"""A study: which task, which optimizers, which grid, how many seeds, which budget.
+
+A study is defined by a TOML file (``studies/*.toml``), by command-line options, or both
+(options override the file). It always holds Lookahead *and* the baseline it wraps, with the
+same epochs and seeds. Validation happens here, once, with messages that name the bad field, so
+that a bad study never reaches the engine or the results already on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lookbench.study.config import OPTIMIZER_FIELDS, TrialConfig
+
+Sampler = Literal["grid", "random", "tpe"]
+INNERS = ("sgd", "adam", "adamw")
+# The hyperparameters a study may sweep, and for which optimizers they mean something.
+SWEEPABLE = ("lr", "momentum", "weight_decay", "k", "alpha", "inner_state")
+LOOKAHEAD_ONLY = ("k", "alpha", "inner_state")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SpecError(ValueError):
+    """A study definition is invalid; the message names the field."""
+
+
+class StudySpec(BaseModel):
+    """A validated study definition (see ``studies/*.toml`` for examples)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="default: <task>-<inner>")
+    task: str
+    inner: Literal["sgd", "adam", "adamw"] = "sgd"
+    epochs: int | None = Field(None, ge=1, description="default: the task's")
+    seeds: int = Field(1, ge=1, description="every configuration runs with seeds 0..seeds-1")
+    sampler: Sampler = "grid"
+    trials: int | None = Field(None, ge=1, description="configurations per optimizer (random, tpe)")
+    batch_size: int | None = Field(None, ge=1)
+    schedule: Literal["constant", "step", "cosine"] | None = None
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=dict, description="values to sweep, per optimizer (lookahead, <inner>)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str | None) -> str | None:
+        if name is not None and not NAME_PATTERN.match(name):
+            raise ValueError("use letters, digits, '-', '_' and '.', starting with a letter/digit")
+        return name
+
+    @property
+    def study_name(self) -> str:
+        return self.name or f"{self.task}-{self.inner}"
+
+    @property
+    def optimizers(self) -> tuple[str, str]:
+        """Lookahead and its baseline, in that order."""
+        return ("lookahead", self.inner)
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError(f"study file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"study file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise SpecError(f"cannot read study file {path}: {e.strerror}") from None
+
+
+def _first_error(e: ValidationError, where: str) -> SpecError:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    return SpecError(f"{where}: {loc}: {err['msg']}")
+
+
+def load_spec(path: Path | None = None, **overrides: Any) -> StudySpec:
+    """Build the spec from a TOML file (optional) and overrides (``None`` values ignored).
+
+    Grid overrides are given as ``grid_overrides={"lr": [...], "k": [...]}`` and apply to every
+    optimizer of the study that takes the field. Raises :class:`SpecError`.
+    """
+    data: dict[str, Any] = _parse_toml(path) if path is not None else {}
+    grid_overrides = overrides.pop("grid_overrides", None) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    where = str(path) if path is not None else "study"
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as e:
+        raise _first_error(e, where) from None
+    return _complete(spec, grid_overrides, where)
+
+
+def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str) -> StudySpec:
+    """Fill in the task's defaults, apply overrides, and check every grid value."""
+    from lookbench import tasks
+
+    try:
+        task = tasks.get(spec.task, **spec.task_options)
+    except ValueError as e:  # unknown task
+        raise SpecError(f"{where}: task: {e}") from None
+    except ValidationError as e:
+        raise _first_error(e, f"{where}: task_options") from None
+    unknown = set(spec.grid) - set(spec.optimizers)
+    if unknown:
+        raise SpecError(
+            f"{where}: grid: a study of {spec.inner} holds {', '.join(spec.optimizers)}; "
+            f"no grid for {', '.join(sorted(unknown))}"
+        )
+    for field in grid_overrides:
+        if field not in SWEEPABLE:
+            raise SpecError(f"{where}: cannot sweep {field!r}; sweepable: {', '.join(SWEEPABLE)}")
+    defaults = task.default_grid(spec.inner)
+    grid: dict[str, dict[str, list[Any]]] = {}
+    for opt in spec.optimizers:
+        values = dict(spec.grid.get(opt) or defaults.get(opt, {}))
+        for field, override in grid_overrides.items():
+            if opt == "lookahead" or field not in LOOKAHEAD_ONLY:
+                values[field] = list(override)
+        grid[opt] = values
+    spec = spec.model_copy(update={
+        "grid": grid,
+        "epochs": spec.epochs or task.default_epochs,
+    })
+    if spec.sampler != "grid" and spec.trials is None:
+        raise SpecError(f"{where}: trials: the {spec.sampler} sampler needs --trials N")
+    for opt, values in grid.items():
+        for field, vals in values.items():
+            if field not in SWEEPABLE:
+                raise SpecError(
+                    f"{where}: grid.{opt}.{field}: not a sweepable field "
+                    f"({', '.join(SWEEPABLE)})"
+                )
+            if opt != "lookahead" and field in LOOKAHEAD_ONLY:
+                raise SpecError(f"{where}: grid.{opt}.{field}: applies to lookahead only")
+            if not isinstance(vals, list) or not vals:
+                raise SpecError(f"{where}: grid.{opt}.{field}: give a non-empty list of values")
+        if "lr" not in values:
+            raise SpecError(f"{where}: grid.{opt}.lr: every optimizer needs learning rates")
+        for point in _points(values):  # validates every value the study will run
+            try:
+                _config(spec, opt, point, seed=0)
+            except ValidationError as e:
+                raise _first_error(e, f"{where}: grid.{opt}") from None
+    return spec
+
+
+def _points(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    fields = sorted(values)
+    return [dict(zip(fields, combo)) for combo in itertools.product(*(values[f] for f in fields))]
+
+
+def _config(spec: StudySpec, optimizer: str, point: dict[str, Any], seed: int) -> TrialConfig:
+    fields = {f: point[f] for f in OPTIMIZER_FIELDS if f in point}
+    if optimizer == "lookahead":
+        fields.setdefault("inner", spec.inner)
+    return TrialConfig(
+        task=spec.task, optimizer=optimizer, seed=seed, epochs=spec.epochs,
+        batch_size=spec.batch_size, schedule=spec.schedule, task_options=spec.task_options,
+        **fields,
+    )
+
+
+def trial_id(config: TrialConfig) -> str:
+    """A stable id for a configuration: the same config always gets the same id."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _random_points(values: dict[str, list[Any]], n: int, rng: np.random.Generator
+                   ) -> list[dict[str, Any]]:
+    """``n`` points drawn from the ranges the grid values span (log scale for lr, decay)."""
+    points = []
+    for _ in range(n):
+        point: dict[str, Any] = {}
+        for field, vals in sorted(values.items()):
+            numeric = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if len(set(vals)) == 1 or len(numeric) != len(vals):
+                point[field] = vals[int(rng.integers(len(vals)))]
+            elif field == "k":
+                point[field] = int(rng.integers(min(vals), max(vals) + 1))
+            elif field in ("lr", "weight_decay") and min(vals) > 0:
+                lo, hi = np.log(min(vals)), np.log(max(vals))
+                point[field] = float(np.exp(rng.uniform(lo, hi)))
+            else:
+                point[field] = float(rng.uniform(min(vals), max(vals)))
+        points.append(point)
+    return points
+
+
+def plan(spec: StudySpec) -> list[TrialConfig]:
+    """Every (configuration, seed) the study runs, in a fixed order.
+
+    Grid: the product of each optimizer's values. Random: ``trials`` points per optimizer drawn
+    from the ranges the values span, from a generator seeded by the study name, so running
+    the same study again plans the same trials. (TPE plans adaptively in the engine.)
+    """
+    if spec.sampler == "tpe":
+        raise ValueError("the tpe sampler has no fixed plan")
+    configs = []
+    name_seed = int.from_bytes(hashlib.sha256(spec.study_name.encode()).digest()[:8], "little")
+    for i, opt in enumerate(spec.optimizers):
+        values = spec.grid[opt]
+        if spec.sampler == "grid":
+            points = _points(values)
+        else:
+            rng = np.random.default_rng([name_seed, i])
+            points = _random_points(values, spec.trials or 0, rng)
+        for point in points:
+            for seed in range(spec.seeds):
+                configs.append(_config(spec, opt, point, seed))
+    return configs

@@ -1,0 +1,95 @@
+"""``lookbench status``: where a study stands, from its Parquet tables and its queue."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from rich import box
+from rich.table import Table
+
+from lookbench.results import StudyResults
+from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
+
+
+class StatusError(Exception):
+    """The study cannot be found or read; one line for the user."""
+
+
+def find_studies(out: Path) -> list[str]:
+    """Names of the studies under ``out`` (folders with results or a journal)."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir()
+                  if p.is_dir() and ((p / "trials").is_dir() or (p / JOURNAL_FILE).exists()))
+
+
+def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict, str | None]:
+    """Planned and running trials per optimizer, from the study's storage (if readable)."""
+    from lookbench.study.queue import TrialQueue
+    from lookbench.study.spec import plan
+    from lookbench.study.worker import stored_spec
+
+    if storage_url is None and not (study_dir / JOURNAL_FILE).exists():
+        return {}, {}, None
+    try:
+        storage = open_storage(storage_url, study_dir)
+    except StorageUnavailable as e:
+        raise StatusError(str(e)) from None
+    spec = stored_spec(storage, study_dir.name)
+    if spec is None:
+        return {}, {}, None
+    planned: dict[str, int] = defaultdict(int)
+    if spec.sampler != "tpe":
+        for c in plan(spec):
+            planned[c.optimizer] += 1
+    queue = TrialQueue(storage, spec.study_name, spec.optimizers, "maximize", study_dir)
+    running: dict[str, int] = defaultdict(int)
+    for config, _ in queue.running():
+        running[config.optimizer] += 1
+    return planned, running, spec.task
+
+
+def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
+    """A table with one row per optimizer of the study."""
+    if not study_dir.is_dir():
+        raise StatusError(f"no study at {study_dir}")
+    planned, running, _ = _queue_counts(study_dir, storage_url)
+    rows = StudyResults(study_dir).trials().to_pylist()
+    metric = rows[0]["metric"] if rows else "test_acc"
+    maximize = metric == "test_acc"
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    finals: dict[str, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        opt = r["optimizer"]
+        counts[opt][r["state"]] += 1
+        value = r["final_" + metric]
+        if r["state"] == "complete" and value is not None:
+            key = (r["lr"], r["momentum"], r["weight_decay"], r["k"], r["alpha"],
+                   r["inner_state"])
+            finals[opt][key].append(value)
+    table = Table(title=f"study {study_dir.name}", box=box.SIMPLE_HEAD,
+                  caption=f"done/planned trials, running, diverged, failed; best: final {metric} "
+                          f"of the best configuration, mean±sd over n seeds")
+    for col in ("optimizer", "done", "run", "div", "fail", "best", "configuration"):
+        table.add_column(col, justify="left" if col in ("optimizer", "configuration")
+                         else "right", no_wrap=col != "configuration")
+    for opt in sorted(set(counts) | set(planned) | set(running),
+                      key=lambda o: (o != "lookahead", o)):
+        c = counts[opt]
+        done = c["complete"] + c["diverged"] + c["failed"]
+        best, config = "-", "-"
+        if finals[opt]:
+            means = {key: sum(v) / len(v) for key, v in finals[opt].items()}
+            key = (max if maximize else min)(means, key=means.get)
+            vals = finals[opt][key]
+            sd = math.sqrt(sum((v - means[key]) ** 2 for v in vals) / (len(vals) - 1)) \
+                if len(vals) > 1 else 0.0
+            best = f"{means[key]:.4f}±{sd:.4f} n={len(vals)}"
+            names = ("lr", "mom", "wd", "k", "α", "")
+            config = " ".join(f"{n}={v:g}" if isinstance(v, float) else (f"{n}={v}" if n else v)
+                              for n, v in zip(names, key) if v is not None)
+        table.add_row(opt, f"{done}/{planned.get(opt, '?')}", str(running.get(opt, 0)),
+                      str(c["diverged"]), str(c["failed"]), best, config)
+    return table

@@ -1,0 +1,255 @@
+"""A worker: claim a planned trial, run it with per-epoch checkpoints, record it, repeat.
+
+One worker runs per device (``python -m lookbench.study.worker``, started by ``lookbench
+run``), or inside ``lookbench run`` itself when there is a single one. A trial that was cut
+off continues from its last epoch checkpoint (``<study>/checkpoints/<id>.pt``, written
+atomically after every epoch); a trial whose result is written is never run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lookbench.results import StudyResults
+from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
+from lookbench.study.records import curve_rows, trial_row, trial_state
+from lookbench.study.spec import StudySpec, plan, trial_id
+from lookbench.study.storage import open_storage
+from lookbench.study.trial import EpochRecord, Trial
+from lookbench.tasks import DataUnavailable
+
+CHECKPOINTS_DIR = "checkpoints"
+SPEC_ATTR = "lookbench_spec"
+
+
+class CheckpointError(Exception):
+    """A trial's checkpoint cannot be used; the message says which file and what to do."""
+
+
+class WorkerStopped(Exception):
+    """The worker must stop (data missing, bad checkpoint); the message is for the user."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "trial" not in state:
+            raise ValueError("not a lookbench trial checkpoint")
+        return state
+    except Exception as e:  # truncated, garbage, wrong format: all mean "unusable"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({reason[:200]}); delete it to restart that "
+            f"trial from scratch"
+        ) from None
+
+
+@dataclass
+class WorkerReport:
+    """What a worker did, for the run's summary."""
+
+    finished: int = 0
+    diverged: int = 0
+    failed: list[str] = field(default_factory=list)  # one line per failed trial
+
+
+@dataclass
+class WorkerOptions:
+    study_dir: Path
+    name: str
+    storage: str | None = None
+    device: str = "cpu"
+    data_dir: Path | None = None
+    grace_s: float | None = None
+    on_epoch: Callable[[Claimed, EpochRecord], None] | None = None
+    on_trial: Callable[[Claimed, str], None] | None = None
+
+
+def stored_spec(storage: Any, name: str) -> StudySpec | None:
+    """The study's definition as ``lookbench run`` stored it in Optuna, if it exists."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=f"{name}.lookahead", storage=storage)
+    except KeyError:
+        return None
+    raw = study.user_attrs.get(SPEC_ATTR)
+    return None if raw is None else StudySpec.model_validate(raw)
+
+
+def open_queue(opts: WorkerOptions, spec: StudySpec | None = None) -> tuple[TrialQueue, StudySpec]:
+    """The study's queue; its definition is read from the storage unless given."""
+    from lookbench import tasks
+
+    storage = open_storage(opts.storage, opts.study_dir)
+    if spec is None:
+        spec = stored_spec(storage, opts.name)
+        if spec is None:
+            raise WorkerStopped(f"study {opts.name!r} has no definition in its storage")
+    task_cls = tasks.task_class(spec.task)
+    direction = "maximize" if task_cls.higher_is_better else "minimize"
+    kwargs = {} if opts.grace_s is None else {"grace_s": opts.grace_s}
+    queue = TrialQueue(storage, opts.name, spec.optimizers, direction, opts.study_dir, **kwargs)
+    return queue, spec
+
+
+def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> WorkerReport:
+    """Run planned trials until none is left (or ``stop`` is set)."""
+    queue, spec = open_queue(opts)
+    results = StudyResults(opts.study_dir)
+    planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
+    report = WorkerReport()
+    while stop is None or not stop.is_set():
+        claimed = queue.claim()
+        if claimed is None:
+            if queue.sync(planned, results.recorded()) == 0:
+                break  # nothing waiting, nothing stale: done (others may still be running)
+            continue
+        _run_claimed(queue, claimed, results, opts, report)
+    return report
+
+
+def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
+                 opts: WorkerOptions, report: WorkerReport) -> None:
+    why = queue.is_duplicate(claimed, results.recorded())
+    if why is not None:
+        queue.abandon(claimed, why)
+        return
+    ckpt = opts.study_dir / CHECKPOINTS_DIR / f"{claimed.lookbench_id}.pt"
+    config = claimed.config
+    error = None
+    records: list[EpochRecord] = []
+    resumes = 0
+    trial: Trial | None = None
+    try:
+        with Heartbeat(queue, claimed):
+            trial = Trial(config, opts.device, opts.data_dir)
+            if ckpt.exists():
+                state = load_checkpoint(ckpt)
+                try:
+                    trial.load_state_dict(state["trial"])
+                except Exception as e:
+                    raise CheckpointError(
+                        f"checkpoint {ckpt} does not fit trial {claimed.lookbench_id} ({e}); "
+                        f"delete it to restart that trial from scratch"
+                    ) from None
+                resumes = int(state.get("resumes", 0)) + 1
+            for record in trial.run():
+                if not trial.finished:
+                    save_checkpoint(ckpt, {"trial": trial.state_dict(), "resumes": resumes})
+                queue.progress(claimed, record.epoch)
+                if opts.on_epoch is not None:
+                    opts.on_epoch(claimed, record)
+            records = trial.records
+    except (KeyboardInterrupt, DataUnavailable, CheckpointError) as e:
+        queue.release(claimed, "interrupted" if isinstance(e, KeyboardInterrupt) else str(e))
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise WorkerStopped(str(e)) from None
+    except Exception as e:  # the trial itself failed: that is a result, recorded as such
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        records = trial.records if trial is not None else []
+    state = trial_state(records, error)
+    task = trial.task if trial is not None else None
+    metric = task.metric if task is not None else "test_acc"
+    row = trial_row(
+        study=queue.name, trial=claimed.lookbench_id, config=config, metric=metric,
+        batch_size=trial.batch_size if trial else (config.batch_size or 0),
+        schedule=trial.schedule if trial else (config.schedule or "constant"),
+        records=records, device=str(trial.device if trial else opts.device), resumes=resumes,
+        error=error,
+    )
+    results.write_trial(row, curve_rows(claimed.lookbench_id, records))
+    value = row["final_test_acc"] if metric == "test_acc" else row["final_test_loss"]
+    queue.finish(claimed, state, value)
+    ckpt.unlink(missing_ok=True)
+    report.finished += 1
+    if state == "diverged":
+        report.diverged += 1
+    if error is not None:
+        report.failed.append(f"trial {claimed.lookbench_id}: {error}")
+    if opts.on_trial is not None:
+        opts.on_trial(claimed, state)
+
+
+# -- the worker process ---------------------------------------------------------------------
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the ``lookbench run`` that started it dies, however it dies."""
+    parent = os.getppid()
+    with contextlib.suppress(Exception):  # Linux: the kernel signals us when the parent exits
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:  # elsewhere (and as a backstop): poll for re-parenting
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, daemon=True, name="lookbench-parent-watch").start()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lookbench.study.worker")
+    parser.add_argument("--study-dir", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--storage")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--grace-s", type=float)
+    args = parser.parse_args(argv)
+    _exit_with_parent()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    opts = WorkerOptions(study_dir=args.study_dir, name=args.name, storage=args.storage,
+                         device=args.device, data_dir=args.data_dir, grace_s=args.grace_s)
+    try:
+        report = run_worker(opts)
+    except KeyboardInterrupt:
+        return 130
+    except WorkerStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for line in report.failed:
+        print(f"failed: {line}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
