@@ -92,25 +92,37 @@ def optimizers() -> None:
 @app.command("tasks")
 def list_tasks() -> None:
     """List the benchmark tasks: size, default budget, and the data each one needs."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from lookbench import tasks
 
-    table = Table(title="tasks", show_lines=True)
-    for column in ("name", "what it is", "data", "train / test", "parameters",
-                   "default epochs", "batch", "schedule", "metric"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="tasks", box=box.SIMPLE_HEAD,
+                  caption="metric: test accuracy (higher is better) or test loss (lower); size: "
+                          "train/test examples, parameters; budget: epochs × batch, schedule")
+    for column in ("task", "metric", "size", "budget", "data", "what it is"):
+        table.add_column(column, no_wrap=column != "what it is")
     for name in tasks.available():
         task = tasks.get(name)
         size = task.size()
-        examples = "-" if size.train_examples is None else (
-            f"{size.train_examples:,} / {size.test_examples:,}")
-        metric = f"{task.metric} ({'max' if task.higher_is_better else 'min'})"
-        table.add_row(name, task.summary, task.data, examples, f"{size.parameters:,}",
-                      str(task.default_epochs), str(task.default_batch_size),
-                      task.default_schedule, metric)
+        examples = "" if size.train_examples is None else (
+            f"{_si(size.train_examples)}/{_si(size.test_examples)} ex, ")
+        table.add_row(
+            name, f"{task.metric.removeprefix('test_')} {'↑' if task.higher_is_better else '↓'}",
+            f"{examples}{_si(size.parameters)} par",
+            f"{task.default_epochs}×{task.default_batch_size} {task.default_schedule}",
+            task.data, task.summary,
+        )
     Console().print(table)
+
+
+def _si(n: int) -> str:
+    """11173962 → 11.2M."""
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
 
 
 @app.command()

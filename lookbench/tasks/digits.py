@@ -61,8 +61,8 @@ class Digits(Task):
     """An MLP on scikit-learn's bundled 8×8 digits."""
 
     name = "digits"
-    summary = "MLP on scikit-learn's bundled 8x8 handwritten digits (real data, no download)"
-    data = "bundled with scikit-learn"
+    summary = "MLP on the 8x8 handwritten digits (real data)"
+    data = "ships with scikit-learn"
     metric = "test_acc"
     higher_is_better = True
     default_epochs = 20
