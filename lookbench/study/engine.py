@@ -24,7 +24,7 @@ from rich.table import Table
 
 from lookbench.results import StudyResults
 from lookbench.study.queue import TrialQueue
-from lookbench.study.spec import StudySpec, plan, trial_id
+from lookbench.study.spec import StudySpec, plan, planned_runs, trial_id
 from lookbench.study.storage import open_storage, study_lock
 from lookbench.study.worker import (
     SPEC_ATTR,
@@ -35,8 +35,9 @@ from lookbench.study.worker import (
     stored_spec,
 )
 
-# Fields that fix a study's budget: re-running with other values would mix budgets in one study.
-BUDGET_FIELDS = ("task", "inner", "epochs", "batch_size", "schedule", "task_options")
+# Everything that defines a study: re-running it with other values would mix two studies.
+DEFINING_FIELDS = ("task", "inner", "epochs", "seeds", "sampler", "trials", "batch_size",
+                   "schedule", "task_options", "grid")
 
 
 class StudyConflict(ValueError):
@@ -81,30 +82,44 @@ def placements(devices: str, workers: int | None) -> list[Placement]:
     return [Placement("cuda:0", d, threads) for d in indices for _ in range(per)]
 
 
-def _check_same_budget(old: StudySpec, new: StudySpec) -> None:
-    for f in BUDGET_FIELDS:
-        if getattr(old, f) != getattr(new, f):
+def _check_same_definition(old: StudySpec, new: StudySpec) -> None:
+    for f in DEFINING_FIELDS:
+        a, b = getattr(old, f), getattr(new, f)
+        if f == "grid":
+            for opt in sorted(set(a) | set(b)):
+                for field in sorted(set(a.get(opt, {})) | set(b.get(opt, {}))):
+                    va, vb = a.get(opt, {}).get(field), b.get(opt, {}).get(field)
+                    if va != vb:
+                        a, b, f = va, vb, f"grid.{opt}.{field}"
+                        break
+                else:
+                    continue
+                break
+        if a != b:
             raise StudyConflict(
-                f"study {new.study_name!r} already exists with {f}={getattr(old, f)!r}, not "
-                f"{getattr(new, f)!r}; run it as it was defined, or give another --study name"
+                f"study {new.study_name!r} already exists with {f}={a!r}, not {b!r}; run it "
+                f"with the options it was created with, or give another --study name"
             )
 
 
-def prepare(spec: StudySpec, out: Path, storage_url: str | None) -> tuple[TrialQueue, dict]:
+def prepare(spec: StudySpec, out: Path, storage_url: str | None,
+            data_dir: Path | None = None) -> tuple[TrialQueue, dict]:
     """Create or reopen the study and plan its trials; returns the queue and the plan."""
     from lookbench import tasks
 
     study_dir = out / spec.study_name
+    tasks.get(spec.task, **spec.task_options).check_data(data_dir)  # before creating anything
     storage = open_storage(storage_url, study_dir)
     with study_lock(storage, study_dir, spec.study_name):
         old = stored_spec(storage, spec.study_name)
         if old is not None:
-            _check_same_budget(old, spec)
+            _check_same_definition(old, spec)
         direction = "maximize" if tasks.task_class(spec.task).higher_is_better else "minimize"
         queue = TrialQueue(storage, spec.study_name, spec.optimizers, direction, study_dir)
-        for study in queue.studies.values():
-            study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
-    planned = {trial_id(c): c for c in plan(spec)}
+        if old is None:
+            for study in queue.studies.values():
+                study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     queue.sync(planned, StudyResults(study_dir).recorded())
     return queue, planned
 
@@ -156,19 +171,23 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
               workers: int | None, data_dir: Path | None, console: Console,
               grace_s: float | None = None) -> RunResult:
     """Run (or continue) the study to the end; Ctrl-C stops it cleanly."""
-    queue, planned = prepare(spec, out, storage_url)
+    where = placements(devices, workers)  # checked before anything is created or changed
+    queue, planned = prepare(spec, out, storage_url, data_dir)
     study_dir = out / spec.study_name
     results = StudyResults(study_dir)
-    where = placements(devices, workers)
-    result = RunResult(planned=len(planned), recorded=0)
-    if planned and set(planned) <= results.recorded():
-        result.recorded = len(results.recorded() & set(planned))
+    total = sum(planned_runs(spec).values())
+
+    def recorded_now() -> int:
+        return len(results.recorded() & set(planned)) if planned else len(results.recorded())
+
+    result = RunResult(planned=total, recorded=recorded_now())
+    if result.recorded >= total:
         return result
 
-    view = ProgressView(console, len(planned), spec.epochs or 0)
+    view = ProgressView(console, total, spec.epochs or 0)
 
     def refresh() -> None:
-        done = len(results.recorded() & set(planned))
+        done = recorded_now()
         running = [f"{_describe(c)}: epoch {e or 0}/{c.epochs}" for c, e in queue.running()]
         view.update(done, running)
 
@@ -183,7 +202,7 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
         refresh()
     if not console.is_terminal:
         console.print()  # a non-terminal Live leaves its last frame without a newline
-    result.recorded = len(results.recorded() & set(planned))
+    result.recorded = recorded_now()
     return result
 
 

@@ -23,9 +23,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.distributions import (
@@ -42,6 +43,7 @@ from lookbench.study.storage import study_lock
 ID_ATTR = "lookbench_id"
 CONFIG_ATTR = "lookbench_config"
 SUPERSEDED_ATTR = "lookbench_superseded"
+POINT_ATTR = "lookbench_point"  # TPE: which proposed configuration a seed run belongs to
 OWNER_ATTR = "lookbench:owner"
 HEARTBEAT_ATTR = "lookbench:heartbeat"
 EPOCH_ATTR = "lookbench:epoch"
@@ -178,24 +180,31 @@ class TrialQueue:
             pass  # finished meanwhile by its owner: nothing to supersede
 
     def sync(self, planned: dict[str, TrialConfig], recorded: set[str]) -> int:
-        """Add every planned id that is neither recorded, waiting, nor running live; mark
-        stale RUNNING trials superseded first. Returns how many trials were added."""
+        """Plan again what is missing: stale RUNNING trials are superseded and their configs
+        queued again, then every planned id that is neither recorded, waiting, nor running
+        live is queued. Returns how many trials were added."""
         added = 0
         with study_lock(self.storage, self.study_dir, self.name):
-            by_opt: dict[str, list[tuple[str, TrialConfig]]] = {}
-            for tid, cfg in planned.items():
-                by_opt.setdefault(cfg.optimizer, []).append((tid, cfg))
-            for opt, items in by_opt.items():
-                study = self.studies[opt]
+            for opt, study in self.studies.items():
                 covered: set[str] = set()
+                orphans: dict[str, FrozenTrial] = {}
                 for t in self._trials(study, (TrialState.WAITING, TrialState.RUNNING)):
                     tid = t.user_attrs.get(ID_ATTR)
                     if t.state == TrialState.RUNNING and not self._alive(t):
                         self._supersede(t, "stale: its worker stopped")
-                        continue
-                    if tid is not None:
+                        if tid is not None:
+                            orphans[tid] = t
+                    elif tid is not None:
                         covered.add(tid)
+                items = [(tid, c) for tid, c in planned.items() if c.optimizer == opt]
                 dists = distributions(c for _, c in items)
+                for tid, t in orphans.items():  # e.g. TPE's proposals, which no plan lists
+                    if tid not in recorded and tid not in covered and tid not in planned:
+                        config = TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR])
+                        self._enqueue(study, tid, config, dict(t.distributions),
+                                      point=t.user_attrs.get(POINT_ATTR))
+                        covered.add(tid)
+                        added += 1
                 for tid, cfg in items:
                     if tid in recorded or tid in covered:
                         continue
@@ -205,13 +214,15 @@ class TrialQueue:
         return added
 
     def _enqueue(self, study: optuna.Study, tid: str, config: TrialConfig,
-                 dists: dict[str, BaseDistribution]) -> None:
+                 dists: dict[str, BaseDistribution], point: str | None = None) -> None:
         params = _params(config, dists)
+        user_attrs: dict[str, Any] = {ID_ATTR: tid, CONFIG_ATTR: config.model_dump(mode="json")}
+        if point is not None:
+            user_attrs[POINT_ATTR] = point
         template = FrozenTrial(
             number=-1, state=TrialState.WAITING, value=None, datetime_start=None,
             datetime_complete=None, params=params,
-            distributions={k: dists[k] for k in params}, user_attrs={
-                ID_ATTR: tid, CONFIG_ATTR: config.model_dump(mode="json")},
+            distributions={k: dists[k] for k in params}, user_attrs=user_attrs,
             system_attrs={}, intermediate_values={}, trial_id=-1,
         )
         self.storage.create_new_trial(study._study_id, template_trial=template)
@@ -248,17 +259,49 @@ class TrialQueue:
                 return Claimed(study, trial_id, frozen.number, frozen.user_attrs[ID_ATTR], config)
         return None
 
+    def propose(self, opt: str, space: dict[str, BaseDistribution], seeds: int, budget: int,
+                make_config: Callable[[dict[str, Any], int], TrialConfig],
+                make_id: Callable[[TrialConfig], str]) -> Claimed | None:
+        """TPE: let the study's sampler propose a new configuration (if fewer than ``budget``
+        have been proposed) and claim its seed-0 run; its other seeds are queued WAITING.
+
+        Under the study lock, so concurrent workers neither exceed the budget nor propose
+        while seed runs are still waiting.
+        """
+        study = self.studies[opt]
+        with study_lock(self.storage, self.study_dir, self.name):
+            trials = self._trials(study)
+            if any(t.state == TrialState.WAITING for t in trials):
+                return None
+            proposed = {t.user_attrs.get(POINT_ATTR) for t in trials
+                        if t.user_attrs.get(POINT_ATTR) is not None}
+            if len(proposed) >= budget:
+                return None
+            trial = study.ask(space)  # the study's sampler (TPE) proposes the point
+            config = make_config(dict(trial.params), 0)
+            tid = make_id(config)
+            point = f"{len(proposed)}"
+            for key, value in ((ID_ATTR, tid), (CONFIG_ATTR, config.model_dump(mode="json")),
+                               (POINT_ATTR, point)):
+                self.storage.set_trial_user_attr(trial._trial_id, key, value)
+            self.storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, this_owner())
+            frozen = self.storage.get_trial(trial._trial_id)
+            for seed in range(1, seeds):
+                other = make_config(dict(trial.params), seed)
+                self._enqueue(study, make_id(other), other, dict(frozen.distributions),
+                              point=point)
+        return Claimed(study, trial._trial_id, trial.number, tid, config)
+
     def is_duplicate(self, claimed: Claimed, recorded: set[str]) -> str | None:
-        """Why ``claimed`` must not run (already recorded, or running live elsewhere)."""
+        """Why ``claimed`` must not run: its result is recorded, or an earlier trial with the
+        same id is running live. (An Optuna COMPLETE without a Parquet row means the row was
+        removed on purpose, so that id runs again.)"""
         if claimed.lookbench_id in recorded:
             return "already recorded"
-        for t in self._trials(claimed.study, (TrialState.RUNNING, TrialState.COMPLETE,
-                                              TrialState.PRUNED)):
-            if t._trial_id == claimed.trial_id or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id:
-                continue
-            if t.state != TrialState.RUNNING:
-                return f"already finished as trial {t.number}"
-            if self._alive(t) and t.number < claimed.number:
+        for t in self._trials(claimed.study, (TrialState.RUNNING,)):
+            if (t._trial_id != claimed.trial_id
+                    and t.user_attrs.get(ID_ATTR) == claimed.lookbench_id
+                    and t.number < claimed.number and self._alive(t)):
                 return f"already running as trial {t.number}"
         return None
 
@@ -287,8 +330,8 @@ class TrialQueue:
         with study_lock(self.storage, self.study_dir, self.name):
             frozen = self.storage.get_trial(claimed.trial_id)
             self._supersede(frozen, reason)
-            dists = {k: v for k, v in frozen.distributions.items()}
-            self._enqueue(claimed.study, claimed.lookbench_id, claimed.config, dists)
+            self._enqueue(claimed.study, claimed.lookbench_id, claimed.config,
+                          dict(frozen.distributions), point=frozen.user_attrs.get(POINT_ATTR))
 
     def abandon(self, claimed: Claimed, reason: str) -> None:
         """Drop a claimed duplicate without planning it again."""

@@ -84,7 +84,8 @@ def _parse_toml(path: Path) -> dict[str, Any]:
 def _first_error(e: ValidationError, where: str) -> SpecError:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    return SpecError(f"{where}: {loc}: {err['msg']}")
+    msg = err["msg"].removeprefix("Value error, ")
+    return SpecError(f"{where}: {loc}: {msg}")
 
 
 def load_spec(path: Path | None = None, **overrides: Any) -> StudySpec:
@@ -110,10 +111,10 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str)
 
     try:
         task = tasks.get(spec.task, **spec.task_options)
+    except ValidationError as e:  # (a ValueError too, so first)
+        raise _first_error(e, f"{where}: task_options") from None
     except ValueError as e:  # unknown task
         raise SpecError(f"{where}: task: {e}") from None
-    except ValidationError as e:
-        raise _first_error(e, f"{where}: task_options") from None
     unknown = set(spec.grid) - set(spec.optimizers)
     if unknown:
         raise SpecError(
@@ -223,3 +224,37 @@ def plan(spec: StudySpec) -> list[TrialConfig]:
             for seed in range(spec.seeds):
                 configs.append(_config(spec, opt, point, seed))
     return configs
+
+
+def search_space(spec: StudySpec, optimizer: str) -> dict[str, Any]:
+    """Optuna distributions spanning the grid values, for the TPE sampler: log scale for
+    learning rates (and positive weight decays), integers for k, choices for the rest."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space: dict[str, Any] = {}
+    for field, vals in sorted(spec.grid[optimizer].items()):
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        if len(set(vals)) == 1 or not numeric:
+            space[field] = CategoricalDistribution(sorted(set(vals), key=str))
+        elif field == "k":
+            space[field] = IntDistribution(int(min(vals)), int(max(vals)))
+        else:
+            log = field in ("lr", "weight_decay") and min(vals) > 0
+            space[field] = FloatDistribution(float(min(vals)), float(max(vals)), log=log)
+    return space
+
+
+def config_from_point(spec: StudySpec, optimizer: str, point: dict[str, Any],
+                      seed: int) -> TrialConfig:
+    """The trial config of a sampled point (TPE) for one seed."""
+    return _config(spec, optimizer, point, seed)
+
+
+def planned_runs(spec: StudySpec) -> dict[str, int]:
+    """How many (configuration, seed) runs the study holds per optimizer."""
+    if spec.sampler == "tpe":
+        return {opt: (spec.trials or 0) * spec.seeds for opt in spec.optimizers}
+    counts = dict.fromkeys(spec.optimizers, 0)
+    for c in plan(spec):
+        counts[c.optimizer] += 1
+    return counts

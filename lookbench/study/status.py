@@ -28,7 +28,7 @@ def find_studies(out: Path) -> list[str]:
 def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict, str | None]:
     """Planned and running trials per optimizer, from the study's storage (if readable)."""
     from lookbench.study.queue import TrialQueue
-    from lookbench.study.spec import plan
+    from lookbench.study.spec import planned_runs
     from lookbench.study.worker import stored_spec
 
     if storage_url is None and not (study_dir / JOURNAL_FILE).exists():
@@ -40,10 +40,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
     spec = stored_spec(storage, study_dir.name)
     if spec is None:
         return {}, {}, None
-    planned: dict[str, int] = defaultdict(int)
-    if spec.sampler != "tpe":
-        for c in plan(spec):
-            planned[c.optimizer] += 1
+    planned = planned_runs(spec)
     queue = TrialQueue(storage, spec.study_name, spec.optimizers, "maximize", study_dir)
     running: dict[str, int] = defaultdict(int)
     for config, _ in queue.running():

@@ -91,15 +91,19 @@ class Trial:
             torch.backends.cudnn.benchmark = not config.deterministic
         self.batch_size = config.batch_size or self.task.default_batch_size
         self.schedule = config.schedule or self.task.default_schedule
-        self.workload = self.task.workload(
-            batch_size=self.batch_size, device=self.device, seed=config.seed, data_dir=data_dir
-        )
-        if self.workload.channels_last and self.device.type == "cuda":
-            self.workload.model.to(memory_format=torch.channels_last)
-        self.optimizer = build(
-            config.optimizer, self.workload.model.parameters(), **config.optimizer_hparams()
-        )
-        self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        # A task that can compute its results (the analytic NQM) is not trained at all.
+        self.analytic = self.task.analytic_curve(config)
+        if self.analytic is None:
+            self.workload = self.task.workload(
+                batch_size=self.batch_size, device=self.device, seed=config.seed,
+                data_dir=data_dir,
+            )
+            if self.workload.channels_last and self.device.type == "cuda":
+                self.workload.model.to(memory_format=torch.channels_last)
+            self.optimizer = build(
+                config.optimizer, self.workload.model.parameters(), **config.optimizer_hparams()
+            )
+            self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.epoch = 0  # epochs completed
         self.steps = 0
         self.wall_s = 0.0
@@ -159,10 +163,24 @@ class Trial:
         train_loss = float(loss_sum) / max(n_steps, 1)
         return train_loss, n_steps, finite and math.isfinite(train_loss)
 
+    def _analytic_epoch(self) -> EpochRecord:
+        self.initial_loss = self.analytic[0]["test_loss"]  # type: ignore[index]
+        self.epoch += 1
+        metrics = self.analytic[self.epoch]  # type: ignore[index]
+        loss = metrics["test_loss"]
+        diverged = not math.isfinite(loss) or loss > BLOWUP_FACTOR * self.initial_loss
+        record = EpochRecord(epoch=self.epoch, train_loss=loss, test_loss=loss,
+                             test_acc=metrics.get("test_acc"), train_eval_loss=None,
+                             lr=self.config.lr, steps=0, wall_s=0.0, diverged=diverged)
+        self.records.append(record)
+        return record
+
     def run_epoch(self) -> EpochRecord:
         """Train and evaluate one epoch."""
         if self.finished:
             raise RuntimeError("the trial has already finished")
+        if self.analytic is not None:
+            return self._analytic_epoch()
         wl, opt = self.workload, self.optimizer
         start = time.perf_counter()
         train_loss, _, finite = self.train_epoch()
@@ -210,8 +228,8 @@ class Trial:
             "wall_s": self.wall_s,
             "initial_loss": self.initial_loss,
             "records": [asdict(r) for r in self.records],
-            "model": self.workload.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": None if self.analytic is not None else self.workload.model.state_dict(),
+            "optimizer": None if self.analytic is not None else self.optimizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -219,8 +237,9 @@ class Trial:
         saved = TrialConfig.model_validate(state["config"])
         if saved != self.config:
             raise ValueError("checkpoint belongs to a different trial configuration")
-        self.workload.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.analytic is None:
+            self.workload.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.steps = int(state["steps"])
         self.wall_s = float(state["wall_s"])

@@ -27,12 +27,13 @@ import torch
 from lookbench.results import StudyResults
 from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
 from lookbench.study.records import curve_rows, trial_row, trial_state
-from lookbench.study.spec import StudySpec, plan, trial_id
+from lookbench.study.spec import StudySpec, config_from_point, plan, search_space, trial_id
 from lookbench.study.storage import open_storage
 from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable
 
 CHECKPOINTS_DIR = "checkpoints"
+PROGRESS_EVERY_S = 1.0  # a trial's epoch is written to the storage at most this often
 SPEC_ATTR = "lookbench_spec"
 
 
@@ -129,12 +130,26 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
     report = WorkerReport()
     while stop is None or not stop.is_set():
         claimed = queue.claim()
+        if claimed is None and spec.sampler == "tpe":
+            claimed = _propose(queue, spec)
         if claimed is None:
             if queue.sync(planned, results.recorded()) == 0:
                 break  # nothing waiting, nothing stale: done (others may still be running)
             continue
         _run_claimed(queue, claimed, results, opts, report)
     return report
+
+
+def _propose(queue: TrialQueue, spec: StudySpec) -> Claimed | None:
+    """TPE: a new configuration from the sampler of the optimizer with fewer proposals."""
+    for opt in spec.optimizers:
+        claimed = queue.propose(
+            opt, search_space(spec, opt), spec.seeds, spec.trials or 0,
+            lambda point, seed, opt=opt: config_from_point(spec, opt, point, seed), trial_id,
+        )
+        if claimed is not None:
+            return claimed
+    return None
 
 
 def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
@@ -162,10 +177,14 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
                         f"delete it to restart that trial from scratch"
                     ) from None
                 resumes = int(state.get("resumes", 0)) + 1
+            last_progress = time.monotonic()
             for record in trial.run():
-                if not trial.finished:
+                # An analytic trial (no model) is recomputed faster than it is checkpointed.
+                if not trial.finished and trial.analytic is None:
                     save_checkpoint(ckpt, {"trial": trial.state_dict(), "resumes": resumes})
-                queue.progress(claimed, record.epoch)
+                if not trial.finished and time.monotonic() - last_progress > PROGRESS_EVERY_S:
+                    queue.progress(claimed, record.epoch)  # for `run`'s display of others
+                    last_progress = time.monotonic()
                 if opts.on_epoch is not None:
                     opts.on_epoch(claimed, record)
             records = trial.records

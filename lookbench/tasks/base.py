@@ -97,6 +97,16 @@ class Task(ABC):
                  data_dir: Path | None = None) -> Workload:
         """Build data (on ``device``), model (initialised from ``seed``) and functions."""
 
+    def check_data(self, data_dir: Path | None) -> None:
+        """Raise :class:`DataUnavailable` now if the task's data cannot be had (before a study
+        creates anything); tasks that need no files have nothing to check."""
+
+    def analytic_curve(self, config: Any) -> list[dict[str, float]] | None:
+        """Metrics computed without training, for a task that can (the noisy quadratic's
+        expected dynamics): element 0 at the start, element e after epoch e. ``None`` means the
+        configuration must be trained. ``config`` is a ``lookbench.study.config.TrialConfig``."""
+        return None
+
     @abstractmethod
     def size(self) -> TaskSize:
         """Examples and parameter count, without loading the data."""

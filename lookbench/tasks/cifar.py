@@ -103,6 +103,9 @@ class _Cifar(Task):
             raise ValueError(f"{self.name} has grids for inner {', '.join(_GRIDS)}; got {inner!r}")
         return copy.deepcopy(_GRIDS[inner])
 
+    def check_data(self, data_dir: Path | None) -> None:
+        load_cifar(self.dataset, data_dir)  # cached: the first trial in this process reuses it
+
     def workload(self, *, batch_size: int, device: torch.device, seed: int,
                  data_dir: Path | None = None) -> Workload:
         if batch_size < 1:

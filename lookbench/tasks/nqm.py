@@ -222,6 +222,10 @@ class NqmOptions(BaseModel):
     )
     steps_per_epoch: int = Field(100, ge=1, description="optimizer steps per epoch")
     x0: float = Field(1.0, description="every coordinate of the start point")
+    analytic: bool = Field(
+        False, description="compute each epoch's expected loss from the paper's dynamics "
+        "(Eqs. 8-9, Lemma 1) instead of training: SGD and Lookahead(SGD), no momentum",
+    )
 
 
 class Point(nn.Module):
@@ -265,6 +269,30 @@ class NoisyQuadratic(Task):
             "lookahead": {"lr": lrs, "momentum": momentum, "k": [5, 10], "alpha": [0.2, 0.5, 0.8]},
             inner: {"lr": lrs, "momentum": momentum},
         }
+
+    def analytic_curve(self, config: Any) -> list[dict[str, float]] | None:
+        """With ``analytic=True``: Eq. 5's expected loss at the start and after each epoch,
+        from the config's lr (and k, alpha for Lookahead), by unrolling the expected dynamics."""
+        opts: NqmOptions = self.options  # type: ignore[assignment]
+        if not opts.analytic:
+            return None
+        lookahead = config.optimizer == "lookahead"
+        inner = config.inner if lookahead else config.optimizer
+        if inner != "sgd" or (config.momentum or 0.0) != 0.0 or (
+                lookahead and config.alpha == "adaptive"):
+            raise ValueError("the analytic NQM covers SGD and Lookahead(SGD) without momentum "
+                             "and with a fixed alpha")
+        if lookahead and opts.steps_per_epoch % config.k:
+            raise ValueError(f"the analytic NQM needs steps_per_epoch "
+                             f"({opts.steps_per_epoch}) to be a multiple of k ({config.k})")
+        a, sigma2 = default_spectrum(opts.dim)
+        with np.errstate(over="ignore", invalid="ignore"):
+            curve = expected_loss_curve(
+                a, sigma2, config.lr, opts.steps_per_epoch * config.epochs, opts.x0,
+                config.k if lookahead else None, config.alpha if lookahead else None,
+                every=opts.steps_per_epoch,
+            )
+        return [{"test_loss": float(v)} for v in curve]
 
     def workload(self, *, batch_size: int, device: torch.device, seed: int,
                  data_dir: Path | None = None) -> Workload:

@@ -1,0 +1,72 @@
+"""What lookbench's study engine costs per trial, beyond the trial itself.
+
+A 1,000-trial study on the analytic noisy quadratic (every trial computes the paper's expected
+dynamics in well under a millisecond, so nearly all of the time is the engine's): lookbench's
+engine with the default journal storage, one worker in the command's process (claiming each
+trial from Optuna's storage, heartbeats, per-epoch progress, atomic Parquet parts) against a
+plain Python loop calling the same trial function on the same 1,000 configurations. Run one
+after the other, twice, in one process. Goal: engine overhead below 10 ms per trial.
+
+Usage: python benchmarks/engine_overhead.py [--trials 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from lookbench.study.engine import run_study
+from lookbench.study.spec import load_spec, plan
+from lookbench.study.trial import run_trial
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=1000, help="trials (even)")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    half = args.trials // 2
+    # Lookahead: 10 lr × 5 k × (half/50) α; SGD: `half` learning rates. Same size each.
+    n_alpha = max(1, half // 50)
+    lrs = [float(x) for x in np.geomspace(1e-3, 1.5, 10)]
+    grid = {
+        "lookahead": {"lr": lrs, "momentum": [0.0], "k": [1, 2, 4, 5, 10],
+                      "alpha": [float(a) for a in np.linspace(0.05, 1.0, n_alpha)]},
+        "sgd": {"lr": [float(x) for x in np.geomspace(1e-4, 1.5, half)], "momentum": [0.0]},
+    }
+    spec = load_spec(None, task="nqm", task_options={"analytic": True}, epochs=10, grid=grid)
+    configs = plan(spec)
+    n = len(configs)
+    engine_s, loop_s = [], []
+    for r in range(args.rounds):
+        start = time.perf_counter()
+        for config in configs:
+            run_trial(config, "cpu")
+        loop_s.append(time.perf_counter() - start)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            console = Console(file=io.StringIO())  # progress drawn, not shown
+            start = time.perf_counter()
+            result = run_study(spec.model_copy(update={"name": f"overhead{r}"}), out=Path(tmp),
+                               storage_url=None, devices="cpu", workers=1, data_dir=None,
+                               console=console)
+            engine_s.append(time.perf_counter() - start)
+            assert result.recorded == n, (result.recorded, n)
+
+    loop, engine = statistics.median(loop_s), statistics.median(engine_s)
+    print(f"{n} trials (analytic NQM, 10 epochs each), journal storage, 1 worker")
+    print(f"  plain loop : {loop:7.2f} s  ({loop / n * 1e3:6.2f} ms per trial)")
+    print(f"  engine     : {engine:7.2f} s  ({engine / n * 1e3:6.2f} ms per trial)")
+    overhead = (engine - loop) / n * 1e3
+    print(f"engine overhead: {overhead:.2f} ms per trial (goal < 10 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""`lookbench run` and `lookbench status` end to end: exactly once, nothing lost, clear errors.
+
+Fast tests run the command in this process (one worker); the ones marked ``slow`` start real
+worker processes and kill them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from lookbench.cli import app
+from lookbench.results import CURVES, TRIALS, StudyResults
+from lookbench.study.config import TrialConfig
+from lookbench.study.queue import OWNER_ATTR, SUPERSEDED_ATTR, TrialQueue
+from lookbench.study.spec import trial_id
+from lookbench.study.storage import open_storage
+
+runner = CliRunner()
+TINY = ["digits", "--lr", "0.1,1000", "--k", "5", "--alpha", "0.5", "--epochs", "2",
+        "--seeds", "2", "--devices", "cpu", "--workers", "1"]
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and its content hash."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def optuna_trials(out: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+    storage = open_storage(None, out / study)
+    trials = []
+    for opt in ("lookahead", "sgd"):
+        trials += optuna.load_study(study_name=f"{study}.{opt}", storage=storage).trials
+    return trials
+
+
+def test_a_study_records_every_planned_trial_once(tmp_path):
+    result = invoke("run", *TINY, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output + result.stderr
+    study = tmp_path / "digits-sgd"
+    trials = pd.read_parquet(study / "trials")  # a plain directory of Parquet parts
+    assert len(trials) == 8 and trials["trial"].is_unique  # 2 lr × 2 optimizers × 2 seeds
+    assert set(trials["state"]) == {"complete", "diverged"}
+    assert (trials.loc[trials.lr == 1000, "state"] == "diverged").all()
+    assert (trials.loc[trials.lr == 0.1, "final_test_acc"] > 0.8).all()
+    la = trials[trials.optimizer == "lookahead"]
+    assert set(la["k"]) == {5} and set(la["alpha"]) == {0.5} and set(la["inner"]) == {"sgd"}
+    assert trials.loc[trials.optimizer == "sgd", "k"].isna().all()
+    curves = ds.dataset(study / "curves", format="parquet").to_table()
+    assert curves.schema.equals(CURVES) or set(CURVES.names) <= set(curves.schema.names)
+    assert curves.num_rows == int(trials["epochs_done"].sum())
+    assert set(TRIALS.names) == set(trials.columns)
+    # Optuna agrees: one finished trial per planned run, none left running or waiting.
+    frozen = optuna_trials(tmp_path, "digits-sgd")
+    live = [t for t in frozen if SUPERSEDED_ATTR not in t.user_attrs]
+    assert len(live) == 8
+    assert {t.state for t in live} == {TrialState.COMPLETE, TrialState.PRUNED}
+    assert "done" in result.output and "lookahead" in result.output
+
+
+def test_running_again_adds_nothing_and_changes_no_result(tmp_path):
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    before = tree_digest(tmp_path / "digits-sgd" / "trials")
+    result = invoke("run", *TINY, "--out", str(tmp_path))
+    assert result.exit_code == 0
+    assert "8 of 8 trials recorded" in result.output
+    assert tree_digest(tmp_path / "digits-sgd" / "trials") == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "match"),
+    [
+        (["mnist"], 2, "unknown task 'mnist'"),
+        (["digits", "--inner", "rmsprop"], 2, "inner: Input should be 'sgd', 'adam' or 'adamw'"),
+        (["digits", "--alpha", "1.5"], 2, r"alpha must be in (0, 1], got 1.5"),
+        (["digits", "--alpha", "0"], 2, r"alpha must be in (0, 1], got 0.0"),
+        (["digits", "--k", "0"], 2, "k: Input should be greater than or equal to 1"),
+        (["digits", "--lr", "-0.1"], 2, "lr: Input should be greater than 0"),
+        (["digits", "--lr", "fast"], 2, "--lr: 'fast' is not a number"),
+        (TINY[:-4] + ["--epochs", "3"], 2, "already exists with epochs=2, not 3"),
+        (TINY[:1] + ["--lr", "0.1"] + TINY[3:], 2,
+         "already exists with grid.lookahead.lr=[0.1, 1000.0], not [0.1]"),
+        (["digits", "--storage", "postgresql://nobody@127.0.0.1:9/none"], 1, "cannot open storage"),
+        (["digits", "--storage", "redis://x"], 1, "unsupported storage URL"),
+        (TINY[:-4] + ["--devices", "7"], 2, "no CUDA device 7"),
+        (["digits", "--option", "hidden"], 2, "--option: expected KEY=VALUE"),
+        (["cifar10", "--data-dir", "{tmp}/nodata", "--option", "train_subset=8"], 1,
+         "CIFAR-10 not found in"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit_and_touches_nothing(tmp_path, args, code,
+                                                                       match):
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    before = tree_digest(tmp_path)
+    (tmp_path / "nodata").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = invoke("run", *args, "--out", str(tmp_path))
+    assert result.exit_code == code, result.output + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert match in lines[0]
+    assert "Traceback" not in result.output + result.stderr
+    after = {k: v for k, v in tree_digest(tmp_path).items() if not k.startswith("digits-sgd/.")}
+    assert after == {k: v for k, v in before.items() if not k.startswith("digits-sgd/.")}
+
+
+def test_a_malformed_study_file_is_one_line(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('task = "digits"\n[grid.lookahead]\nlr = [0.1]\nalpha = [2.0]\n')
+    result = invoke("run", "--spec", str(spec), "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {spec}: grid.lookahead: alpha: alpha must be in (0, 1], got 2.0")
+    assert not (tmp_path / "digits-sgd").exists()
+
+
+def test_status_shows_progress_and_best_configs(tmp_path):
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    result = runner.invoke(app, ["status", "--out", str(tmp_path)], terminal_width=160)
+    assert result.exit_code == 0
+    assert "digits-sgd" in result.output and "4/4" in result.output
+    assert "lr=0.1" in result.output
+    missing = invoke("status", "nope", "--out", str(tmp_path))
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: no study at")
+    empty = invoke("status", "--out", str(tmp_path / "none"))
+    assert empty.exit_code == 1 and "no studies under" in empty.stderr
+
+
+def test_analytic_nqm_study_runs_in_seconds(tmp_path):
+    result = invoke("run", "nqm", "--option", "analytic=true", "--lr", "0.1,0.3,2.5",
+                    "--k", "5", "--alpha", "0.2,0.8", "--devices", "cpu", "--workers", "1",
+                    "--out", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    trials = pd.read_parquet(tmp_path / "nqm-sgd" / "trials")
+    assert len(trials) == 9
+    # Beyond SGD's 2/L, SGD diverges; Lookahead with a small alpha is still a contraction:
+    # |1 − α + α(1 − γa)^k| = |0.8 + 0.2·(−1.5)^5| < 1 (Lemma 1's mean dynamics).
+    assert (trials.loc[(trials.lr == 2.5) & (trials.optimizer == "sgd"), "state"]
+            == "diverged").all()
+    assert (trials.loc[(trials.lr == 2.5) & (trials.alpha == 0.2), "state"] == "complete").all()
+    assert (trials.loc[(trials.lr == 2.5) & (trials.alpha == 0.8), "state"] == "diverged").all()
+    la = trials[(trials.optimizer == "lookahead") & (trials.lr == 0.3)]
+    sgd = trials[(trials.optimizer == "sgd") & (trials.lr == 0.3)]
+    assert (la["final_test_loss"].to_numpy() < sgd["final_test_loss"].to_numpy()[0]).all()
+
+
+def _queue(tmp_path: Path, config: TrialConfig) -> tuple[TrialQueue, str]:
+    storage = open_storage(None, tmp_path)
+    queue = TrialQueue(storage, "s", ["lookahead", "sgd"], "maximize", tmp_path, grace_s=1.0)
+    tid = trial_id(config)
+    queue.sync({tid: config}, set())
+    return queue, tid
+
+
+def test_a_trial_whose_worker_died_is_taken_over(tmp_path):
+    config = TrialConfig(task="digits", optimizer="sgd", lr=0.1, momentum=0.9, epochs=1)
+    queue, tid = _queue(tmp_path, config)
+    claimed = queue.claim()
+    assert claimed is not None and claimed.lookbench_id == tid
+    # Make the owner a process that has exited.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owner = dict(queue.storage.get_trial(claimed.trial_id).system_attrs[OWNER_ATTR])
+    owner["pid"] = dead.pid
+    queue.storage.set_trial_system_attr(claimed.trial_id, OWNER_ATTR, owner)
+    assert queue.claim() is None  # nothing waiting: the dead one still looks RUNNING
+    assert queue.sync({tid: config}, set()) == 1  # stale: superseded and planned again
+    again = queue.claim()
+    assert again is not None and again.lookbench_id == tid and again.trial_id != claimed.trial_id
+    old = queue.storage.get_trial(claimed.trial_id)
+    assert old.state == TrialState.FAIL and "stale" in old.user_attrs[SUPERSEDED_ATTR]
+    # A live owner on another host is left alone until its heartbeat is older than the grace.
+    owner = {"host": "elsewhere", "pid": 1, "start": None}
+    queue.storage.set_trial_system_attr(again.trial_id, OWNER_ATTR, owner)
+    queue.heartbeat(again)
+    assert queue.sync({tid: config}, set()) == 0
+    time.sleep(1.2)
+    assert queue.sync({tid: config}, set()) == 1
+
+
+def test_a_recorded_trial_is_never_run_again(tmp_path):
+    config = TrialConfig(task="digits", optimizer="sgd", lr=0.1, momentum=0.9, epochs=1)
+    queue, tid = _queue(tmp_path, config)
+    claimed = queue.claim()
+    assert queue.is_duplicate(claimed, {tid}) == "already recorded"
+    assert queue.sync({tid: config}, {tid}) == 0
+
+
+def test_a_corrupt_checkpoint_is_one_line_and_keeps_the_results(tmp_path):
+    args = ["digits", "--lr", "0.1", "--k", "5", "--alpha", "0.5", "--epochs", "2",
+            "--seeds", "2", "--devices", "cpu", "--workers", "1", "--out", str(tmp_path)]
+    assert invoke("run", *args).exit_code == 0
+    study = tmp_path / "digits-sgd"
+    # Take one trial back (as if it had been cut off) and give it a corrupt checkpoint.
+    victim = sorted(StudyResults(study).recorded())[0]
+    for table in ("trials", "curves"):
+        (study / table / f"part-{victim}.parquet").unlink()
+    before = tree_digest(study / "trials")
+    ckpt = study / "checkpoints" / f"{victim}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"not a checkpoint at all")
+    result = invoke("run", *args)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(ckpt) in errors[0] and "delete it" in errors[0]
+    assert "Traceback" not in result.output + result.stderr
+    assert tree_digest(study / "trials") == before
+    ckpt.unlink()
+    assert invoke("run", *args).exit_code == 0
+    assert len(StudyResults(study).recorded()) == 4
+
+
+# -- real processes ----------------------------------------------------------------------------
+
+
+def lookbench(*args: str, cwd: Path, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lookbench", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+GRID = ["digits", "--lr", "0.03,0.1,0.3", "--k", "5,10", "--alpha", "0.5", "--seeds", "2",
+        "--epochs", "12", "--devices", "cpu", "--workers", "2"]
+
+
+def comparable(out: Path, study: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables without the columns that legitimately differ between runs."""
+    results = StudyResults(out / study)
+    trials = results.trials().to_pandas().drop(
+        columns=["wall_s", "finished_at", "resumes", "host", "study"])
+    curves = results.curves().to_pandas().drop(columns=["wall_s"])
+    return (trials.sort_values("trial").reset_index(drop=True),
+            curves.sort_values(["trial", "epoch"]).reset_index(drop=True))
+
+
+@pytest.mark.slow
+def test_workers_run_every_grid_point_exactly_once(tmp_path):
+    proc = lookbench("run", *GRID, "--out", str(tmp_path), cwd=tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    trials = pd.read_parquet(tmp_path / "digits-sgd" / "trials")
+    assert len(trials) == (3 * 2 + 3) * 2 and trials["trial"].is_unique
+    frozen = [t for t in optuna_trials(tmp_path, "digits-sgd")
+              if SUPERSEDED_ATTR not in t.user_attrs]
+    ids = [t.user_attrs["lookbench_id"] for t in frozen]
+    assert sorted(ids) == sorted(trials["trial"]) and len(set(ids)) == len(ids)
+    logs = list((tmp_path / "digits-sgd" / "logs").glob("worker-*.log"))
+    assert len(logs) == 2
+
+
+@pytest.mark.slow
+def test_a_study_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    proc = lookbench("run", *GRID, "--out", str(straight), cwd=tmp_path)
+    assert proc.wait(timeout=600) == 0
+
+    proc = lookbench("run", *GRID, "--out", str(killed), cwd=tmp_path, start_new_session=True)
+    study = killed / "digits-sgd"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill once some trials are done and some mid-way
+        done = len(StudyResults(study).recorded())
+        ckpts = list((study / "checkpoints").glob("*.pt")) if (study / "checkpoints").exists() \
+            else []
+        if done >= 3 and ckpts:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the command and every worker, no cleanup at all
+    proc.wait()
+    assert 3 <= len(StudyResults(study).recorded()) < 18
+
+    proc = lookbench("run", *GRID, "--out", str(killed), cwd=tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    a_trials, a_curves = comparable(straight, "digits-sgd")
+    b_trials, b_curves = comparable(killed, "digits-sgd")
+    pd.testing.assert_frame_equal(a_trials, b_trials)
+    pd.testing.assert_frame_equal(a_curves, b_curves)
+    resumed = StudyResults(study).trials().to_pandas()["resumes"]
+    assert resumed.max() >= 1  # at least one trial really continued from a checkpoint
+    assert not list((study / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path):
+    proc = lookbench("run", *GRID, "--out", str(tmp_path), cwd=tmp_path, start_new_session=True)
+    study = tmp_path / "digits-sgd"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(StudyResults(study).recorded()) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err
+    frozen = optuna_trials(tmp_path, "digits-sgd")
+    assert not [t for t in frozen if t.state == TrialState.RUNNING]  # none left hanging
+    proc = lookbench("run", *GRID, "--out", str(tmp_path), cwd=tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert len(StudyResults(study).recorded()) == 18
+
+
+def test_optuna_dashboard_opens_the_study_journal(tmp_path):
+    from optuna_dashboard._cli import get_storage  # how `optuna-dashboard PATH` opens a file
+
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    storage = get_storage(str(tmp_path / "digits-sgd" / "optuna.journal"))
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names == ["digits-sgd.lookahead", "digits-sgd.sgd"]
+    la = optuna.load_study(study_name="digits-sgd.lookahead", storage=storage)
+    finished = [t for t in la.trials if t.state == TrialState.COMPLETE]
+    assert finished and set(finished[0].params) >= {"lr", "k", "alpha", "seed"}
