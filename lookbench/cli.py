@@ -260,3 +260,34 @@ def status(
         _print_status(Console(), out, names, storage)
     except StatusError as e:
         fail(str(e), EXIT_FAILED)
+
+
+@app.command()
+def report(
+    studies: Annotated[list[Path] | None, typer.Argument(help="Study folders (or names under "
+                                                        "--runs); default: every study.")] = None,
+    out: Annotated[Path, typer.Option(help="Where the HTML pages go.")] = Path("reports"),
+    runs: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
+    compare: Annotated[bool, typer.Option(help="Put two studies side by side on one "
+                                          "page.")] = False,
+) -> None:
+    """Write an offline HTML report per study: sensitivity surfaces, robustness metrics,
+    learning curves, Lookahead beside its baseline."""
+    from rich.console import Console
+
+    from lookbench.report import ReportError, build_reports
+    from lookbench.study.status import find_studies
+
+    if studies:
+        dirs = [s if s.is_dir() or not (runs / s).is_dir() else runs / s for s in studies]
+    else:
+        dirs = [runs / name for name in find_studies(runs)]
+        if not dirs:
+            fail(f"no studies under {runs}/ (run `lookbench run TASK` first)", EXIT_FAILED)
+    try:
+        pages = build_reports(dirs, out, compare=compare)
+    except ReportError as e:
+        fail(str(e), EXIT_FAILED)
+    console = Console()
+    for path in pages:
+        console.print(f"wrote {path}")

@@ -1,0 +1,74 @@
+"""A study's tables as the report needs them, read from its Parquet directories only.
+
+Nothing here touches Optuna or the study's journal: a study folder copied to another machine
+(``trials/`` and ``curves/``) is enough to report it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lookbench.results import StudyResults
+
+
+class ReportError(Exception):
+    """A study cannot be reported; one line for the user."""
+
+
+@dataclass
+class StudyData:
+    """One study's trials and curves, and what its metric means."""
+
+    name: str
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+
+    @property
+    def metric(self) -> str:
+        return str(self.trials["metric"].iloc[0])
+
+    @property
+    def maximize(self) -> bool:
+        return self.metric == "test_acc"
+
+    @property
+    def task(self) -> str:
+        return str(self.trials["task"].iloc[0])
+
+    @property
+    def optimizers(self) -> list[str]:
+        """Lookahead first, then the baselines."""
+        return sorted(self.trials["optimizer"].unique(), key=lambda o: (o != "lookahead", o))
+
+    @property
+    def task_options(self) -> dict:
+        return json.loads(self.trials["task_options"].iloc[0])
+
+    def swept(self, optimizer: str) -> list[str]:
+        """The hyperparameters with more than one value for ``optimizer``."""
+        rows = self.trials[self.trials["optimizer"] == optimizer]
+        out = []
+        for field in ("lr", "momentum", "weight_decay", "k", "alpha"):
+            if rows[field].notna().any() and rows[field].nunique(dropna=True) > 1:
+                out.append(field)
+        return out
+
+
+def load_study(study_dir: Path) -> StudyData:
+    """The study's tables; ``ReportError`` if the folder is missing or holds no trials."""
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise ReportError(f"no study at {study_dir}")
+    results = StudyResults(study_dir)
+    try:
+        trials = results.trials().to_pandas()
+        curves = results.curves().to_pandas()
+    except Exception as e:  # a damaged part file: say which study, not a traceback
+        raise ReportError(f"cannot read the tables of {study_dir}: {e}") from None
+    if trials.empty:
+        raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
+    return StudyData(name=study_dir.name, trials=trials, curves=curves)

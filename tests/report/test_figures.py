@@ -1,0 +1,95 @@
+"""The figures hold the traces a reader expects, built from the tables alone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from lookbench.report import load_study
+from lookbench.report.figures import (
+    curves_figure,
+    expected_best_figure,
+    lr_sensitivity_figure,
+    nqm_figure,
+    surface_figures,
+)
+
+
+def test_surfaces_cover_every_swept_pair_side_by_side(grid_study):
+    data = load_study(grid_study)
+    figs = dict(surface_figures(data))
+    assert set(figs) == {"α (slow step) × inner learning rate", "α (slow step) × k (steps per "
+                         "sync)", "momentum (Adam: β1) × inner learning rate",
+                         "k (steps per sync) × inner learning rate"}
+    lr_alpha = figs["α (slow step) × inner learning rate"]
+    heatmaps = [t for t in lr_alpha.data if isinstance(t, go.Heatmap)]
+    assert len(heatmaps) == 2  # Lookahead, and the baseline as its α = 1 row
+    la, sgd = heatmaps
+    assert list(la.x) == ["0.01", "0.1", "1"] and list(la.y) == ["0.5", "0.8"]
+    assert list(sgd.y) == ["1"] and list(sgd.x) == ["0.01", "0.1", "1", "10"]
+    # One colour scale for both panels.
+    assert la.coloraxis == sgd.coloraxis == "coloraxis"
+    cmin, cmax = lr_alpha.layout.coloraxis.cmin, lr_alpha.layout.coloraxis.cmax
+    assert cmin == 0.0 and math.isclose(cmax, 0.89, abs_tol=1e-9)
+    # Diverged cells: not a colour, a ✕ on grey; hover says why.
+    assert np.isnan(np.array(sgd.z, dtype=float)[0, 3])
+    crosses = [t for t in lr_alpha.data if isinstance(t, go.Scatter) and t.name == "diverged"]
+    assert len(crosses) == 1 and list(crosses[0].x) == ["10"]
+    assert lr_alpha.layout.plot_bgcolor == "#c8c8c8"
+    assert "n=3 seeds" in la.text[0][0]
+    momentum = figs["momentum (Adam: β1) × inner learning rate"]
+    la_strip, sgd_map = [t for t in momentum.data if isinstance(t, go.Heatmap)]
+    assert list(la_strip.y) == ["0.9"] and list(sgd_map.y) == ["0.5", "0.9"]
+
+
+def test_lr_sensitivity_has_a_line_and_a_seed_band_per_optimizer(grid_study):
+    fig = lr_sensitivity_figure(load_study(grid_study))
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert [t.name for t in lines] == ["lookahead", "sgd"] and len(bands) == 2
+    assert fig.layout.xaxis.type == "log"
+    sgd = lines[1]
+    assert list(sgd.x) == [0.01, 0.1, 1.0, 10.0] and sgd.y[-1] == 0.0
+    assert list(sgd.marker.symbol)[-1] == "x"
+
+
+def test_learning_curves_and_expected_best(grid_study):
+    data = load_study(grid_study)
+    curves = curves_figure(data)
+    names = {t.name for t in curves.data if t.mode == "lines"}
+    assert names == {"lookahead (best)", "sgd (best)"}
+    mean = [t for t in curves.data if t.name == "lookahead (best)"][0]
+    assert list(mean.x) == [1, 2, 3, 4]
+    evp = expected_best_figure(data)
+    assert [t.name for t in evp.data] == ["lookahead", "sgd"]
+    assert len(evp.data[0].x) == 12 and evp.data[0].y[-1] <= 0.9
+
+
+def test_nqm_figure_overlays_the_analysis(tmp_path):
+    from tests.report.conftest import write_study
+
+    from lookbench.tasks.nqm import NqmOptions, default_spectrum, expected_loss
+
+    opts = NqmOptions(dim=10, steps_per_epoch=10)
+    a, s2 = default_spectrum(10)
+    rows = []
+    for lr in (0.1, 0.3):
+        rows.append({"optimizer": "sgd", "lr": lr, "momentum": 0.0, "seed": 0,
+                     "state": "complete", "value": expected_loss(a, s2, lr, 30, 1.0)})
+        rows.append({"optimizer": "lookahead", "lr": lr, "momentum": 0.0, "k": 5,
+                     "alpha": 0.5, "seed": 0, "state": "complete",
+                     "value": expected_loss(a, s2, lr, 30, 1.0, 5, 0.5)})
+    study = write_study(tmp_path, "nqm", rows, task="nqm", metric="test_loss",
+                        task_options=opts.model_dump_json())
+    fig = nqm_figure(load_study(study))
+    names = [t.name for t in fig.data]
+    assert "sgd" in names and "lookahead k=5 α=0.5" in names
+    assert any("Prop. 2" in n for n in names) and any("Eq. 5" in n for n in names)
+    solid = [t for t in fig.data if t.name == "sgd: expected after 30 steps (Eq. 5)"][0]
+    measured = [t for t in fig.data if t.name == "sgd"][0]
+    # The measured points sit on the analytic curve (they were made from it).
+    assert np.interp(0.1, solid.x, solid.y) == np.float64(measured.y[0]) or \
+        abs(np.interp(0.1, solid.x, solid.y) / measured.y[0] - 1) < 1e-9
+    assert nqm_figure(load_study(write_study(tmp_path, "d", rows[:1]))) is None

@@ -1,0 +1,99 @@
+"""`lookbench report`: the pages it writes, opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lookbench.cli import app
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI installs Chromium and sets this, so the browser check cannot be silently skipped there.
+REQUIRE_BROWSER = os.environ.get("LOOKBENCH_REQUIRE_BROWSER") == "1"
+
+
+def render(page: Path, tmp_path: Path) -> tuple[str, list[str]]:
+    """The DOM after the page's scripts ran, and the browser console's messages."""
+    if CHROMIUM is None:
+        if REQUIRE_BROWSER:
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom",
+         page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return proc.stdout, console
+
+
+def test_a_study_page_renders_every_figure_with_no_script_error(grid_study, tmp_path):
+    out = tmp_path / "reports"
+    result = runner.invoke(app, ["report", str(grid_study), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    page = out / "grid.html"
+    html = page.read_text()
+    assert "<script src=" not in html  # plotly.js embedded: the page opens offline
+    assert html.count("Plotly.newPlot") == len(re.findall(r'data-figure="', html))
+    dom, console = render(page, tmp_path)
+    names = re.findall(r'data-figure="([^"]+)"', dom)
+    assert len(names) == 7  # 4 surfaces, lr sensitivity, curves, expected best
+    for name in names:
+        start = dom.index(f'data-figure="{name}"')
+        chunk = dom[start:start + 20000]
+        assert 'class="main-svg"' in chunk, f"figure {name} did not render"
+    errors = [line for line in console if "Uncaught" in line or "rror" in line]
+    assert not errors, errors
+    assert "Robustness" in dom and "within 5% of best" in dom
+
+
+def test_several_studies_get_an_index_and_compare_puts_two_side_by_side(grid_study,
+                                                                         known_study, tmp_path):
+    out = tmp_path / "reports"
+    result = runner.invoke(app, ["report", str(grid_study), str(known_study), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert {p.name for p in out.iterdir()} == {"grid.html", "known.html", "index.html"}
+    index = (out / "index.html").read_text()
+    assert 'href="grid.html"' in index and 'href="known.html"' in index
+    result = runner.invoke(app, ["report", str(grid_study), str(known_study), "--compare",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    page = out / "grid-vs-known.html"
+    dom, console = render(page, tmp_path)
+    assert dom.count('class="pair"') >= 5
+    assert 'data-figure="a-lr-sensitivity"' in dom and 'data-figure="b-lr-sensitivity"' in dom
+    assert not [line for line in console if "Uncaught" in line]
+
+
+def test_the_default_reports_every_study_under_runs(grid_study, tmp_path):
+    result = runner.invoke(app, ["report", "--runs", str(grid_study.parent), "--out",
+                                 str(tmp_path / "r")])
+    assert result.exit_code == 0
+    assert (tmp_path / "r" / "grid.html").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "no-studies", "compare-one"])
+def test_missing_or_empty_studies_are_one_line_and_a_nonzero_exit(tmp_path, grid_study, case):
+    (tmp_path / "empty").mkdir()
+    args = {
+        "missing": ["report", str(tmp_path / "nope")],
+        "empty": ["report", str(tmp_path / "empty")],
+        "no-studies": ["report", "--runs", str(tmp_path / "empty")],
+        "compare-one": ["report", str(grid_study), "--compare"],
+    }[case]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
