@@ -156,6 +156,9 @@ def run(
                                                 "machines, e.g. postgresql://user@host/db "
                                                 "(default: a journal file under --out).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the task's data files.")] = None,
+    stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat after which "
+                                               "a trial whose worker is on another machine is "
+                                               "taken over.")] = 120.0,
     model: Annotated[str | None, typer.Option(help="Task option: the model (CIFAR: resnet18, "
                                               "resnet20).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option "
@@ -198,7 +201,8 @@ def run(
     console = Console(stderr=False)
     try:
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
-                           workers=workers, data_dir=data_dir, console=console)
+                           workers=workers, data_dir=data_dir, console=console,
+                           grace_s=stale_after)
     except (StudyConflict, ValueError) as e:
         fail(str(e))
     except (StorageUnavailable, DataUnavailable) as e:
@@ -209,6 +213,8 @@ def run(
         typer.echo("interrupted: finished trials are kept; run the same command again to "
                    "resume", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
+    for line in result.warnings:
+        typer.echo(f"warning: {line}", err=True)
     for line in result.failed:
         typer.echo(f"failed: {line}", err=True)
     for line in result.errors:

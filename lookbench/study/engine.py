@@ -59,6 +59,7 @@ class RunResult:
     recorded: int
     failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
 
 
@@ -225,7 +226,7 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
 
     opts = WorkerOptions(study_dir=study_dir, name=spec.study_name, storage=storage_url,
                          device=device, data_dir=data_dir, grace_s=grace_s, on_epoch=tick,
-                         on_trial=tick)
+                         on_trial=tick, on_warning=result.warnings.append)
     try:
         report: WorkerReport = run_worker(opts)
     except KeyboardInterrupt:
@@ -282,6 +283,8 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
         text = log.read_text(errors="replace").splitlines()
         result.failed.extend(line[len("failed: "):] for line in text if line.startswith("failed: "))
         errors = [line[len("error: "):] for line in text if line.startswith("error: ")]
+        result.warnings.extend(line[len("warning: "):] for line in text
+                               if line.startswith("warning: ") and "database" not in line)
         if p.returncode not in (0, 130) and not errors:
             tail = next((line for line in reversed(text) if line.strip()), "no output")
             errors = [f"worker exited with code {p.returncode}: {tail} (see {log})"]

@@ -181,15 +181,20 @@ class TrialQueue:
 
     def sync(self, planned: dict[str, TrialConfig], recorded: set[str]) -> int:
         """Plan again what is missing: stale RUNNING trials are superseded and their configs
-        queued again, then every planned id that is neither recorded, waiting, nor running
-        live is queued. Returns how many trials were added."""
+        queued again, then every planned id that is neither recorded (here, or finished in the
+        storage by any machine), waiting, nor running live is queued. Returns how many trials
+        were added."""
         added = 0
         with study_lock(self.storage, self.study_dir, self.name):
             for opt, study in self.studies.items():
                 covered: set[str] = set()
                 orphans: dict[str, FrozenTrial] = {}
-                for t in self._trials(study, (TrialState.WAITING, TrialState.RUNNING)):
+                for t in self._trials(study):
                     tid = t.user_attrs.get(ID_ATTR)
+                    if t.state.is_finished():
+                        if tid is not None and SUPERSEDED_ATTR not in t.user_attrs:
+                            covered.add(tid)  # done (recorded by whichever machine ran it)
+                        continue
                     if t.state == TrialState.RUNNING and not self._alive(t):
                         self._supersede(t, "stale: its worker stopped")
                         if tid is not None:
@@ -293,17 +298,28 @@ class TrialQueue:
         return Claimed(study, trial._trial_id, trial.number, tid, config)
 
     def is_duplicate(self, claimed: Claimed, recorded: set[str]) -> str | None:
-        """Why ``claimed`` must not run: its result is recorded, or an earlier trial with the
-        same id is running live. (An Optuna COMPLETE without a Parquet row means the row was
-        removed on purpose, so that id runs again.)"""
+        """Why ``claimed`` must not run: its result is recorded here, it finished on some
+        machine, or an earlier trial with the same id is running live."""
         if claimed.lookbench_id in recorded:
             return "already recorded"
-        for t in self._trials(claimed.study, (TrialState.RUNNING,)):
-            if (t._trial_id != claimed.trial_id
-                    and t.user_attrs.get(ID_ATTR) == claimed.lookbench_id
-                    and t.number < claimed.number and self._alive(t)):
+        for t in self._trials(claimed.study):
+            if t._trial_id == claimed.trial_id or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id:
+                continue
+            if t.state.is_finished() and SUPERSEDED_ATTR not in t.user_attrs:
+                return f"already finished as trial {t.number}"
+            if t.state == TrialState.RUNNING and t.number < claimed.number and self._alive(t):
                 return f"already running as trial {t.number}"
         return None
+
+    def previous_attempts(self, claimed: Claimed) -> list[tuple[str, int]]:
+        """(host, epochs reached) of earlier attempts at this id that were cut off."""
+        out = []
+        for t in self._trials(claimed.study, (TrialState.FAIL,)):
+            if (t.user_attrs.get(ID_ATTR) == claimed.lookbench_id
+                    and SUPERSEDED_ATTR in t.user_attrs):
+                owner = t.system_attrs.get(OWNER_ATTR) or {}
+                out.append((str(owner.get("host", "?")), int(t.system_attrs.get(EPOCH_ATTR, 0))))
+        return out
 
     # -- while running ----------------------------------------------------------------------
 
@@ -313,17 +329,27 @@ class TrialQueue:
     def progress(self, claimed: Claimed, epoch: int) -> None:
         self.storage.set_trial_system_attr(claimed.trial_id, EPOCH_ATTR, epoch)
 
-    def finish(self, claimed: Claimed, state: str, value: float | None) -> None:
-        """Tell Optuna the outcome: COMPLETE (with the metric), PRUNED (diverged) or FAIL."""
-        try:
+    def finish(self, claimed: Claimed, state: str, value: float | None,
+               record: Callable[[], None]) -> bool:
+        """Record the result (``record`` writes the Parquet rows) and tell Optuna the outcome:
+        COMPLETE (with the metric), PRUNED (diverged) or FAIL.
+
+        Under the study lock, and only while the trial is still ours: if it was superseded
+        while we ran (we were presumed dead and another worker took it over), the result is
+        discarded and False returned, so a trial is never recorded twice.
+        """
+        with study_lock(self.storage, self.study_dir, self.name):
+            current = self.storage.get_trial(claimed.trial_id)
+            if current.state != TrialState.RUNNING or SUPERSEDED_ATTR in current.user_attrs:
+                return False
+            record()
             if state == "complete" and value is not None:
                 self.storage.set_trial_state_values(claimed.trial_id, TrialState.COMPLETE, [value])
             elif state == "failed":
                 self.storage.set_trial_state_values(claimed.trial_id, TrialState.FAIL)
             else:  # diverged, or no finite metric: stopped early, not an error
                 self.storage.set_trial_state_values(claimed.trial_id, TrialState.PRUNED)
-        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-            pass  # superseded while we ran (we were thought dead): the Parquet row still stands
+        return True
 
     def release(self, claimed: Claimed, reason: str) -> None:
         """Give a claimed trial back (interrupted, bad checkpoint): superseded, planned again."""

@@ -82,6 +82,13 @@ class WorkerReport:
     failed: list[str] = field(default_factory=list)  # one line per failed trial
 
 
+def _warn(opts: WorkerOptions, message: str) -> None:
+    if opts.on_warning is not None:
+        opts.on_warning(message)
+    else:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 @dataclass
 class WorkerOptions:
     study_dir: Path
@@ -92,6 +99,7 @@ class WorkerOptions:
     grace_s: float | None = None
     on_epoch: Callable[[Claimed, EpochRecord], None] | None = None
     on_trial: Callable[[Claimed, str], None] | None = None
+    on_warning: Callable[[str], None] | None = None
 
 
 def stored_spec(storage: Any, name: str) -> StudySpec | None:
@@ -167,6 +175,13 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
     try:
         with Heartbeat(queue, claimed):
             trial = Trial(config, opts.device, opts.data_dir)
+            if not ckpt.exists() and trial.analytic is None:
+                cut_off = [(h, e) for h, e in queue.previous_attempts(claimed) if e > 0]
+                if cut_off:
+                    host, epoch = max(cut_off, key=lambda he: he[1])
+                    _warn(opts, f"trial {claimed.lookbench_id} was cut off on {host} after epoch "
+                                f"{epoch} and its checkpoint is not in {opts.study_dir} (is "
+                                f"--out shared between machines?); it restarts from scratch")
             if ckpt.exists():
                 state = load_checkpoint(ckpt)
                 try:
@@ -206,9 +221,12 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
         records=records, device=str(trial.device if trial else opts.device), resumes=resumes,
         error=error,
     )
-    results.write_trial(row, curve_rows(claimed.lookbench_id, records))
     value = row["final_test_acc"] if metric == "test_acc" else row["final_test_loss"]
-    queue.finish(claimed, state, value)
+    curves = curve_rows(claimed.lookbench_id, records)
+    if not queue.finish(claimed, state, value, lambda: results.write_trial(row, curves)):
+        _warn(opts, f"trial {claimed.lookbench_id} was taken over by another worker while "
+                    f"this one was presumed dead; its result here is discarded")
+        return
     ckpt.unlink(missing_ok=True)
     report.finished += 1
     if state == "diverged":
