@@ -50,9 +50,11 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
 
 def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     """A table with one row per optimizer of the study."""
-    if not study_dir.is_dir():
+    if not study_dir.is_dir() and storage_url is None:
         raise StatusError(f"no study at {study_dir}")
     planned, running, _ = _queue_counts(study_dir, storage_url)
+    if not planned and not study_dir.is_dir():
+        raise StatusError(f"no study {study_dir.name!r} in the storage or at {study_dir}")
     rows = StudyResults(study_dir).trials().to_pylist()
     metric = rows[0]["metric"] if rows else "test_acc"
     maximize = metric == "test_acc"
