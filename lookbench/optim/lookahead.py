@@ -9,6 +9,7 @@ optimizer was built is not pulled back toward stale weights at the first sync.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -28,16 +29,28 @@ SLOW = "slow_param"
 OWN_SQ_AVG = "lookahead_sq_avg"  # second moment kept for adaptive α when the inner has none
 
 
-def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+def check_k(k: object) -> int:
+    """``k`` as an int if it is an integer >= 1, else a ``ValueError`` saying so."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k must be an integer >= 1 (inner steps per sync), got {k!r}")
-    return k
+    return int(k)
 
 
-def _check_alpha(alpha: object, name: str = "alpha") -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+def check_alpha(alpha: object, name: str = "alpha") -> float:
+    """``alpha`` as a float if it is a number in (0, 1], else a ``ValueError`` saying so."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 1:
         raise ValueError(f"{name} must be a number in (0, 1], got {alpha!r}")
     return float(alpha)
+
+
+def lookahead_args(k: object, alpha: object, plain: str) -> tuple[int, float] | None:
+    """For the analyses: ``None`` when neither k nor alpha is given (the ``plain`` inner
+    optimizer), else the validated pair; giving only one of them is an error."""
+    if k is None and alpha is None:
+        return None
+    if k is None or alpha is None:
+        raise ValueError(f"give both k and alpha (Lookahead) or neither ({plain})")
+    return check_k(k), check_alpha(alpha)
 
 
 def adaptive_alpha(
@@ -117,10 +130,10 @@ class Lookahead(WrappedOptimizer):
         foreach: bool | None = None,
     ) -> None:
         check_inner(inner, "Lookahead")
-        _check_k(k)
+        check_k(k)
         if alpha != ADAPTIVE:
-            _check_alpha(alpha)
-        _check_alpha(alpha_low, "alpha_low")
+            check_alpha(alpha)
+        check_alpha(alpha_low, "alpha_low")
         if not 0 <= beta2 < 1:
             raise ValueError(f"beta2 must be in [0, 1), got {beta2!r}")
         if inner_state not in INNER_STATE_POLICIES:
@@ -145,9 +158,9 @@ class Lookahead(WrappedOptimizer):
         return ("inner_state", "alpha_low", "beta2", "foreach", "_momentum_keys", "_second_moment")
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        _check_k(group["lookahead_k"])
+        check_k(group["lookahead_k"])
         if group["lookahead_alpha"] != ADAPTIVE:
-            _check_alpha(group["lookahead_alpha"])
+            check_alpha(group["lookahead_alpha"])
 
     @property
     def k(self) -> int:

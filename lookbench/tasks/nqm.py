@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from lookbench.optim.lookahead import lookahead_args
 from lookbench.tasks.base import Task, TaskSize, Workload
 
 ArrayLike = np.ndarray | float
@@ -76,15 +77,7 @@ def _spectrum(a: ArrayLike, sigma2: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 def _lookahead_args(k: int | None, alpha: float | None) -> tuple[int, float] | None:
     """``None`` for plain SGD, else validated (k, alpha); giving only one of them is an error."""
-    if k is None and alpha is None:
-        return None
-    if k is None or alpha is None:
-        raise ValueError("give both k and alpha (Lookahead) or neither (SGD)")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-    return int(k), float(alpha)
+    return lookahead_args(k, alpha, "SGD")
 
 
 def _check_lr(lr: float) -> float:

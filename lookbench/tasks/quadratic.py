@@ -35,6 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from lookbench.optim.lookahead import lookahead_args
 from lookbench.tasks.base import Task, TaskSize, Workload
 from lookbench.tasks.nqm import Point
 
@@ -91,15 +92,7 @@ def _check_lookahead(k: int | None, alpha: float | None,
         raise ValueError(
             f"inner_state must be one of {', '.join(INNER_STATES)}; got {inner_state!r}"
         )
-    if k is None and alpha is None:
-        return None
-    if k is None or alpha is None:
-        raise ValueError("give both k and alpha (Lookahead) or neither (classical momentum)")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-    return int(k), float(alpha)
+    return lookahead_args(k, alpha, "classical momentum")
 
 
 def momentum_matrix(lr: np.ndarray | float, momentum: float, eigenvalues: np.ndarray) -> np.ndarray:
