@@ -6,7 +6,6 @@ Heavy libraries (torch, optuna, plotly) are imported inside the commands that ne
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 

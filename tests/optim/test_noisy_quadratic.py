@@ -92,5 +92,5 @@ def test_steady_state_variance_is_proposition2_and_below_sgd():
     torch.testing.assert_close(v_sg, v_sg_star, rtol=0.03, atol=0)
     assert (v_la_star < v_sg_star).all()  # the paper's remark on Eq. (7)
     assert (v_la < v_sg * 0.97).all()  # and measured so, beyond sampling error
-    for m, v in la:
+    for m, _ in la:
         assert ((m.abs()) <= 5 * (v_la_star / REPLICAS).sqrt()).all()  # E[φ] → 0
