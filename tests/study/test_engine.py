@@ -332,3 +332,47 @@ def test_optuna_dashboard_opens_the_study_journal(tmp_path):
     la = optuna.load_study(study_name="digits-sgd.lookahead", storage=storage)
     finished = [t for t in la.trials if t.state == TrialState.COMPLETE]
     assert finished and set(finished[0].params) >= {"lr", "k", "alpha", "seed"}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_command_that_started_them_dies(tmp_path):
+    proc = lookbench("run", *GRID, "--out", str(tmp_path), cwd=tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(proc.pid)
+        time.sleep(0.1)
+    assert len(workers) == 2
+    wait_until = time.monotonic() + 120  # let them claim trials
+    while time.monotonic() < wait_until and not list((tmp_path / "digits-sgd").glob(
+            "checkpoints/*.pt")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # only the parent
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers)
+    # They gave their trials back on the way out: nothing is left RUNNING.
+    frozen = optuna_trials(tmp_path, "digits-sgd")
+    assert not [t for t in frozen if t.state == TrialState.RUNNING]
