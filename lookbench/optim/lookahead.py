@@ -150,12 +150,22 @@ class Lookahead(WrappedOptimizer):
             else families.momentum_keys(inner, None if momentum_keys is None else tuple(momentum_keys))
         )
         self._second_moment: families.SecondMoment | None = families.second_moment(inner)
+        self._chunk_plans = _tensor_ops.ChunkPlans()  # not state: rebuilt when needed
         super().__init__(
             inner, {"lookahead_k": k, "lookahead_alpha": alpha, "lookahead_step": 0}
         )
 
     def _config_attrs(self) -> tuple[str, ...]:
         return ("inner_state", "alpha_low", "beta2", "foreach", "_momentum_keys", "_second_moment")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._chunk_plans = _tensor_ops.ChunkPlans()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load as ``WrappedOptimizer`` does; views of the replaced slow weights are dropped."""
+        self._chunk_plans.clear()
+        super().load_state_dict(state_dict)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_k(group["lookahead_k"])
@@ -236,7 +246,9 @@ class Lookahead(WrappedOptimizer):
             group["lookahead_last_alpha"] = alpha
         if self.inner_state == "interpolate":
             self._interpolate_momentum(params, alpha, foreach)
-        _tensor_ops.interpolate_and_copy_back_(slow, params, alpha, foreach)  # φ ← φ + α(θ − φ); θ ← φ
+        # φ ← φ + α(θ − φ); θ ← φ
+        _tensor_ops.interpolate_and_copy_back_(slow, params, alpha, foreach, self._chunk_plans,
+                                               slot=id(group))
         if self.inner_state == "reset":
             _tensor_ops.zero_(self._momentum_tensors(params)[1], foreach)
 
