@@ -193,8 +193,8 @@ class Lookahead(WrappedOptimizer):
         """One inner step; every ``k``-th step of a group also does the outer update."""
         self._refuse_while_swapped("step()")
         for group in self.param_groups:
-            if group["lookahead_step"] % group["lookahead_k"] == 0:
-                self._capture_slow(group)  # φ from θ before the cycle's first inner step
+            if group["lookahead_step"] == 0:
+                self._capture_slow(group)  # φ0 from θ before the group's first inner step
         loss = self.inner.step() if closure is None else self.inner.step(closure)
         with torch.no_grad():
             if self._needs_own_sq_avg():
