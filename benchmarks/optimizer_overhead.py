@@ -8,8 +8,9 @@ caches evicted before every timed step as a training step's forward and backward
 * the bare inner optimizer (SGD with momentum, Adam; foreach and fused kernels), and
   Lookahead(k) around it from lookbench, timm and torch-optimizer (the ``bench`` extra; each is
   skipped if not installed). The *added cost per step* is the Lookahead step time minus the
-  time of its own inner optimizer's step on the same tensors, timed beside it in random order;
-  the median over rounds is reported (for "bare" the same difference shows the noise level).
+  time of its own inner optimizer's step on the same tensors: each round times one cycle of
+  k steps of each, every step alone, and the medians per position in the cycle are summed
+  (for "bare" the same difference shows the noise level).
 * the sync itself (the outer update) of each implementation, right after an inner step as in
   training, against the memory-traffic floor: two plain multi-tensor copies of the parameters,
   timed the same way.
@@ -18,7 +19,7 @@ It prints the ratios the project's goals are stated in:
   lookbench added cost / best other implementation's added cost   (goal <= 0.85)
   lookbench sync / two foreach copies                              (goal <= 1.3)
 
-Usage: python benchmarks/optimizer_overhead.py [--rounds 10] [--cycles 4] [--syncs 30] [--k 5]
+Usage: python benchmarks/optimizer_overhead.py [--rounds 30] [--syncs 30] [--k 5]
        [--inner sgd|adam ...] [--kernel foreach|fused ...] [--threads N] [--no-flush]
 """
 
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torchvision
 
@@ -168,15 +170,16 @@ def time_it(fn: Callable[[], object], repeats: int, device: torch.device,
     return total / repeats
 
 
-def quantiles(values: list[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
-    return q1, q2, q3
+def time_steps(fn: Callable[[], object], n: int, device: torch.device,
+               flush: Callable[[], None] | None) -> list[float]:
+    """Seconds of each of ``n`` consecutive calls, caches evicted (untimed) before each."""
+    return [time_it(fn, 1, device, flush) for _ in range(n)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved step-timing rounds")
-    parser.add_argument("--cycles", type=int, default=4, help="Lookahead cycles per step timing")
+    parser.add_argument("--rounds", type=int, default=30,
+                        help="interleaved rounds; each times one Lookahead cycle per variant")
     parser.add_argument("--syncs", type=int, default=30, help="timings of each sync")
     parser.add_argument("--no-flush", action="store_true",
                         help="time steps back to back, without evicting caches in between")
@@ -193,11 +196,10 @@ def main() -> None:
     shapes = resnet18_shapes()
     n_values = sum(s.numel() for s in shapes)
     grads = [torch.randn(s, device=device) * 1e-3 for s in shapes]
-    steps = args.cycles * args.k
     flush = None if args.no_flush else CacheFlusher(device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"ResNet-18 (CIFAR) parameters: {len(shapes)} tensors, {n_values / 1e6:.1f}M values; "
-          f"k={args.k}; {args.rounds} rounds of {steps} steps; {args.syncs} syncs each; "
+          f"k={args.k}; {args.rounds} rounds of one cycle; {args.syncs} syncs each; "
           f"caches {'not ' if flush is None else ''}evicted before each step")
 
     configs = [(kind, kernel) for kind in args.inner or ("sgd", "adam")
@@ -205,23 +207,39 @@ def main() -> None:
     suites = {cfg: build_variants(*cfg, shapes, grads, device, args.k) for cfg in configs}
     for variants in suites.values():  # warm-up: allocate state and slow weights
         for v in variants:
-            time_it(v.step, steps, device)
+            time_it(v.step, 2 * args.k, device)
 
-    # 1. Added cost per step: each Lookahead's step timed beside its own inner optimizer's bare
-    # step on the same tensors (in random order: the second of two timings finds warmer
-    # caches), so neither memory placement nor slow drifts of the machine enter the difference.
-    added_samples: dict[tuple[tuple[str, str], str], list[float]] = {}
+    # 1. Added cost per step. Each round times one cycle of k Lookahead steps and k steps of
+    # its own inner optimizer on the same tensors (in random order), every step on its own
+    # with cold caches. Per position in the cycle the median over rounds is taken (robust to
+    # the spikes of a shared machine); added = (Σ medians of Lookahead − Σ medians of the
+    # inner steps) / k. Its spread comes from resampling the rounds.
+    per_pos: dict[tuple[tuple[str, str], str], tuple[list[list[float]], list[list[float]]]] = {}
     for _ in range(args.rounds):
         for cfg, variants in random.sample(list(suites.items()), len(suites)):
             for v in random.sample(variants, len(variants)):
+                la_rows, inner_rows = per_pos.setdefault((cfg, v.name), ([], []))
                 if random.random() < 0.5:
-                    t_inner = time_it(v.inner_step, steps, device, flush)
-                    t_v = time_it(v.step, steps, device, flush)
+                    inner_rows.append(time_steps(v.inner_step, args.k, device, flush))
+                    la_rows.append(time_steps(v.step, args.k, device, flush))
                 else:
-                    t_v = time_it(v.step, steps, device, flush)
-                    t_inner = time_it(v.inner_step, steps, device, flush)
-                v.step_times.append(t_v)
-                added_samples.setdefault((cfg, v.name), []).append(t_v - t_inner)
+                    la_rows.append(time_steps(v.step, args.k, device, flush))
+                    inner_rows.append(time_steps(v.inner_step, args.k, device, flush))
+    added_stats: dict[tuple[tuple[str, str], str], tuple[float, float, float]] = {}
+    for key, (la_rows, inner_rows) in per_pos.items():
+        la, inner = np.array(la_rows), np.array(inner_rows)
+        estimate = (np.median(la, axis=0).sum() - np.median(inner, axis=0).sum()) / args.k
+        rng = np.random.default_rng(0)
+        boot = []
+        for _ in range(200):
+            pick = rng.integers(0, len(la), len(la))
+            boot.append((np.median(la[pick], axis=0).sum()
+                         - np.median(inner[pick], axis=0).sum()) / args.k)
+        added_stats[key] = (float(np.quantile(boot, 0.25)), float(estimate),
+                            float(np.quantile(boot, 0.75)))
+        name = key[1]
+        variant = next(v for v in suites[key[0]] if v.name == name)
+        variant.step_times.append(float(np.median(la, axis=0).sum() / args.k))
 
     # 2. The sync alone, timed right after an inner step as in training (the weights it reads
     # were just written), against the floor: two multi-tensor copies of the parameters, timed
@@ -236,8 +254,8 @@ def main() -> None:
     floor = statistics.median(v.sync_times[i] for v in syncs if v.name == "bare"
                               for i in range(len(v.sync_times)))
     print(f"\nsync floor, two foreach copies of the parameters after a step: {floor * 1e3:.2f} ms")
-    print("added = Lookahead step − its inner optimizer's own step, timed beside it; "
-          "median [interquartile range]\n")
+    print("added = Lookahead step − its inner optimizer's own step on the same tensors "
+          "(per-position medians over rounds) [interquartile range by resampling rounds]\n")
     header = (f"{'inner':<14}{'implementation':<17}{'step ms':>9}{'added ms/step':>24}"
               f"{'sync ms':>9}{'sync/floor':>12}")
     print(header)
@@ -248,7 +266,7 @@ def main() -> None:
         added = {}
         for v in variants:
             # For "bare" the same difference measures nothing but noise: a reference.
-            q1, added[v.name], q3 = quantiles(added_samples[((kind, kernel), v.name)])
+            q1, added[v.name], q3 = added_stats[((kind, kernel), v.name)]
             cell = f"{added[v.name] * 1e3:.3f} [{q1 * 1e3:.2f}, {q3 * 1e3:.2f}]"
             sync = ratio = ""
             if v is not bare:
