@@ -3,7 +3,8 @@
 One worker runs per device (``python -m lookbench.study.worker``, started by ``lookbench
 run``), or inside ``lookbench run`` itself when there is a single one. A trial that was cut
 off continues from its last epoch checkpoint (``<study>/checkpoints/<id>.pt``, written
-atomically after every epoch); a trial whose result is written is never run again.
+atomically after every epoch, in the background); a trial whose result is written is never
+run again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,12 @@ from typing import Any
 import torch
 
 from lookbench.results import StudyResults
+from lookbench.study.checkpoints import (
+    CHECKPOINTS_DIR,
+    CheckpointError,
+    CheckpointWriter,
+    load_checkpoint,
+)
 from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
 from lookbench.study.records import curve_rows, trial_row, trial_state
 from lookbench.study.spec import StudySpec, config_from_point, plan, search_space, trial_id
@@ -32,45 +38,12 @@ from lookbench.study.storage import open_storage
 from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable
 
-CHECKPOINTS_DIR = "checkpoints"
 PROGRESS_EVERY_S = 1.0  # a trial's epoch is written to the storage at most this often
 SPEC_ATTR = "lookbench_spec"
 
 
-class CheckpointError(Exception):
-    """A trial's checkpoint cannot be used; the message says which file and what to do."""
-
-
 class WorkerStopped(Exception):
     """The worker must stop (data missing, bad checkpoint); the message is for the user."""
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or "trial" not in state:
-            raise ValueError("not a lookbench trial checkpoint")
-        return state
-    except Exception as e:  # truncated, garbage, wrong format: all mean "unusable"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({reason[:200]}); delete it to restart that "
-            f"trial from scratch"
-        ) from None
 
 
 @dataclass
@@ -173,7 +146,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
     resumes = 0
     trial: Trial | None = None
     try:
-        with Heartbeat(queue, claimed):
+        with Heartbeat(queue, claimed), CheckpointWriter() as writer:
             trial = Trial(config, opts.device, opts.data_dir)
             if not ckpt.exists() and trial.analytic is None:
                 cut_off = [(h, e) for h, e in queue.previous_attempts(claimed) if e > 0]
@@ -196,7 +169,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
             for record in trial.run():
                 # An analytic trial (no model) is recomputed faster than it is checkpointed.
                 if not trial.finished and trial.analytic is None:
-                    save_checkpoint(ckpt, {"trial": trial.state_dict(), "resumes": resumes})
+                    writer.submit(ckpt, {"trial": trial.state_dict(), "resumes": resumes})
                 if not trial.finished and time.monotonic() - last_progress > PROGRESS_EVERY_S:
                     queue.progress(claimed, record.epoch)  # for `run`'s display of others
                     last_progress = time.monotonic()

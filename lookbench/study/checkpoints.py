@@ -1,0 +1,128 @@
+"""Per-epoch trial checkpoints: atomic files, written in the background.
+
+A checkpoint is ``torch.save`` of a trial's state, written to a temporary file, fsynced and
+renamed over the previous one, so a crash at any moment leaves either the old or the new
+checkpoint whole, never a torn one.
+
+Writing ResNet-18 with Lookahead(SGD) (135 MB) takes 0.3–0.55 s on this project's machines,
+10–25% of an epoch on a fast GPU, so :class:`CheckpointWriter` takes a snapshot of the state
+(a CPU copy of every tensor: tens of ms) and writes it on a background thread while the next
+epoch trains. At most one write is in flight; the next snapshot waits for it, so checkpoints
+land in order and the extra memory is one copy of the state. Python's ``concurrent.futures``
+is not used because a write's failure must surface at a known point (the next epoch's
+checkpoint, or the end of the trial), which one explicit thread makes plain.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class CheckpointError(Exception):
+    """A trial's checkpoint cannot be used; the message says which file and what to do."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint (tensors on the CPU); any unreadable file is a :class:`CheckpointError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "trial" not in state:
+            raise ValueError("not a lookbench trial checkpoint")
+        return state
+    except Exception as e:  # truncated, garbage, wrong format: all mean "unusable"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({reason[:200]}); delete it to restart that "
+            f"trial from scratch"
+        ) from None
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of ``state`` that training cannot change: every tensor cloned to the CPU.
+
+    Dicts, lists and tuples are copied structurally; other values (numbers, strings) are
+    immutable or owned by the caller and are kept as they are.
+    """
+    if isinstance(state, torch.Tensor):
+        t = state.detach()
+        return t.to("cpu", copy=True) if t.device.type != "cpu" else t.clone()
+    if isinstance(state, dict):
+        return {k: snapshot(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [snapshot(v) for v in state]
+    if isinstance(state, tuple):
+        return tuple(snapshot(v) for v in state)
+    return state
+
+
+class CheckpointWriter:
+    """Writes checkpoints on one background thread, one at a time, in order.
+
+    ``submit`` blocks only for the snapshot (and for the previous write, if it is still
+    running); a failed write is raised by the next ``submit`` or by ``wait``. Leaving the
+    ``with`` block waits for the last write, so a trial's final cleanup never races it.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, path: Path, state: dict[str, Any]) -> None:
+        """Snapshot ``state`` now and write it to ``path`` in the background."""
+        copy = snapshot(state)
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._write, args=(path, copy), name="lookbench-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(path, state)
+        except BaseException as e:  # handed to the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.wait()
+            return
+        try:  # already failing: keep what was written, but do not mask the original error
+            self.wait()
+        except Exception:
+            pass
