@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import optuna
 
+from lookbench.study import interrupts
+
 JOURNAL_FILE = "optuna.journal"
 LOCK_FILE = ".lock"
 RETRY_FOR_S = 300.0  # how long a database outage is waited out before giving up
@@ -123,7 +125,7 @@ def retry(call: Callable[[], T], what: str, deadline_s: float = RETRY_FOR_S) -> 
                 print(f"warning: {what} is unreachable; retrying for up to "
                       f"{deadline_s:.0f} s", file=sys.stderr, flush=True)
                 warned = True
-            time.sleep(wait)
+            interrupts.sleep(wait)  # Ctrl-C ends the wait; nothing is half-written
             wait = min(wait * 2, RETRY_MAX_S)
             continue
         if warned:

@@ -31,6 +31,7 @@ from lookbench.study.checkpoints import (
     CheckpointWriter,
     load_checkpoint,
 )
+from lookbench.study.interrupts import Interrupts
 from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
 from lookbench.study.records import curve_rows, trial_row, trial_state
 from lookbench.study.spec import StudySpec, config_from_point, plan, search_space, trial_id
@@ -109,15 +110,17 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
     results = StudyResults(opts.study_dir)
     planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     report = WorkerReport()
-    while stop is None or not stop.is_set():
-        claimed = queue.claim()
-        if claimed is None and spec.sampler == "tpe":
-            claimed = _propose(queue, spec)
-        if claimed is None:
-            if queue.sync(planned, results.recorded()) == 0:
-                break  # nothing waiting, nothing stale: done (others may still be running)
-            continue
-        _run_claimed(queue, claimed, results, opts, report)
+    with Interrupts() as interrupts:  # Ctrl-C stops training at once, never a storage update
+        while stop is None or not stop.is_set():
+            interrupts.check()
+            claimed = queue.claim()
+            if claimed is None and spec.sampler == "tpe":
+                claimed = _propose(queue, spec)
+            if claimed is None:
+                if queue.sync(planned, results.recorded()) == 0:
+                    break  # nothing waiting, nothing stale: done (others may still be running)
+                continue
+            _run_claimed(queue, claimed, results, opts, report, interrupts)
     return report
 
 
@@ -134,7 +137,7 @@ def _propose(queue: TrialQueue, spec: StudySpec) -> Claimed | None:
 
 
 def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
-                 opts: WorkerOptions, report: WorkerReport) -> None:
+                 opts: WorkerOptions, report: WorkerReport, interrupts: Interrupts) -> None:
     why = queue.is_duplicate(claimed, results.recorded())
     if why is not None:
         queue.abandon(claimed, why)
@@ -146,7 +149,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
     resumes = 0
     trial: Trial | None = None
     try:
-        with Heartbeat(queue, claimed), CheckpointWriter() as writer:
+        with Heartbeat(queue, claimed), CheckpointWriter() as writer, interrupts.allowed():
             trial = Trial(config, opts.device, opts.data_dir)
             if not ckpt.exists() and trial.analytic is None:
                 cut_off = [(h, e) for h, e in queue.previous_attempts(claimed) if e > 0]
@@ -171,7 +174,8 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
                 if not trial.finished and trial.analytic is None:
                     writer.submit(ckpt, {"trial": trial.state_dict(), "resumes": resumes})
                 if not trial.finished and time.monotonic() - last_progress > PROGRESS_EVERY_S:
-                    queue.progress(claimed, record.epoch)  # for `run`'s display of others
+                    with interrupts.deferred():
+                        queue.progress(claimed, record.epoch)  # for `run`'s display of others
                     last_progress = time.monotonic()
                 if opts.on_epoch is not None:
                     opts.on_epoch(claimed, record)
