@@ -29,6 +29,19 @@ app = typer.Typer(
 )
 
 
+def console() -> Any:
+    """A Rich console; piped or redirected output gets 120 columns instead of Rich's 80, so
+    tables written to a file or a log are not cut (``COLUMNS`` still wins when set)."""
+    import os
+
+    from rich.console import Console  # imported late: `lookbench --help` stays fast
+
+    c = Console()
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c.width = 120
+    return c
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """One clear line on stderr and a non-zero exit, never a traceback."""
     typer.echo(f"error: {message}", err=True)
@@ -73,7 +86,6 @@ def main(
 @app.command()
 def optimizers() -> None:
     """List the optimizers lookbench can build, with their hyperparameters and defaults."""
-    from rich.console import Console
     from rich.table import Table
 
     from lookbench.optim import available, hyperparameters
@@ -85,14 +97,13 @@ def optimizers() -> None:
     for name, summary in available().items():
         hparams = hyperparameters(name)
         table.add_row(name, summary, ", ".join(f"{k}={v!r}" for k, v in hparams.items()))
-    Console().print(table)
+    console().print(table)
 
 
 @app.command("tasks")
 def list_tasks() -> None:
     """List the benchmark tasks: size, default budget, and the data each one needs."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     from lookbench import tasks
@@ -113,7 +124,7 @@ def list_tasks() -> None:
             f"{task.default_epochs}×{task.default_batch_size} {task.default_schedule}",
             task.data, task.summary,
         )
-    Console().print(table)
+    console().print(table)
 
 
 def _si(n: int) -> str:
@@ -164,8 +175,6 @@ def run(
                                                      "KEY=VALUE (repeatable).")] = None,
 ) -> None:
     """Sweep Lookahead and its baseline on TASK; re-run the same command to resume."""
-    from rich.console import Console
-
     from lookbench.study.engine import StudyConflict, run_study
     from lookbench.study.spec import SpecError, load_spec
     from lookbench.study.storage import StorageUnavailable
@@ -197,10 +206,10 @@ def run(
         study_spec = load_spec(spec, **overrides)
     except SpecError as e:
         fail(str(e))
-    console = Console(stderr=False)
+    out_console = console()
     try:
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
-                           workers=workers, data_dir=data_dir, console=console,
+                           workers=workers, data_dir=data_dir, console=out_console,
                            grace_s=stale_after)
     except (StudyConflict, ValueError) as e:
         fail(str(e))
@@ -218,9 +227,9 @@ def run(
         typer.echo(f"failed: {line}", err=True)
     for line in result.errors:
         typer.echo(f"error: {line}", err=True)
-    console.print(f"{result.recorded} of {result.planned} trials recorded in "
-                  f"{out / study_spec.study_name}")
-    _print_status(console, out, [study_spec.study_name], storage)
+    out_console.print(f"{result.recorded} of {result.planned} trials recorded in "
+                      f"{out / study_spec.study_name}")
+    _print_status(out_console, out, [study_spec.study_name], storage)
     if result.errors or result.failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -254,15 +263,13 @@ def status(
                                                 "journal file.")] = None,
 ) -> None:
     """Progress of a study: done, running, diverged, failed; the best config per optimizer."""
-    from rich.console import Console
-
     from lookbench.study.status import StatusError, find_studies
 
     try:
         names = [study] if study else find_studies(out)
         if not names:
             fail(f"no studies under {out}/ (run `lookbench run TASK` first)", EXIT_FAILED)
-        _print_status(Console(), out, names, storage)
+        _print_status(console(), out, names, storage)
     except StatusError as e:
         fail(str(e), EXIT_FAILED)
 
@@ -278,8 +285,6 @@ def report(
 ) -> None:
     """Write an offline HTML report per study: sensitivity surfaces, robustness metrics,
     learning curves, Lookahead beside its baseline."""
-    from rich.console import Console
-
     from lookbench.report import ReportError, build_reports
     from lookbench.study.status import find_studies
 
@@ -293,6 +298,6 @@ def report(
         pages = build_reports(dirs, out, compare=compare)
     except ReportError as e:
         fail(str(e), EXIT_FAILED)
-    console = Console()
+    out_console = console()
     for path in pages:
-        console.print(f"wrote {path}")
+        out_console.print(f"wrote {path}")

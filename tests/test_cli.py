@@ -48,3 +48,16 @@ def test_module_entry_point_and_help_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout
+
+
+def test_piped_tables_are_not_cut_at_80_columns():
+    env = {k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([sys.executable, "-m", "lookbench", "tasks"], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    widths = {len(line) for line in proc.stdout.splitlines() if line.strip()}
+    assert max(widths) > 80
+    assert "noisy quadratic model (paper §3.1)" in " ".join(proc.stdout.split())
+    narrow = subprocess.run([sys.executable, "-m", "lookbench", "tasks"], capture_output=True,
+                            text=True, env={**env, "COLUMNS": "60"})
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60

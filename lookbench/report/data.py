@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lookbench.results import StudyResults
+from lookbench.results import StudyResults, study_metric
 
 
 class ReportError(Exception):
@@ -29,7 +29,7 @@ class StudyData:
 
     @property
     def metric(self) -> str:
-        return str(self.trials["metric"].iloc[0])
+        return study_metric(self.task, self.trials["metric"].astype(str).tolist())
 
     @property
     def maximize(self) -> bool:

@@ -286,8 +286,8 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
             fig.add_trace(go.Scatter(x=stable, y=ss, mode="lines", legendgroup=name,
                                      name=f"{name}: steady state (Prop. 2)",
                                      line={"color": c, "dash": "dash"}, showlegend=False))
-    finite = scores.loc[np.isfinite(scores["score"]), "score"]
-    if len(finite):
+    finite = scores.loc[np.isfinite(scores["score"]) & (scores["score"] > 0), "score"]
+    if len(finite):  # a log axis: only positive losses can set its range
         top = float(np.quantile(finite, 0.9)) * 1.5
         fig.update_yaxes(range=[math.log10(max(finite.min() * 0.9, 1e-12)), math.log10(top)])
     fig.update_xaxes(type="log", title_text=LABELS["lr"])

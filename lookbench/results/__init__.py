@@ -1,6 +1,6 @@
 """A study's results as Parquet: schemas, atomic part files, and loading them as tables."""
 
-from lookbench.results.schema import CURVES, TRIAL_STATES, TRIALS
+from lookbench.results.schema import CURVES, TRIAL_STATES, TRIALS, study_metric
 from lookbench.results.store import StudyResults, write_part
 
-__all__ = ["CURVES", "TRIALS", "TRIAL_STATES", "StudyResults", "write_part"]
+__all__ = ["CURVES", "TRIALS", "TRIAL_STATES", "StudyResults", "study_metric", "write_part"]

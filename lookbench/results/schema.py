@@ -11,6 +11,18 @@ import pyarrow as pa
 
 TRIAL_STATES = ("complete", "diverged", "failed")
 
+
+def study_metric(task: str, recorded: list[str]) -> str:
+    """The metric a study of ``task`` ranks by: the task's own (its class says), else the one
+    most rows recorded. Rows are not trusted alone: results written by earlier versions hold
+    ``test_acc`` for a trial that failed before its task was built, whatever the task."""
+    from lookbench.tasks import task_class  # the registry imports no task module until asked
+
+    try:
+        return task_class(task).metric
+    except ValueError:  # a task this version does not know: go by the rows
+        return max(set(recorded), key=recorded.count) if recorded else "test_acc"
+
 TRIALS = pa.schema(
     [
         pa.field("trial", pa.string(), nullable=False),  # stable id: hash of the config

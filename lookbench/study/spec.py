@@ -153,9 +153,13 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str)
             raise SpecError(f"{where}: grid.{opt}.lr: every optimizer needs learning rates")
         for point in _points(values):  # validates every value the study will run
             try:
-                _config(spec, opt, point, seed=0)
+                config = _config(spec, opt, point, seed=0)
             except ValidationError as e:
                 raise _first_error(e, f"{where}: grid.{opt}") from None
+            try:
+                task.check_config(config)
+            except ValueError as e:
+                raise SpecError(f"{where}: grid.{opt}: {e}") from None
     return spec
 
 

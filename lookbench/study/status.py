@@ -9,7 +9,7 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
-from lookbench.results import StudyResults
+from lookbench.results import StudyResults, study_metric
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
 
 
@@ -56,7 +56,7 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     if not planned and not study_dir.is_dir():
         raise StatusError(f"no study {study_dir.name!r} in the storage or at {study_dir}")
     rows = StudyResults(study_dir).trials().to_pylist()
-    metric = rows[0]["metric"] if rows else "test_acc"
+    metric = study_metric(rows[0]["task"], [r["metric"] for r in rows]) if rows else "test_acc"
     maximize = metric == "test_acc"
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     finals: dict[str, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -101,6 +101,10 @@ class Task(ABC):
         """Raise :class:`DataUnavailable` now if the task's data cannot be had (before a study
         creates anything); tasks that need no files have nothing to check."""
 
+    def check_config(self, config: Any) -> None:
+        """Raise ``ValueError`` (saying why) if this task cannot run ``config``; a study checks
+        every grid point before it starts, so no trial fails for it later. Most tasks run any."""
+
     def analytic_curve(self, config: Any) -> list[dict[str, float]] | None:
         """Metrics computed without training, for a task that can (the noisy quadratic's
         expected dynamics): element 0 at the start, element e after epoch e. ``None`` means the

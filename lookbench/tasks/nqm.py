@@ -263,21 +263,33 @@ class NoisyQuadratic(Task):
             inner: {"lr": lrs, "momentum": momentum},
         }
 
+    def check_config(self, config: Any) -> None:
+        """The analytic mode knows the expected dynamics of SGD and Lookahead(SGD) only (Eqs.
+        8–9, Lemma 1), with whole Lookahead cycles per epoch; trained mode runs anything."""
+        opts: NqmOptions = self.options  # type: ignore[assignment]
+        if not opts.analytic:
+            return
+        lookahead = config.optimizer == "lookahead"
+        inner = config.inner if lookahead else config.optimizer
+        if inner != "sgd":
+            raise ValueError(f"the analytic NQM covers SGD and Lookahead(SGD), not {inner}")
+        if (config.momentum or 0.0) != 0.0:
+            raise ValueError(f"the analytic NQM covers SGD without momentum, not momentum "
+                             f"{config.momentum:g}")
+        if lookahead and config.alpha == "adaptive":
+            raise ValueError("the analytic NQM covers a fixed alpha, not adaptive")
+        if lookahead and opts.steps_per_epoch % config.k:
+            raise ValueError(f"the analytic NQM needs steps_per_epoch "
+                             f"({opts.steps_per_epoch}) to be a multiple of k ({config.k})")
+
     def analytic_curve(self, config: Any) -> list[dict[str, float]] | None:
         """With ``analytic=True``: Eq. 5's expected loss at the start and after each epoch,
         from the config's lr (and k, alpha for Lookahead), by unrolling the expected dynamics."""
         opts: NqmOptions = self.options  # type: ignore[assignment]
         if not opts.analytic:
             return None
+        self.check_config(config)
         lookahead = config.optimizer == "lookahead"
-        inner = config.inner if lookahead else config.optimizer
-        if inner != "sgd" or (config.momentum or 0.0) != 0.0 or (
-                lookahead and config.alpha == "adaptive"):
-            raise ValueError("the analytic NQM covers SGD and Lookahead(SGD) without momentum "
-                             "and with a fixed alpha")
-        if lookahead and opts.steps_per_epoch % config.k:
-            raise ValueError(f"the analytic NQM needs steps_per_epoch "
-                             f"({opts.steps_per_epoch}) to be a multiple of k ({config.k})")
         a, sigma2 = default_spectrum(opts.dim)
         with np.errstate(over="ignore", invalid="ignore"):
             curve = expected_loss_curve(

@@ -14,7 +14,7 @@ def write_study(root: Path, name: str, rows: list[dict], epochs: int = 3,
                 task: str = "digits", metric: str = "test_acc",
                 task_options: str = "{}") -> Path:
     """Write trials (and matching curves) for ``rows``: each row needs optimizer, lr, seed,
-    state and value; everything else gets a sensible default."""
+    state and value; everything else gets a sensible default (a row's own ``metric`` wins)."""
     study = root / name
     results = StudyResults(study)
     for i, r in enumerate(rows):
@@ -33,7 +33,7 @@ def write_study(root: Path, name: str, rows: list[dict], epochs: int = 3,
             "final_test_loss": None if diverged else (value if metric == "test_loss"
                                                       else 1 - value),
             "final_train_loss": None, "best_test_acc": None, "best_test_loss": None,
-            "best_epoch": None, "metric": metric, "wall_s": 1.0, "resumes": 0,
+            "best_epoch": None, "metric": r.get("metric", metric), "wall_s": 1.0, "resumes": 0,
             "device": "cpu", "host": "test", "finished_at": __import__("datetime").datetime(
                 2026, 1, 1, tzinfo=__import__("datetime").timezone.utc),
             "error": None, "lookbench_version": "0", "torch_version": "0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -93,3 +94,31 @@ def test_nqm_figure_overlays_the_analysis(tmp_path):
     assert np.interp(0.1, solid.x, solid.y) == np.float64(measured.y[0]) or \
         abs(np.interp(0.1, solid.x, solid.y) / measured.y[0] - 1) < 1e-9
     assert nqm_figure(load_study(write_study(tmp_path, "d", rows[:1]))) is None
+
+
+def test_a_loss_study_is_read_as_one_whatever_its_failed_rows_say(tmp_path):
+    """Earlier versions recorded ``test_acc`` for a trial that failed before its task was
+    built; the study's metric comes from its task, and such rows break no figure."""
+    from tests.report.conftest import write_study
+
+    from lookbench.report import build_reports
+    from lookbench.study.status import status_table
+
+    rows = [{"optimizer": "lookahead", "lr": 0.1, "momentum": 0.9, "seed": 0,
+             "state": "failed", "value": None, "metric": "test_acc"}]
+    for lr, seed in itertools.product((0.1, 0.3), range(2)):
+        rows.append({"optimizer": "sgd", "lr": lr, "momentum": 0.0, "seed": seed,
+                     "state": "complete", "value": 50.0 + lr})
+        rows.append({"optimizer": "lookahead", "lr": lr, "momentum": 0.0, "seed": seed,
+                     "state": "complete", "value": 49.0 + lr})
+    study = write_study(tmp_path, "nqm", rows, task="nqm", metric="test_loss")
+    data = load_study(study)
+    assert data.metric == "test_loss" and not data.maximize
+    pages = build_reports([study], tmp_path / "reports")
+    assert pages and all(p.stat().st_size > 0 for p in pages)
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(status_table(study))
+    text = console.export_text()
+    assert "final test_loss" in text and "49.1000" in text

@@ -162,6 +162,25 @@ def test_analytic_nqm_study_runs_in_seconds(tmp_path):
     assert (la["final_test_loss"].to_numpy() < sgd["final_test_loss"].to_numpy()[0]).all()
 
 
+def test_a_trial_that_fails_before_its_task_is_built_records_the_tasks_metric(tmp_path,
+                                                                             monkeypatch):
+    from lookbench.study import worker
+
+    class Broken(worker.Trial):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("no model today")
+
+    monkeypatch.setattr(worker, "Trial", Broken)
+    result = invoke("run", "nqm", "--option", "analytic=true", "--lr", "0.1", "--k", "5",
+                    "--alpha", "0.5", "--devices", "cpu", "--workers", "1",
+                    "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert "failed: trial" in result.stderr and "RuntimeError: no model today" in result.stderr
+    trials = pd.read_parquet(tmp_path / "nqm-sgd" / "trials")
+    assert (trials["state"] == "failed").all() and (trials["metric"] == "test_loss").all()
+    assert "final test_loss" in " ".join(result.output.split())
+
+
 def _queue(tmp_path: Path, config: TrialConfig) -> tuple[TrialQueue, str]:
     storage = open_storage(None, tmp_path)
     queue = TrialQueue(storage, "s", ["lookahead", "sgd"], "maximize", tmp_path, grace_s=1.0)

@@ -75,6 +75,13 @@ def _toml(tmp_path: Path, text: str) -> Path:
         ('task = "digits"\n[task_options]\nhidden = -1\n', r"task_options: hidden"),
         ('task = "digits\n', r"is not valid TOML"),
         ('task = "digits"\nsampler = "tpe"\n', r"needs --trials"),
+        ('task = "nqm"\n[task_options]\nanalytic = true\n[grid.sgd]\nlr = [0.1]\n'
+         'momentum = [0.0, 0.9]\n', r"grid\.sgd: the analytic NQM covers SGD without "
+         r"momentum, not momentum 0\.9"),
+        ('task = "nqm"\ninner = "adam"\n[task_options]\nanalytic = true\n',
+         r"grid\.lookahead: the analytic NQM covers SGD and Lookahead\(SGD\), not adam"),
+        ('task = "nqm"\n[task_options]\nanalytic = true\nsteps_per_epoch = 12\n'
+         '[grid.lookahead]\nlr = [0.1]\nk = [5]\n', r"multiple of k \(5\)"),
     ],
 )
 def test_bad_study_files_name_the_field(tmp_path, text, match):
