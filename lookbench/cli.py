@@ -160,8 +160,8 @@ def run(
                                               "options given here override it.")] = None,
     out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
     devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices like 0,1.")] = "auto",
-    workers: Annotated[int | None, typer.Option(help="Workers per device (CPU default: one "
-                                                "per core).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Workers per device (CPU default: "
+                                                "one per core).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several "
                                                 "machines, e.g. postgresql://user@host/db "
                                                 "(default: a journal file under --out).")] = None,

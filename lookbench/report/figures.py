@@ -27,6 +27,7 @@ LABELS = {"lr": "inner learning rate", "momentum": "momentum (Adam: β1)",
 SURFACE_PAIRS = [("lr", "alpha"), ("k", "alpha"), ("lr", "momentum"), ("lr", "weight_decay"),
                  ("lr", "k")]
 MAX_HEATMAP_VALUES = 12  # more distinct values than this on an axis: a scatter, not a grid
+MIN_HEATMAP_FILL = 0.5  # fewer filled cells than this share (random/TPE points): a scatter
 
 
 def color(optimizer: str) -> str:
@@ -103,7 +104,10 @@ def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, metric: str
                  zmin: float, zmax: float) -> None:
     xs, ys = sorted(best[x].unique()), sorted(best[y].unique())
     all_diverged = best["diverged"] >= best["seeds"]
-    if len(xs) > MAX_HEATMAP_VALUES or len(ys) > MAX_HEATMAP_VALUES:
+    # A grid study fills every cell; random or TPE points leave most of a heatmap empty and
+    # are shown where they lie instead, on the hyperparameter's own (log) scale.
+    if (len(xs) > MAX_HEATMAP_VALUES or len(ys) > MAX_HEATMAP_VALUES
+            or len(best) < MIN_HEATMAP_FILL * len(xs) * len(ys)):
         ok = best[~all_diverged]
         fig.add_trace(go.Scatter(
             x=ok[x], y=ok[y], mode="markers", name="configurations",

@@ -60,17 +60,23 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     maximize = metric == "test_acc"
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     finals: dict[str, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    spoiled: set[tuple] = set()  # configurations with a diverged or failed seed
     for r in rows:
         opt = r["optimizer"]
         counts[opt][r["state"]] += 1
         value = r["final_" + metric]
+        alpha = "adaptive" if r["alpha_adaptive"] else r["alpha"]
+        key = (r["lr"], r["momentum"], r["weight_decay"], r["k"], alpha, r["inner_state"])
         if r["state"] == "complete" and value is not None:
-            key = (r["lr"], r["momentum"], r["weight_decay"], r["k"], r["alpha"],
-                   r["inner_state"])
             finals[opt][key].append(value)
+        else:  # as in the report: a configuration that lost a seed is not a best one
+            spoiled.add((opt, key))
+    for opt, key in spoiled:
+        finals[opt].pop(key, None)
     table = Table(title=f"study {study_dir.name}", box=box.SIMPLE_HEAD,
                   caption=f"done/planned trials, running, diverged, failed; best: final {metric} "
-                          f"of the best configuration, mean±sd over n seeds")
+                          f"of the best configuration (mean±sd over its n seeds, none of which "
+                          f"diverged or failed)")
     for col in ("optimizer", "done", "run", "div", "fail", "best", "configuration"):
         table.add_column(col, justify="left" if col in ("optimizer", "configuration")
                          else "right", no_wrap=col != "configuration")

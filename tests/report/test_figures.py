@@ -45,6 +45,25 @@ def test_surfaces_cover_every_swept_pair_side_by_side(grid_study):
     assert list(la_strip.y) == ["0.9"] and list(sgd_map.y) == ["0.5", "0.9"]
 
 
+def test_random_points_are_drawn_where_they_lie_not_as_a_mostly_empty_grid(tmp_path):
+    from tests.report.conftest import write_study
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):  # six random configurations: six distinct lr and k values
+        lr, k = float(10 ** rng.uniform(-3, 0)), 3 + i
+        for seed in range(2):
+            rows.append({"optimizer": "lookahead", "lr": lr, "k": k, "seed": seed,
+                         "state": "complete", "value": 0.8 + 0.01 * i})
+            rows.append({"optimizer": "sgd", "lr": lr, "seed": seed, "state": "complete",
+                         "value": 0.7})
+    figs = dict(surface_figures(load_study(write_study(tmp_path, "random", rows))))
+    fig = figs["k (steps per sync) × inner learning rate"]
+    assert not [t for t in fig.data if isinstance(t, go.Heatmap)]
+    points = [t for t in fig.data if t.name == "configurations"][0]
+    assert len(points.x) == 6 and fig.layout.xaxis.type == "log"
+
+
 def test_lr_sensitivity_has_a_line_and_a_seed_band_per_optimizer(grid_study):
     fig = lr_sensitivity_figure(load_study(grid_study))
     lines = [t for t in fig.data if t.mode == "lines+markers"]
@@ -122,3 +141,25 @@ def test_a_loss_study_is_read_as_one_whatever_its_failed_rows_say(tmp_path):
     console.print(status_table(study))
     text = console.export_text()
     assert "final test_loss" in text and "49.1000" in text
+
+
+def test_status_names_adaptive_alpha_and_never_ranks_a_configuration_that_lost_a_seed(tmp_path):
+    from rich.console import Console
+    from tests.report.conftest import write_study
+
+    from lookbench.study.status import status_table
+
+    rows = [
+        # The highest mean among completed seeds, but its other seed diverged.
+        {"optimizer": "lookahead", "lr": 1.0, "seed": 0, "state": "complete", "value": 0.99},
+        {"optimizer": "lookahead", "lr": 1.0, "seed": 1, "state": "diverged", "value": None},
+        {"optimizer": "lookahead", "lr": 0.1, "alpha": None, "alpha_adaptive": True, "seed": 0,
+         "state": "complete", "value": 0.9},
+        {"optimizer": "lookahead", "lr": 0.1, "alpha": None, "alpha_adaptive": True, "seed": 1,
+         "state": "complete", "value": 0.92},
+        {"optimizer": "sgd", "lr": 0.1, "seed": 0, "state": "complete", "value": 0.8},
+    ]
+    console = Console(width=200, record=True)
+    console.print(status_table(write_study(tmp_path, "s", rows)))
+    line = [t for t in console.export_text().splitlines() if t.strip().startswith("lookahead")][0]
+    assert "0.9100±0.0141 n=2" in line and "lr=0.1" in line and "α=adaptive" in line
