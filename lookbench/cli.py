@@ -248,10 +248,14 @@ def _option_value(text: str) -> Any:
 
 
 def _print_status(console: Any, out: Path, names: list[str], storage: str | None) -> None:
-    from lookbench.study.status import status_table
+    """Print each study's status table; an unreadable study is one line and exit 1."""
+    from lookbench.study.status import StatusError, status_table
 
     for name in names:
-        console.print(status_table(out / name, storage))
+        try:
+            console.print(status_table(out / name, storage))
+        except StatusError as e:
+            fail(str(e), EXIT_FAILED)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lookbench.results import StudyResults, study_metric
+from lookbench.results import ResultsUnreadable, StudyResults, study_metric
 
 
 class ReportError(Exception):
@@ -67,8 +67,8 @@ def load_study(study_dir: Path) -> StudyData:
     try:
         trials = results.trials().to_pandas()
         curves = results.curves().to_pandas()
-    except Exception as e:  # a damaged part file: say which study, not a traceback
-        raise ReportError(f"cannot read the tables of {study_dir}: {e}") from None
+    except ResultsUnreadable as e:  # a damaged part file: one line, not a traceback
+        raise ReportError(str(e)) from None
     if trials.empty:
         raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
     return StudyData(name=study_dir.name, trials=trials, curves=curves)

@@ -23,6 +23,10 @@ TRIALS_DIR = "trials"
 CURVES_DIR = "curves"
 
 
+class ResultsUnreadable(ValueError):
+    """A part file cannot be read; the message names it and what to do."""
+
+
 def _part_name(trial: str) -> str:
     return f"part-{trial}.parquet"
 
@@ -70,7 +74,15 @@ class StudyResults:
     def _load(self, directory: Path, schema: pa.Schema) -> pa.Table:
         if not directory.is_dir():
             return schema.empty_table()
-        return ds.dataset(directory, format="parquet", schema=schema).to_table()
+        try:
+            return ds.dataset(directory, format="parquet", schema=schema).to_table()
+        except (pa.ArrowException, OSError) as e:  # a damaged part (parts are written whole)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = reason.rstrip(".")
+            raise ResultsUnreadable(
+                f"cannot read the results in {directory}: {reason}; restore that file from a "
+                f"backup, or delete it to read the rest of the study without that trial"
+            ) from None
 
     def trials(self) -> pa.Table:
         """The trials table: one row per recorded trial."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
-from lookbench.results import StudyResults, study_metric
+from lookbench.results import ResultsUnreadable, StudyResults, study_metric
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
 
 
@@ -55,7 +55,10 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     planned, running, _ = _queue_counts(study_dir, storage_url)
     if not planned and not study_dir.is_dir():
         raise StatusError(f"no study {study_dir.name!r} in the storage or at {study_dir}")
-    rows = StudyResults(study_dir).trials().to_pylist()
+    try:
+        rows = StudyResults(study_dir).trials().to_pylist()
+    except ResultsUnreadable as e:
+        raise StatusError(str(e)) from None
     metric = study_metric(rows[0]["task"], [r["metric"] for r in rows]) if rows else "test_acc"
     maximize = metric == "test_acc"
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -51,7 +51,16 @@ def open_storage(url: str | None, study_dir: Path) -> optuna.storages.BaseStorag
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         study_dir.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(study_dir / JOURNAL_FILE)))
+        path = study_dir / JOURNAL_FILE
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))  # replays the whole journal
+        except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StorageUnavailable(
+                f"the study's Optuna journal {path} is unreadable ({reason}); move it aside and "
+                f"run the same command again: finished trials are kept in the Parquet results "
+                f"and only the others run"
+            ) from None
     if not url.startswith(("postgresql", "mysql", "sqlite")):
         raise StorageUnavailable(
             f"unsupported storage URL {url!r}: use postgresql://user@host/db (or leave "

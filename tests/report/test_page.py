@@ -97,3 +97,19 @@ def test_missing_or_empty_studies_are_one_line_and_a_nonzero_exit(tmp_path, grid
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("command", ["report", "status"])
+def test_a_damaged_results_file_is_one_line_naming_it_and_changes_nothing(tmp_path, grid_study,
+                                                                          command):
+    part = sorted((grid_study / "trials").glob("part-*.parquet"))[0]
+    part.write_bytes(b"not parquet")
+    before = {p: p.read_bytes() for p in grid_study.rglob("*") if p.is_file()}
+    args = {"report": ["report", str(grid_study), "--out", str(tmp_path / "out")],
+            "status": ["status", grid_study.name, "--out", str(grid_study.parent)]}[command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read the results")
+    assert part.name in lines[0] and "delete it" in lines[0]
+    assert {p: p.read_bytes() for p in grid_study.rglob("*") if p.is_file()} == before

@@ -395,3 +395,24 @@ def test_workers_exit_when_the_command_that_started_them_dies(tmp_path):
     # They gave their trials back on the way out: nothing is left RUNNING.
     frozen = optuna_trials(tmp_path, "digits-sgd")
     assert not [t for t in frozen if t.state == TrialState.RUNNING]
+
+
+def test_a_damaged_journal_is_one_line_and_the_parquet_results_rebuild_the_study(tmp_path):
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    study = tmp_path / "digits-sgd"
+    journal = study / "optuna.journal"
+    journal.write_bytes(b"garbage\n" + journal.read_bytes())
+    parts = tree_digest(study / "trials")
+    for args in (["run", *TINY], ["status", "digits-sgd"]):
+        result = invoke(*args, "--out", str(tmp_path))
+        assert result.exit_code == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "optuna.journal is unreadable" in lines[0]
+        assert "move it aside" in lines[0]
+    assert tree_digest(study / "trials") == parts
+    # As the message says: without the journal, finished trials come from Parquet.
+    journal.rename(tmp_path / "journal.bad")
+    result = invoke("run", *TINY, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert tree_digest(study / "trials") == parts  # nothing ran again
+    assert "8 of 8 trials recorded" in result.output
