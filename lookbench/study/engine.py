@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lookbench.results import StudyResults
+from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.queue import TrialQueue
 from lookbench.study.spec import StudySpec, plan, planned_runs, trial_id
 from lookbench.study.storage import open_storage, study_lock
@@ -121,7 +122,9 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
             for study in queue.studies.values():
                 study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
     planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
-    queue.sync(planned, StudyResults(study_dir).recorded())
+    recorded = StudyResults(study_dir).recorded()
+    queue.sync(planned, recorded)
+    remove_recorded(study_dir / CHECKPOINTS_DIR, recorded)  # left by a worker killed at the end
     return queue, planned
 
 

@@ -154,3 +154,13 @@ def test_snapshot_moves_cuda_tensors_to_the_cpu() -> None:
     copy = checkpoints.snapshot({"t": t})
     assert copy["t"].device.type == "cpu"
     assert torch.equal(copy["t"], t.cpu())
+
+
+def test_checkpoints_of_recorded_trials_are_removed_and_others_kept(tmp_path: Path) -> None:
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    for name in ("aaa.pt", ".aaa.pt.0f0f.tmp", "bbb.pt", ".bbb.pt.1e1e.tmp", "notes.txt"):
+        (d / name).write_bytes(b"x")
+    assert checkpoints.remove_recorded(d, {"aaa", "ccc"}) == 2
+    assert sorted(p.name for p in d.iterdir()) == [".bbb.pt.1e1e.tmp", "bbb.pt", "notes.txt"]
+    assert checkpoints.remove_recorded(tmp_path / "absent", {"aaa"}) == 0

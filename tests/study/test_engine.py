@@ -298,16 +298,19 @@ def test_a_study_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
     proc = lookbench("run", *GRID, "--out", str(killed), cwd=tmp_path, start_new_session=True)
     study = killed / "digits-sgd"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # kill once some trials are done and some mid-way
-        done = len(StudyResults(study).recorded())
-        ckpts = list((study / "checkpoints").glob("*.pt")) if (study / "checkpoints").exists() \
-            else []
-        if done >= 3 and ckpts:
-            break
+    def midway() -> set[str]:  # trials with a checkpoint and no result yet
+        recorded = StudyResults(study).recorded()
+        ckpts = {p.stem for p in (study / "checkpoints").glob("*.pt")} \
+            if (study / "checkpoints").exists() else set()
+        return ckpts - recorded if len(recorded) >= 3 else set()
+
+    while time.monotonic() < deadline and not midway():  # some done, some mid-way
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the command and every worker, no cleanup at all
     proc.wait()
-    assert 3 <= len(StudyResults(study).recorded()) < 18
+    cut_off = midway()
+    recorded = StudyResults(study).recorded()
+    assert 3 <= len(recorded) < 18 and cut_off, (len(recorded), cut_off)
 
     proc = lookbench("run", *GRID, "--out", str(killed), cwd=tmp_path)
     out, err = proc.communicate(timeout=600)
@@ -316,8 +319,8 @@ def test_a_study_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
     b_trials, b_curves = comparable(killed, "digits-sgd")
     pd.testing.assert_frame_equal(a_trials, b_trials)
     pd.testing.assert_frame_equal(a_curves, b_curves)
-    resumed = StudyResults(study).trials().to_pandas()["resumes"]
-    assert resumed.max() >= 1  # at least one trial really continued from a checkpoint
+    resumed = StudyResults(study).trials().to_pandas().set_index("trial")["resumes"]
+    assert (resumed[sorted(cut_off)] >= 1).all()  # they really continued from their checkpoints
     assert not list((study / "checkpoints").glob("*.pt"))
 
 
@@ -416,3 +419,16 @@ def test_a_damaged_journal_is_one_line_and_the_parquet_results_rebuild_the_study
     assert result.exit_code == 0, result.stderr
     assert tree_digest(study / "trials") == parts  # nothing ran again
     assert "8 of 8 trials recorded" in result.output
+
+
+def test_a_checkpoint_left_by_a_worker_killed_after_recording_is_removed(tmp_path):
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    study = tmp_path / "digits-sgd"
+    done = sorted(StudyResults(study).recorded())[0]
+    leftover = study / "checkpoints" / f"{done}.pt"
+    leftover.parent.mkdir(exist_ok=True)
+    leftover.write_bytes(b"stale")
+    unrelated = study / "checkpoints" / "0123456789abcdef.pt"  # a trial not recorded here
+    unrelated.write_bytes(b"keep")
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    assert not leftover.exists() and unrelated.exists()
