@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from lookbench._messages import first_line
 from lookbench.results.schema import CURVES, TRIALS
 
 TRIALS_DIR = "trials"
@@ -77,10 +78,8 @@ class StudyResults:
         try:
             return ds.dataset(directory, format="parquet", schema=schema).to_table()
         except (pa.ArrowException, OSError) as e:  # a damaged part (parts are written whole)
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            reason = reason.rstrip(".")
             raise ResultsUnreadable(
-                f"cannot read the results in {directory}: {reason}; restore that file from a "
+                f"cannot read the results in {directory}: {first_line(e).rstrip('.')}; restore that file from a "
                 f"backup, or delete it to read the rest of the study without that trial"
             ) from None
 

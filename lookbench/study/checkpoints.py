@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from lookbench._messages import first_line
+
 CHECKPOINTS_DIR = "checkpoints"
 
 
@@ -53,9 +55,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             raise ValueError("not a lookbench trial checkpoint")
         return state
     except Exception as e:  # truncated, garbage, wrong format: all mean "unusable"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} is unreadable ({reason[:200]}); delete it to restart that "
+            f"checkpoint {path} is unreadable ({first_line(e)[:200]}); delete it to restart that "
             f"trial from scratch"
         ) from None
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import optuna
 
+from lookbench._messages import first_line
 from lookbench.study import interrupts
 
 JOURNAL_FILE = "optuna.journal"
@@ -55,9 +56,8 @@ def open_storage(url: str | None, study_dir: Path) -> optuna.storages.BaseStorag
         try:
             return JournalStorage(JournalFileBackend(str(path)))  # replays the whole journal
         except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StorageUnavailable(
-                f"the study's Optuna journal {path} is unreadable ({reason}); move it aside and "
+                f"the study's Optuna journal {path} is unreadable ({first_line(e)}); move it aside and "
                 f"run the same command again: finished trials are kept in the Parquet results "
                 f"and only the others run"
             ) from None
@@ -74,7 +74,7 @@ def open_storage(url: str | None, study_dir: Path) -> optuna.storages.BaseStorag
             f"pip install 'lookbench[postgres]'"
         ) from None
     except Exception as e:  # sqlalchemy.exc.OperationalError and friends
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        reason = first_line(getattr(e, "orig", None) or e)
         raise StorageUnavailable(f"cannot open storage {_redact(url)}: {reason}") from None
 
 
