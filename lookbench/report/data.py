@@ -6,6 +6,7 @@ Nothing here touches Optuna or the study's journal: a study folder copied to ano
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,8 @@ class StudyData:
     trials: pd.DataFrame
     curves: pd.DataFrame
 
-    @property
-    def metric(self) -> str:
+    @functools.cached_property
+    def metric(self) -> str:  # asked for by every figure and table: worked out once
         return study_metric(self.task, self.trials["metric"].astype(str).tolist())
 
     @property

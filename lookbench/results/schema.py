@@ -7,12 +7,14 @@ DuckDB read them without lookbench. Nullable columns are null where a field does
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyarrow as pa
 
 TRIAL_STATES = ("complete", "diverged", "failed")
 
 
-def study_metric(task: str, recorded: list[str]) -> str:
+def study_metric(task: str, recorded: Sequence[str] = ()) -> str:
     """The metric a study of ``task`` ranks by: the task's own (its class says), else the one
     most rows recorded. Rows are not trusted alone: results written by earlier versions hold
     ``test_acc`` for a trial that failed before its task was built, whatever the task."""
@@ -21,7 +23,8 @@ def study_metric(task: str, recorded: list[str]) -> str:
     try:
         return task_class(task).metric
     except ValueError:  # a task this version does not know: go by the rows
-        return max(set(recorded), key=recorded.count) if recorded else "test_acc"
+        return max(set(recorded), key=list(recorded).count) if recorded else "test_acc"
+
 
 TRIALS = pa.schema(
     [

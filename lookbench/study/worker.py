@@ -189,7 +189,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         records = trial.records if trial is not None else []
     state = trial_state(records, error)
-    metric = study_metric(config.task, [])  # also for a trial that failed before its task was built
+    metric = study_metric(config.task)  # also for a trial that failed before its task was built
     row = trial_row(
         study=queue.name, trial=claimed.lookbench_id, config=config, metric=metric,
         batch_size=trial.batch_size if trial else (config.batch_size or 0),
