@@ -179,7 +179,7 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     queue, planned = prepare(spec, out, storage_url, data_dir)
     study_dir = out / spec.study_name
     results = StudyResults(study_dir)
-    total = sum(planned_runs(spec).values())
+    total = len(planned) if planned else sum(planned_runs(spec).values())  # TPE: no plan
 
     def recorded_now() -> int:
         return len(results.recorded() & set(planned)) if planned else len(results.recorded())
