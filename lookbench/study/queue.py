@@ -80,7 +80,9 @@ def this_owner() -> dict[str, object]:
 def owner_alive(owner: dict | None, heartbeat: float | None, started: float | None,
                 grace_s: float) -> bool:
     """Whether the process that owns a RUNNING trial is still at work."""
-    if owner and owner.get("host") == socket.gethostname():
+    if not owner:  # claims set the owner under the study lock: its claimant died mid-claim
+        return False
+    if owner.get("host") == socket.gethostname():
         pid = int(owner["pid"])  # type: ignore[arg-type]
         if not _pid_alive(pid):
             return False
@@ -253,12 +255,15 @@ class TrialQueue:
             queue = self._waiting[opt]
             while queue:
                 trial_id = queue.pop(0)
-                try:
-                    if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                        continue  # another worker was faster
-                except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-                    continue
-                self.storage.set_trial_system_attr(trial_id, OWNER_ATTR, this_owner())
+                # RUNNING and its owner in one locked step: a RUNNING trial without an owner is
+                # then a claim cut off by a kill, which ``sync`` (also under the lock) takes back.
+                with study_lock(self.storage, self.study_dir, self.name):
+                    try:
+                        if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                            continue  # another worker was faster
+                    except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                        continue
+                    self.storage.set_trial_system_attr(trial_id, OWNER_ATTR, this_owner())
                 frozen = self.storage.get_trial(trial_id)
                 config = TrialConfig.model_validate(frozen.user_attrs[CONFIG_ATTR])
                 return Claimed(study, trial_id, frozen.number, frozen.user_attrs[ID_ATTR], config)

@@ -215,6 +215,19 @@ def test_a_trial_whose_worker_died_is_taken_over(tmp_path):
     assert queue.sync({tid: config}, set()) == 1
 
 
+def test_a_claim_cut_off_between_running_and_owner_is_taken_back_at_once(tmp_path):
+    """A kill between a claim's two storage writes leaves a RUNNING trial with no owner; the
+    next run must plan it again at once, not count it as running for the whole grace period."""
+    config = TrialConfig(task="digits", optimizer="sgd", lr=0.1, momentum=0.9, epochs=1)
+    queue, tid = _queue(tmp_path, config)
+    waiting = [t for t in queue.studies["sgd"].trials if t.state == TrialState.WAITING]
+    queue.storage.set_trial_state_values(waiting[0]._trial_id, TrialState.RUNNING)  # then killed
+    assert queue.sync({tid: config}, set()) == 1
+    again = queue.claim()
+    assert again is not None and again.lookbench_id == tid
+    assert OWNER_ATTR in queue.storage.get_trial(again.trial_id).system_attrs
+
+
 def test_a_recorded_trial_is_never_run_again(tmp_path):
     config = TrialConfig(task="digits", optimizer="sgd", lr=0.1, momentum=0.9, epochs=1)
     queue, tid = _queue(tmp_path, config)
