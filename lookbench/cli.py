@@ -227,6 +227,11 @@ def run(
         typer.echo(f"failed: {line}", err=True)
     for line in result.errors:
         typer.echo(f"error: {line}", err=True)
+    if result.recorded < result.planned and not (result.errors or result.failed):
+        typer.echo(f"warning: {result.planned - result.recorded} trials are still running "
+                   f"elsewhere (another machine, or a worker that stopped less than "
+                   f"--stale-after ago); run the same command again later to finish them",
+                   err=True)
     out_console.print(f"{result.recorded} of {result.planned} trials recorded in "
                       f"{out / study_spec.study_name}")
     _print_status(out_console, out, [study_spec.study_name], storage)

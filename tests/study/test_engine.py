@@ -445,3 +445,20 @@ def test_a_checkpoint_left_by_a_worker_killed_after_recording_is_removed(tmp_pat
     unrelated.write_bytes(b"keep")
     assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
     assert not leftover.exists() and unrelated.exists()
+
+
+def test_a_run_that_ends_with_trials_running_elsewhere_says_so(tmp_path):
+    from lookbench.study.engine import prepare
+    from lookbench.study.spec import load_spec
+
+    spec = load_spec(task="digits", seeds=2, epochs=2,
+                     grid_overrides={"lr": [0.1, 1000.0], "k": [5], "alpha": [0.5]})
+    queue, _ = prepare(spec, tmp_path, None)
+    claimed = queue.claim()  # now owned by a live worker on another machine
+    queue.storage.set_trial_system_attr(claimed.trial_id, OWNER_ATTR,
+                                        {"host": "elsewhere", "pid": 1, "start": None})
+    queue.heartbeat(claimed)
+    result = invoke("run", *TINY, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert "7 of 8 trials recorded" in result.output
+    assert "warning: 1 trials are still running elsewhere" in result.stderr
