@@ -106,6 +106,10 @@ class Lookahead(WrappedOptimizer):
         momentum_keys: state keys of the momentum-like state, for an inner optimizer family
             that ``lookbench.optim.inner_state`` does not know.
         foreach: use the multi-tensor kernels for the sync (default: yes, where they apply).
+        fused: run the sync of large CPU tensors as one compiled pass over memory (see
+            ``lookbench.optim._fused``): ``None`` (default) when the model is large enough to
+            repay compiling, ``True`` for every eligible CPU tensor, ``False`` never. It
+            falls back to the eager sync, with a warning, where compiling is impossible.
 
     ``param_groups`` *is* the inner optimizer's list, so learning-rate schedulers work on
     either object. ``state_dict()`` carries the slow weights, the inner state and the step
@@ -128,6 +132,7 @@ class Lookahead(WrappedOptimizer):
         beta2: float = 0.999,
         momentum_keys: Sequence[str] | None = None,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_inner(inner, "Lookahead")
         check_k(k)
@@ -144,6 +149,7 @@ class Lookahead(WrappedOptimizer):
         self.alpha_low = float(alpha_low)
         self.beta2 = float(beta2)
         self.foreach = foreach
+        self.fused = fused
         self._momentum_keys: tuple[str, ...] = (
             ()
             if inner_state == "maintain"
@@ -156,10 +162,12 @@ class Lookahead(WrappedOptimizer):
         )
 
     def _config_attrs(self) -> tuple[str, ...]:
-        return ("inner_state", "alpha_low", "beta2", "foreach", "_momentum_keys", "_second_moment")
+        return ("inner_state", "alpha_low", "beta2", "foreach", "fused", "_momentum_keys",
+                "_second_moment")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("fused", None)  # pickled before the option existed
         self._chunk_plans = _tensor_ops.ChunkPlans()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -248,7 +256,7 @@ class Lookahead(WrappedOptimizer):
             self._interpolate_momentum(params, alpha, foreach)
         # φ ← φ + α(θ − φ); θ ← φ
         _tensor_ops.interpolate_and_copy_back_(slow, params, alpha, foreach, self._chunk_plans,
-                                               slot=id(group))
+                                               slot=id(group), fused=self.fused)
         if self.inner_state == "reset":
             _tensor_ops.zero_(self._momentum_tensors(params)[1], foreach)
 
@@ -274,7 +282,7 @@ class Lookahead(WrappedOptimizer):
             # The inner state starts at zero, so its slow copy does too; a copy, never an alias
             # of the live buffer (the paper code's aliasing turns this into plain damping).
             slow.append(self.state[p].setdefault(f"slow_{key}", torch.zeros_like(buf)))
-        _tensor_ops.interpolate_and_copy_back_(slow, live, alpha, foreach)
+        _tensor_ops.interpolate_and_copy_back_(slow, live, alpha, foreach, fused=self.fused)
 
     # -- adaptive α -----------------------------------------------------------------------
 
