@@ -17,9 +17,9 @@ compiled per process (dynamo's own limit per function); further models use the e
 (A single graph with dynamic sizes was tried: its per-tensor calls and generic loops made the
 sync 30% slower than this.)
 
-Where compiling is impossible (no C++ compiler, dynamo disabled, an unsupported platform), the
-fused path is switched off for the process with one warning and the eager passes run instead:
-a sync never fails because of it. On CUDA the foreach kernels are already a couple of launches
+Where compiling fails (no C++ compiler, say), the fused path is switched off for the process
+with one warning and the eager passes run instead: a sync never fails because of it. Where
+compiling is turned off (``TORCHDYNAMO_DISABLE=1``) or unsupported, it is off without a word. On CUDA the foreach kernels are already a couple of launches
 per sync, so this is CPU only. The fused loop may round the last bit differently from
 ``lerp_`` when α ≠ 0.5; each tensor always takes the same path, so a run stays deterministic
 and a resumed run bit-identical.
@@ -138,32 +138,40 @@ def run(slow: list[Tensor], fast: list[Tensor], weight: float) -> bool:
     failed, now or before, or this process already holds ``MAX_GRAPHS`` graphs); the caller
     then runs the eager path.
     """
-    global _kernel, _broken
     signature = _signature(slow)
     w = torch.tensor(weight, dtype=slow[0].dtype)
-    if signature in _compiled:
+    if signature not in _compiled:
+        with _lock:  # the first call compiles; one thread does it
+            if not _compile_for(slow, fast, w):
+                return False
+            _compiled.add(signature)
+            return True
+    try:
         _kernel(slow, fast, w)  # type: ignore[misc]
-        return True
-    with _lock:  # the first call compiles; one thread does it
-        if _broken is not None or len(_compiled) >= MAX_GRAPHS:
-            return False
-        if _dynamo_disabled():  # turned off by the user or unsupported here: say nothing
-            _broken = "torch._dynamo is disabled"
-            return False
-        try:
-            with _quiet_compile():
-                if _kernel is None:
-                    _kernel = torch.compile(
-                        _interpolate_and_copy_back, fullgraph=True, dynamic=False
-                    )
-                # With fullgraph, compiling finishes before anything runs: on failure the
-                # tensors are untouched.
-                _kernel(slow, fast, w)
-        except Exception as error:  # noqa: BLE001 - any compile failure means "not here"
-            _switch_off(error)
-            return False
-        _compiled.add(signature)
-        return True
+    except Exception as error:  # noqa: BLE001 - a failed recompile has run nothing either
+        _switch_off(error)
+        return False
+    return True
+
+
+def _compile_for(slow: list[Tensor], fast: list[Tensor], w: Tensor) -> bool:
+    """Compile the graph for this size list by running it; False if it cannot be (the
+    tensors are then untouched: with ``fullgraph``, compiling finishes before anything runs)."""
+    global _kernel, _broken
+    if _broken is not None or len(_compiled) >= MAX_GRAPHS:
+        return False
+    if _dynamo_disabled():  # turned off by the user or unsupported here: say nothing
+        _broken = "torch._dynamo is disabled"
+        return False
+    try:
+        with _quiet_compile():
+            if _kernel is None:
+                _kernel = torch.compile(_interpolate_and_copy_back, fullgraph=True, dynamic=False)
+            _kernel(slow, fast, w)
+    except Exception as error:  # noqa: BLE001 - any compile failure means "not here"
+        _switch_off(error)
+        return False
+    return True
 
 
 def reset_for_tests(broken: str | None = None) -> None:
