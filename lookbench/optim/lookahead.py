@@ -253,7 +253,7 @@ class Lookahead(WrappedOptimizer):
             alpha = adaptive_alpha(slow, params, grads, curvature, self.alpha_low, divisors)
             group["lookahead_last_alpha"] = alpha
         if self.inner_state == "interpolate":
-            self._interpolate_momentum(params, alpha, foreach)
+            self._interpolate_momentum(params, alpha, foreach, slot=(id(group), "momentum"))
         # φ ← φ + α(θ − φ); θ ← φ
         _tensor_ops.interpolate_and_copy_back_(slow, params, alpha, foreach, self._chunk_plans,
                                                slot=id(group), fused=self.fused)
@@ -275,14 +275,16 @@ class Lookahead(WrappedOptimizer):
                     tensors.append(buf)
         return owners, tensors
 
-    def _interpolate_momentum(self, params: list[Tensor], alpha: float, foreach: bool) -> None:
+    def _interpolate_momentum(self, params: list[Tensor], alpha: float, foreach: bool,
+                              slot: tuple[int, str]) -> None:
         owners, live = self._momentum_tensors(params)
         slow = []
         for (p, key), buf in zip(owners, live):
             # The inner state starts at zero, so its slow copy does too; a copy, never an alias
             # of the live buffer (the paper code's aliasing turns this into plain damping).
             slow.append(self.state[p].setdefault(f"slow_{key}", torch.zeros_like(buf)))
-        _tensor_ops.interpolate_and_copy_back_(slow, live, alpha, foreach, fused=self.fused)
+        _tensor_ops.interpolate_and_copy_back_(slow, live, alpha, foreach, self._chunk_plans,
+                                               slot=slot, fused=self.fused)
 
     # -- adaptive α -----------------------------------------------------------------------
 
