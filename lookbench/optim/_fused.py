@@ -19,10 +19,10 @@ sync 30% slower than this.)
 
 Where compiling fails (no C++ compiler, say), the fused path is switched off for the process
 with one warning and the eager passes run instead: a sync never fails because of it. Where
-compiling is turned off (``TORCHDYNAMO_DISABLE=1``) or unsupported, it is off without a word. On CUDA the foreach kernels are already a couple of launches
-per sync, so this is CPU only. The fused loop may round the last bit differently from
-``lerp_`` when α ≠ 0.5; each tensor always takes the same path, so a run stays deterministic
-and a resumed run bit-identical.
+compiling is turned off (``TORCHDYNAMO_DISABLE=1``) or unsupported, it is off without a word.
+On CUDA the foreach kernels are already a couple of launches per sync, so this is CPU only.
+The fused loop may round the last bit differently from ``lerp_`` when α ≠ 0.5; each tensor
+always takes the same path, so a run stays deterministic and a resumed run bit-identical.
 """
 
 from __future__ import annotations

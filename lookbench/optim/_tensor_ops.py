@@ -72,29 +72,36 @@ class SyncPlan:
     chunks: list[tuple[list[Tensor], list[Tensor]]] = field(default_factory=list)
 
 
+def _take_fused(dst: list[Tensor], src: list[Tensor], fused: bool | None
+                ) -> list[tuple[list[Tensor], list[Tensor]]]:
+    """The pairs the fused kernel takes, as one (dst, src) list pair per dtype: every eligible
+    CPU pair with ``fused=True``; with ``None`` the tensors of at least ``MIN_ELEMENTS`` values,
+    and only where they add up to ``MIN_TOTAL`` (a small model never compiles)."""
+    if fused is False or not _fused.available():
+        return []
+    minimum = 1 if fused else _fused.MIN_ELEMENTS
+    by_dtype: dict[torch.dtype, tuple[list[Tensor], list[Tensor]]] = {}
+    for d, s in zip(dst, src):
+        if d.numel() >= minimum and _fused.eligible(d, s):
+            lists = by_dtype.setdefault(d.dtype, ([], []))
+            lists[0].append(d)
+            lists[1].append(s)
+    return [(ds, ss) for ds, ss in by_dtype.values()
+            if (fused or sum(d.numel() for d in ds) >= _fused.MIN_TOTAL) and _fused.accepts(ds)]
+
+
 def _plan(dst: list[Tensor], src: list[Tensor], fused: bool | None) -> SyncPlan:
-    """Split a pair of lists: tensors for the fused kernel (see ``_fused``: ``None`` picks the
-    large CPU tensors when the sync is big enough to pay for compiling), the rest in pairs of
-    aligned lists, one per device/dtype bucket and, on the CPU, split into flat views of at
-    most ``CPU_CHUNK_ELEMENTS`` values each (contiguous tensors only)."""
+    """Split a pair of lists: flat views of the pairs the fused kernel takes (``_take_fused``),
+    and the rest in pairs of aligned lists, one per device/dtype bucket and, on the CPU, split
+    into flat views of at most ``CPU_CHUNK_ELEMENTS`` values each (contiguous tensors only)."""
     plan = SyncPlan()
-    if fused is not False and _fused.available():
-        minimum = 1 if fused else _fused.MIN_ELEMENTS
-        by_dtype: dict[torch.dtype, tuple[list[Tensor], list[Tensor]]] = {}
-        for d, s in zip(dst, src):
-            if d.numel() >= minimum and _fused.eligible(d, s):
-                lists = by_dtype.setdefault(d.dtype, ([], []))
-                lists[0].append(d)
-                lists[1].append(s)
-        taken = [(ds, ss) for ds, ss in by_dtype.values()
-                 if (fused or sum(d.numel() for d in ds) >= _fused.MIN_TOTAL)
-                 and _fused.accepts(ds)]
+    taken = _take_fused(dst, src, fused)
+    if taken:
         plan.fused = [([_fused.flat(d) for d in ds], [_fused.flat(s) for s in ss])
                       for ds, ss in taken]
         chosen = {id(d) for ds, _ in taken for d in ds}
-        if chosen:
-            rest = [(d, s) for d, s in zip(dst, src) if id(d) not in chosen]
-            dst, src = [d for d, _ in rest], [s for _, s in rest]
+        rest = [(d, s) for d, s in zip(dst, src) if id(d) not in chosen]
+        dst, src = [d for d, _ in rest], [s for _, s in rest]
     buckets: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
     for d, s in zip(dst, src):
         bucket = buckets.setdefault((d.device, d.dtype), ([], []))
