@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from lookbench._messages import describe
+
 MIN_ELEMENTS = 1 << 16  # per tensor: smaller ones cost more in guard checks than they save
 MIN_TOTAL = 1 << 20  # per sync: below this the first compile would never pay for itself
 MAX_GRAPHS = 8  # size lists compiled per process (torch._dynamo's default recompile limit)
@@ -75,7 +77,7 @@ def _dynamo_disabled() -> bool:
 
 def accepts(slow: list[Tensor]) -> bool:
     """Whether ``run`` will take this list: its graph exists, or one more may be compiled."""
-    return _signature(slow) in _compiled or (_broken is None and len(_compiled) < MAX_GRAPHS)
+    return _signature(slow) in _compiled or len(_compiled) < MAX_GRAPHS
 
 
 def _signature(slow: list[Tensor]) -> tuple:
@@ -121,8 +123,7 @@ def _quiet_compile() -> Iterator[None]:
 
 def _switch_off(error: BaseException) -> None:
     global _broken
-    text = str(error).strip()
-    _broken = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    _broken = describe(error)
     warnings.warn(
         "lookbench: the fused CPU sync could not be compiled, so Lookahead uses the eager "
         f"two-pass sync in this process ({_broken})",

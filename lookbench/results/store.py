@@ -79,8 +79,9 @@ class StudyResults:
             return ds.dataset(directory, format="parquet", schema=schema).to_table()
         except (pa.ArrowException, OSError) as e:  # a damaged part (parts are written whole)
             raise ResultsUnreadable(
-                f"cannot read the results in {directory}: {first_line(e).rstrip('.')}; restore that file from a "
-                f"backup, or delete it to read the rest of the study without that trial"
+                f"cannot read the results in {directory}: {first_line(e).rstrip('.')}; restore "
+                f"that file from a backup, or delete it to read the rest of the study without "
+                f"that trial"
             ) from None
 
     def trials(self) -> pa.Table:

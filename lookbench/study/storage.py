@@ -57,9 +57,9 @@ def open_storage(url: str | None, study_dir: Path) -> optuna.storages.BaseStorag
             return JournalStorage(JournalFileBackend(str(path)))  # replays the whole journal
         except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
             raise StorageUnavailable(
-                f"the study's Optuna journal {path} is unreadable ({first_line(e)}); move it aside and "
-                f"run the same command again: finished trials are kept in the Parquet results "
-                f"and only the others run"
+                f"the study's Optuna journal {path} is unreadable ({first_line(e)}); move it "
+                f"aside and run the same command again: finished trials are kept in the Parquet "
+                f"results and only the others run"
             ) from None
     if not url.startswith(("postgresql", "mysql", "sqlite")):
         raise StorageUnavailable(

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from lookbench._messages import describe
 from lookbench.results import StudyResults, study_metric
 from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
@@ -186,7 +187,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
             raise
         raise WorkerStopped(str(e)) from None
     except Exception as e:  # the trial itself failed: that is a result, recorded as such
-        error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        error = describe(e)
         records = trial.records if trial is not None else []
     state = trial_state(records, error)
     metric = study_metric(config.task)  # also for a trial that failed before its task was built
