@@ -25,7 +25,7 @@ from rich.table import Table
 from lookbench.results import StudyResults
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.queue import TrialQueue
-from lookbench.study.spec import StudySpec, plan, planned_runs, trial_id
+from lookbench.study.spec import StudySpec, grid_tables, plan, planned_runs, trial_id
 from lookbench.study.storage import open_storage, study_lock
 from lookbench.study.worker import (
     SPEC_ATTR,
@@ -84,19 +84,31 @@ def placements(devices: str, workers: int | None) -> list[Placement]:
     return [Placement("cuda:0", d, threads) for d in indices for _ in range(per)]
 
 
+def _grid_difference(old: dict, new: dict) -> tuple[str, object, object] | None:
+    """The first grid entry in which two definitions differ: (its name, old, new)."""
+    for opt in sorted(set(old) | set(new)):
+        a, b = old.get(opt, {}), new.get(opt, {})
+        if a == b:
+            continue
+        ta, tb = grid_tables(a), grid_tables(b)
+        if len(ta) != len(tb):
+            return f"grid.{opt}", a, b
+        for i, (va, vb) in enumerate(zip(ta, tb)):
+            where = f"grid.{opt}" if len(ta) == 1 else f"grid.{opt}[{i}]"
+            for field in sorted(set(va) | set(vb)):
+                if va.get(field) != vb.get(field):
+                    return f"{where}.{field}", va.get(field), vb.get(field)
+    return None
+
+
 def _check_same_definition(old: StudySpec, new: StudySpec) -> None:
     for f in DEFINING_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
         if f == "grid":
-            for opt in sorted(set(a) | set(b)):
-                for field in sorted(set(a.get(opt, {})) | set(b.get(opt, {}))):
-                    va, vb = a.get(opt, {}).get(field), b.get(opt, {}).get(field)
-                    if va != vb:
-                        a, b, f = va, vb, f"grid.{opt}.{field}"
-                        break
-                else:
-                    continue
-                break
+            diff = _grid_difference(a, b)
+            if diff is None:
+                continue
+            f, a, b = diff
         if a != b:
             raise StudyConflict(
                 f"study {new.study_name!r} already exists with {f}={a!r}, not {b!r}; run it "

@@ -4,6 +4,11 @@ A study is defined by a TOML file (``studies/*.toml``), by command-line options,
 (options override the file). It always holds Lookahead *and* the baseline it wraps, with the
 same epochs and seeds. Validation happens here, once, with messages that name the bad field, so
 that a bad study never reaches the engine or the results already on disk.
+
+An optimizer's grid is one table of values, crossed (a product), or a list of such tables
+(TOML's ``[[grid.lookahead]]``), meaning the union of their products: the paper's section 5.5
+compares Lookahead at one (k, α) over the baseline's own lr × momentum grid, and sweeps
+Lookahead's k × α at one inner setting, which no single product expresses.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ SWEEPABLE = ("lr", "momentum", "weight_decay", "k", "alpha", "inner_state")
 LOOKAHEAD_ONLY = ("k", "alpha", "inner_state")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+# One optimizer's grid: a table of values to cross, or several whose products are united.
+GridTable = dict[str, Any]
+Grid = GridTable | list[GridTable]
+
 
 class SpecError(ValueError):
     """A study definition is invalid; the message names the field."""
@@ -48,8 +57,9 @@ class StudySpec(BaseModel):
     batch_size: int | None = Field(None, ge=1)
     schedule: Literal["constant", "step", "cosine"] | None = None
     task_options: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, dict[str, list[Any]]] = Field(
-        default_factory=dict, description="values to sweep, per optimizer (lookahead, <inner>)"
+    grid: dict[str, Grid] = Field(
+        default_factory=dict, description="values to sweep, per optimizer (lookahead, <inner>): "
+        "a table (crossed), or a list of tables (the union of their products)"
     )
 
     @field_validator("name")
@@ -67,6 +77,15 @@ class StudySpec(BaseModel):
     def optimizers(self) -> tuple[str, str]:
         """Lookahead and its baseline, in that order."""
         return ("lookahead", self.inner)
+
+    def tables(self, optimizer: str) -> list[GridTable]:
+        """The grid tables of ``optimizer`` (one, unless the study lists several)."""
+        return grid_tables(self.grid.get(optimizer, {}))
+
+
+def grid_tables(entry: Grid) -> list[GridTable]:
+    """An optimizer's grid as a list of tables, whichever form it was given in."""
+    return list(entry) if isinstance(entry, list) else [entry]
 
 
 def _parse_toml(path: Path) -> dict[str, Any]:
@@ -98,11 +117,29 @@ def load_spec(path: Path | None = None, **overrides: Any) -> StudySpec:
     grid_overrides = overrides.pop("grid_overrides", None) or {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     where = str(path) if path is not None else "study"
+    _check_grid_form(data.get("grid"), where)
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
         raise _first_error(e, where) from None
     return _complete(spec, grid_overrides, where)
+
+
+def _check_grid_form(grid: Any, where: str) -> None:
+    """Each optimizer's grid is a table or a non-empty list of tables (checked before pydantic,
+    whose message for a failed union would name both forms' types)."""
+    if not isinstance(grid, dict):
+        return  # absent, or pydantic says it is not a table
+    for opt, entry in grid.items():
+        form = f"give a table [grid.{opt}] or tables [[grid.{opt}]] of lists of values"
+        if isinstance(entry, list):
+            if not entry:
+                raise SpecError(f"{where}: grid.{opt}: {form}, not an empty list")
+            for i, table in enumerate(entry):
+                if not isinstance(table, dict):
+                    raise SpecError(f"{where}: grid.{opt}[{i}]: {form}")
+        elif not isinstance(entry, dict):
+            raise SpecError(f"{where}: grid.{opt}: {form}")
 
 
 def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str) -> StudySpec:
@@ -125,42 +162,77 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str)
         if field not in SWEEPABLE:
             raise SpecError(f"{where}: cannot sweep {field!r}; sweepable: {', '.join(SWEEPABLE)}")
     defaults = task.default_grid(spec.inner)
-    grid: dict[str, dict[str, list[Any]]] = {}
+    grid: dict[str, Grid] = {}
     for opt in spec.optimizers:
-        values = dict(spec.grid.get(opt) or defaults.get(opt, {}))
-        for field, override in grid_overrides.items():
-            if opt == "lookahead" or field not in LOOKAHEAD_ONLY:
-                values[field] = list(override)
-        grid[opt] = values
+        given = spec.grid.get(opt) or defaults.get(opt, {})
+        tables = [dict(t) for t in grid_tables(given)]
+        for values in tables:
+            for field, override in grid_overrides.items():
+                if opt == "lookahead" or field not in LOOKAHEAD_ONLY:
+                    values[field] = list(override)
+        # One table is stored as a table, as before lists of tables existed: a study defined
+        # with one is the same study whichever form its file used.
+        grid[opt] = tables[0] if len(tables) == 1 else tables
     spec = spec.model_copy(update={
         "grid": grid,
         "epochs": spec.epochs or task.default_epochs,
     })
     if spec.sampler != "grid" and spec.trials is None:
         raise SpecError(f"{where}: trials: the {spec.sampler} sampler needs --trials N")
-    for opt, values in grid.items():
-        for field, vals in values.items():
-            if field not in SWEEPABLE:
-                raise SpecError(
-                    f"{where}: grid.{opt}.{field}: not a sweepable field "
-                    f"({', '.join(SWEEPABLE)})"
-                )
-            if opt != "lookahead" and field in LOOKAHEAD_ONLY:
-                raise SpecError(f"{where}: grid.{opt}.{field}: applies to lookahead only")
-            if not isinstance(vals, list) or not vals:
-                raise SpecError(f"{where}: grid.{opt}.{field}: give a non-empty list of values")
-        if "lr" not in values:
-            raise SpecError(f"{where}: grid.{opt}.lr: every optimizer needs learning rates")
-        for point in _points(values):  # validates every value the study will run
-            try:
-                config = _config(spec, opt, point, seed=0)
-            except ValidationError as e:
-                raise _first_error(e, f"{where}: grid.{opt}") from None
-            try:
-                task.check_config(config)
-            except ValueError as e:
-                raise SpecError(f"{where}: grid.{opt}: {e}") from None
+    for opt in spec.optimizers:
+        tables = spec.tables(opt)
+        if spec.sampler != "grid" and len(tables) > 1:
+            raise SpecError(
+                f"{where}: grid.{opt}: the {spec.sampler} sampler draws from the ranges of one "
+                f"table; {len(tables)} tables [[grid.{opt}]] (a union of grids) need the grid "
+                f"sampler"
+            )
+        for i, values in enumerate(tables):
+            _check_table(spec, task, opt, values, f"{where}: grid.{opt}"
+                         + (f"[{i}]" if len(tables) > 1 else ""))
     return spec
+
+
+def _check_table(spec: StudySpec, task: Any, opt: str, values: GridTable, where: str) -> None:
+    """Check one grid table: its fields, its lists, and every configuration it makes.
+
+    ``where`` names the table (``study.toml: grid.lookahead[1]``) in every message.
+    """
+    for field, vals in values.items():
+        if field not in SWEEPABLE:
+            raise SpecError(f"{where}.{field}: not a sweepable field ({', '.join(SWEEPABLE)})")
+        if opt != "lookahead" and field in LOOKAHEAD_ONLY:
+            raise SpecError(f"{where}.{field}: applies to lookahead only")
+        if not isinstance(vals, list) or not vals:
+            raise SpecError(f"{where}.{field}: give a non-empty list of values")
+    if "lr" not in values:
+        raise SpecError(f"{where}.lr: every optimizer needs learning rates")
+    for point in _points(values):  # validates every value the study will run
+        try:
+            config = _config(spec, opt, point, seed=0)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(x) for x in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            raise SpecError(f"{where}.{field}: {msg}" if field else f"{where}: {msg}") from None
+        try:
+            task.check_config(config)
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from None
+
+
+def grid_points(spec: StudySpec, optimizer: str) -> list[dict[str, Any]]:
+    """The configurations of ``optimizer``'s grid: the union of each table's product, in
+    order, each configuration once (tables may overlap, e.g. at Lookahead's default k, α)."""
+    points: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for values in spec.tables(optimizer):
+        for point in _points(values):
+            key = trial_id(_config(spec, optimizer, point, seed=0))
+            if key not in seen:
+                seen.add(key)
+                points.append(point)
+    return points
 
 
 def _points(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -209,25 +281,35 @@ def _random_points(values: dict[str, list[Any]], n: int, rng: np.random.Generato
 def plan(spec: StudySpec) -> list[TrialConfig]:
     """Every (configuration, seed) the study runs, in a fixed order.
 
-    Grid: the product of each optimizer's values. Random: ``trials`` points per optimizer drawn
-    from the ranges the values span, from a generator seeded by the study name, so running
-    the same study again plans the same trials. (TPE plans adaptively in the engine.)
+    Grid: the product of each optimizer's values (the union of the products, each
+    configuration once, where an optimizer has several tables). Random: ``trials`` points per
+    optimizer drawn from the ranges its one table spans, from a generator seeded by the study
+    name, so running the same study again plans the same trials. (TPE plans adaptively in the
+    engine.)
     """
     if spec.sampler == "tpe":
         raise ValueError("the tpe sampler has no fixed plan")
     configs = []
     name_seed = int.from_bytes(hashlib.sha256(spec.study_name.encode()).digest()[:8], "little")
     for i, opt in enumerate(spec.optimizers):
-        values = spec.grid[opt]
         if spec.sampler == "grid":
-            points = _points(values)
+            points = grid_points(spec, opt)
         else:
             rng = np.random.default_rng([name_seed, i])
-            points = _random_points(values, spec.trials or 0, rng)
+            points = _random_points(_one_table(spec, opt), spec.trials or 0, rng)
         for point in points:
             for seed in range(spec.seeds):
                 configs.append(_config(spec, opt, point, seed))
     return configs
+
+
+def _one_table(spec: StudySpec, optimizer: str) -> GridTable:
+    """The one grid table the random and TPE samplers draw from (``load_spec`` refuses more)."""
+    tables = spec.tables(optimizer)
+    if len(tables) != 1:
+        raise ValueError(f"the {spec.sampler} sampler needs one grid table for {optimizer}, "
+                         f"not {len(tables)}")
+    return tables[0]
 
 
 def search_space(spec: StudySpec, optimizer: str) -> dict[str, Any]:
@@ -236,7 +318,7 @@ def search_space(spec: StudySpec, optimizer: str) -> dict[str, Any]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     space: dict[str, Any] = {}
-    for field, vals in sorted(spec.grid[optimizer].items()):
+    for field, vals in sorted(_one_table(spec, optimizer).items()):
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
         if len(set(vals)) == 1 or not numeric:
             space[field] = CategoricalDistribution(sorted(set(vals), key=str))

@@ -128,7 +128,7 @@ def test_a_malformed_study_file_is_one_line(tmp_path):
     result = invoke("run", "--spec", str(spec), "--out", str(tmp_path))
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"error: {spec}: grid.lookahead: alpha: alpha must be in (0, 1], got 2.0")
+        f"error: {spec}: grid.lookahead.alpha: alpha must be in (0, 1], got 2.0")
     assert not (tmp_path / "digits-sgd").exists()
 
 
@@ -367,6 +367,50 @@ def test_optuna_dashboard_opens_the_study_journal(tmp_path):
     la = optuna.load_study(study_name="digits-sgd.lookahead", storage=storage)
     finished = [t for t in la.trials if t.state == TrialState.COMPLETE]
     assert finished and set(finished[0].params) >= {"lr", "k", "alpha", "seed"}
+
+
+UNION_STUDY = """
+name = "union"
+task = "digits"
+epochs = 2
+seeds = 2
+
+[[grid.lookahead]]
+lr = [0.1, 1000.0]
+momentum = [0.9]
+k = [5]
+alpha = [0.5]
+
+[[grid.lookahead]]
+lr = [0.1]
+momentum = [0.9]
+k = [5, 10]
+alpha = [0.5]
+
+[grid.sgd]
+lr = [0.1, 1000.0]
+momentum = [0.9]
+"""
+
+
+def test_a_union_of_grids_runs_once_per_configuration_and_is_frozen(tmp_path):
+    spec = tmp_path / "union.toml"
+    spec.write_text(UNION_STUDY)
+    args = ["run", "--spec", str(spec), "--devices", "cpu", "--workers", "1",
+            "--out", str(tmp_path)]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output + result.stderr
+    trials = pd.read_parquet(tmp_path / "union" / "trials")
+    la = trials[trials.optimizer == "lookahead"]
+    # (lr 0.1, k 5) is in both tables and runs once: 3 configurations × 2 seeds.
+    assert len(la) == 6 and len(trials) == 10 and trials["trial"].is_unique
+    assert sorted(set(zip(la.lr, la.k))) == [(0.1, 5), (0.1, 10), (1000.0, 5)]
+    again = invoke(*args)  # the stored definition reads back as the same study
+    assert again.exit_code == 0 and "10 of 10 trials recorded" in again.output
+    spec.write_text(UNION_STUDY.replace("k = [5, 10]", "k = [5, 20]"))
+    changed = invoke(*args)
+    assert changed.exit_code == 2
+    assert "already exists with grid.lookahead[1].k=[5, 10], not [5, 20]" in changed.stderr
 
 
 def _children(pid: int) -> list[int]:

@@ -62,9 +62,9 @@ def _toml(tmp_path: Path, text: str) -> Path:
     ("text", "match"),
     [
         ('task = "digits"\n[grid.lookahead]\nlr = [0.1]\nalpha = [1.5]\n',
-         r"grid\.lookahead: alpha: alpha must be in \(0, 1\]"),
-        ('task = "digits"\n[grid.lookahead]\nlr = [0.1]\nk = [0]\n', r"grid\.lookahead: k: "),
-        ('task = "digits"\n[grid.sgd]\nlr = [-0.1]\n', r"grid\.sgd: lr: Input should be greater"),
+         r"grid\.lookahead\.alpha: alpha must be in \(0, 1\]"),
+        ('task = "digits"\n[grid.lookahead]\nlr = [0.1]\nk = [0]\n', r"grid\.lookahead\.k: "),
+        ('task = "digits"\n[grid.sgd]\nlr = [-0.1]\n', r"grid\.sgd\.lr: Input should be greater"),
         ('task = "digits"\n[grid.sgd]\nlr = [0.1]\nk = [5]\n', r"grid\.sgd\.k: applies to "
          r"lookahead only"),
         ('task = "digits"\n[grid.adam]\nlr = [0.1]\n', r"no grid for adam"),
@@ -75,6 +75,23 @@ def _toml(tmp_path: Path, text: str) -> Path:
         ('task = "digits"\n[task_options]\nhidden = -1\n', r"task_options: hidden"),
         ('task = "digits\n', r"is not valid TOML"),
         ('task = "digits"\nsampler = "tpe"\n', r"needs --trials"),
+        ('task = "digits"\n[grid.sgd]\nlr = 0.1\n', r"grid\.sgd\.lr: give a non-empty list"),
+        ('task = "digits"\n[grid]\nsgd = 3\n', r"grid\.sgd: give a table \[grid\.sgd\] or "
+         r"tables \[\[grid\.sgd\]\]"),
+        ('task = "digits"\n[grid]\nsgd = []\n', r"grid\.sgd: .* not an empty list"),
+        ('task = "digits"\n[[grid.lookahead]]\nlr = [0.1]\n[[grid.lookahead]]\nlr = [0.1]\n'
+         'alpha = [0.5, 2.0]\n', r"grid\.lookahead\[1\]\.alpha: alpha must be in \(0, 1\]"),
+        ('task = "digits"\n[[grid.lookahead]]\nlr = [0.1]\n[[grid.lookahead]]\nk = [5]\n',
+         r"grid\.lookahead\[1\]\.lr: every optimizer needs learning rates"),
+        ('task = "digits"\n[[grid.sgd]]\nlr = [0.1]\n[[grid.sgd]]\nlr = [0.1]\nk = [5]\n',
+         r"grid\.sgd\[1\]\.k: applies to lookahead only"),
+        ('task = "digits"\nsampler = "random"\ntrials = 4\n[[grid.lookahead]]\nlr = [0.1]\n'
+         '[[grid.lookahead]]\nlr = [0.3]\n', r"grid\.lookahead: the random sampler draws from "
+         r"the ranges of one table; 2 tables \[\[grid\.lookahead\]\] \(a union of grids\) "
+         r"need the grid sampler"),
+        ('task = "digits"\nsampler = "tpe"\ntrials = 4\n[[grid.sgd]]\nlr = [0.1]\n'
+         '[[grid.sgd]]\nlr = [0.3]\n', r"grid\.sgd: the tpe sampler draws from the ranges of "
+         r"one table"),
         ('task = "nqm"\n[task_options]\nanalytic = true\n[grid.sgd]\nlr = [0.1]\n'
          'momentum = [0.0, 0.9]\n', r"grid\.sgd: the analytic NQM covers SGD without "
          r"momentum, not momentum 0\.9"),
@@ -93,3 +110,81 @@ def test_bad_study_files_name_the_field(tmp_path, text, match):
 def test_a_missing_study_file_is_one_clear_line(tmp_path):
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(tmp_path / "nope.toml")
+
+
+# The paper's section 5.5: Lookahead at one (k, α) over the baseline's own lr × momentum grid,
+# plus Lookahead's k × α at one inner setting; the two tables meet at (lr 0.1, k 5, α 0.5).
+UNION = """
+task = "digits"
+seeds = 2
+
+[[grid.lookahead]]
+lr = [0.01, 0.1, 1.0]
+momentum = [0.0, 0.9]
+k = [5]
+alpha = [0.5]
+
+[[grid.lookahead]]
+lr = [0.1]
+momentum = [0.9]
+k = [5, 10]
+alpha = [0.5, 0.8]
+
+[grid.sgd]
+lr = [0.01, 0.1, 1.0]
+momentum = [0.0, 0.9]
+"""
+
+
+def _la_points(configs):
+    return [(c.lr, c.momentum, c.k, c.alpha) for c in configs
+            if c.optimizer == "lookahead" and c.seed == 0]
+
+
+def test_several_tables_plan_the_union_of_their_products_once_each_in_order(tmp_path):
+    spec = load_spec(_toml(tmp_path, UNION))
+    configs = plan(spec)
+    first = [(lr, m, 5, 0.5) for lr in (0.01, 0.1, 1.0) for m in (0.0, 0.9)]
+    second = [(0.1, 0.9, k, a) for a in (0.5, 0.8) for k in (5, 10)]  # fields crossed by name
+    # (0.1, 0.9, 5, 0.5) is in both tables: planned once, where the first table puts it.
+    assert _la_points(configs) == first + [p for p in second if p not in first]
+    assert len(first) + len(second) - 1 == 9
+    assert planned_runs(spec) == {"lookahead": 9 * 2, "sgd": 6 * 2}
+    assert len({trial_id(c) for c in configs}) == len(configs) == 30
+    # The baseline and Lookahead's first table share the inner grid exactly.
+    sgd = {(c.lr, c.momentum) for c in configs if c.optimizer == "sgd"}
+    assert sgd == {(lr, m) for lr, m, _, _ in first}
+
+
+def test_a_single_table_in_array_form_is_the_same_study_as_a_table(tmp_path):
+    as_table = load_spec(_toml(tmp_path, 'task = "digits"\n[grid.sgd]\nlr = [0.1, 0.3]\n'))
+    as_array = load_spec(_toml(tmp_path, 'task = "digits"\n[[grid.sgd]]\nlr = [0.1, 0.3]\n'))
+    assert as_table.grid == as_array.grid and as_table.grid["sgd"] == {"lr": [0.1, 0.3]}
+    assert plan(as_table) == plan(as_array)
+
+
+def test_command_line_overrides_apply_to_every_table(tmp_path):
+    spec = load_spec(_toml(tmp_path, UNION), grid_overrides={"momentum": [0.5], "k": [20]})
+    for table in spec.tables("lookahead"):
+        assert table["momentum"] == [0.5] and table["k"] == [20]
+    assert spec.tables("sgd")[0] == {"lr": [0.01, 0.1, 1.0], "momentum": [0.5]}
+    points = _la_points(plan(spec))
+    # The first table gives 3 lr × α 0.5; the second lr 0.1 × α {0.5, 0.8}, one of them new.
+    assert points == [(lr, 0.5, 20, 0.5) for lr in (0.01, 0.1, 1.0)] + [(0.1, 0.5, 20, 0.8)]
+
+
+def test_a_union_study_definition_round_trips_through_its_stored_form(tmp_path):
+    from lookbench.study.engine import StudyConflict, _check_same_definition
+    from lookbench.study.spec import StudySpec
+
+    spec = load_spec(_toml(tmp_path, UNION))
+    stored = StudySpec.model_validate(spec.model_dump(mode="json"))  # as Optuna keeps it
+    assert stored == spec and plan(stored) == plan(spec)
+    _check_same_definition(stored, spec)  # the same study: accepted
+    changed = load_spec(_toml(tmp_path, UNION.replace("k = [5, 10]", "k = [5, 20]")))
+    with pytest.raises(StudyConflict, match=r"grid\.lookahead\[1\]\.k=\[5, 10\], not \[5, 20\]"):
+        _check_same_definition(stored, changed)
+    one_table = load_spec(_toml(tmp_path, UNION), grid_overrides={"k": [5], "alpha": [0.5]})
+    assert len(one_table.tables("lookahead")) == 2  # overrides keep the tables apart
+    with pytest.raises(StudyConflict, match=r"grid\.lookahead\[1\]\.alpha="):
+        _check_same_definition(stored, one_table)
