@@ -44,6 +44,7 @@ ID_ATTR = "lookbench_id"
 CONFIG_ATTR = "lookbench_config"
 SUPERSEDED_ATTR = "lookbench_superseded"
 POINT_ATTR = "lookbench_point"  # TPE: which proposed configuration a seed run belongs to
+SEED_ATTR = "lookbench_seed"  # the seed: an attribute, not a parameter (it is not searched)
 OWNER_ATTR = "lookbench:owner"
 HEARTBEAT_ATTR = "lookbench:heartbeat"
 EPOCH_ATTR = "lookbench:epoch"
@@ -96,18 +97,20 @@ def distributions(configs: Iterable[TrialConfig]) -> dict[str, BaseDistribution]
     """One distribution per parameter over all planned configs, for optuna-dashboard.
 
     Ranges come from the values planned; categorical choices are fixed lists, so a study
-    whose grid grows later stays compatible with the trials already stored.
+    whose grid grows later stays compatible with the trials already stored. The seed is not a
+    parameter: nothing searches it, and optuna-dashboard would count it in the parameters'
+    importance; each trial carries it as the user attribute ``lookbench_seed``.
     """
     values: dict[str, list] = {}
     for c in configs:
-        for field in ("lr", "momentum", "weight_decay", "k", "alpha", "seed"):
+        for field in ("lr", "momentum", "weight_decay", "k", "alpha"):
             v = getattr(c, field)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 values.setdefault(field, []).append(v)
     out: dict[str, BaseDistribution] = {}
     for field, vals in values.items():
         lo, hi = min(vals), max(vals)
-        if field in ("k", "seed"):
+        if field == "k":
             out[field] = IntDistribution(int(lo), int(hi))
         else:
             out[field] = FloatDistribution(float(lo), float(hi), log=field == "lr" and lo > 0)
@@ -223,7 +226,8 @@ class TrialQueue:
     def _enqueue(self, study: optuna.Study, tid: str, config: TrialConfig,
                  dists: dict[str, BaseDistribution], point: str | None = None) -> None:
         params = _params(config, dists)
-        user_attrs: dict[str, Any] = {ID_ATTR: tid, CONFIG_ATTR: config.model_dump(mode="json")}
+        user_attrs: dict[str, Any] = {ID_ATTR: tid, CONFIG_ATTR: config.model_dump(mode="json"),
+                                      SEED_ATTR: config.seed}
         if point is not None:
             user_attrs[POINT_ATTR] = point
         template = FrozenTrial(
@@ -292,7 +296,7 @@ class TrialQueue:
             tid = make_id(config)
             point = f"{len(proposed)}"
             for key, value in ((ID_ATTR, tid), (CONFIG_ATTR, config.model_dump(mode="json")),
-                               (POINT_ATTR, point)):
+                               (SEED_ATTR, config.seed), (POINT_ATTR, point)):
                 self.storage.set_trial_user_attr(trial._trial_id, key, value)
             self.storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, this_owner())
             frozen = self.storage.get_trial(trial._trial_id)
@@ -335,9 +339,13 @@ class TrialQueue:
         self.storage.set_trial_system_attr(claimed.trial_id, EPOCH_ATTR, epoch)
 
     def finish(self, claimed: Claimed, state: str, value: float | None,
-               record: Callable[[], None]) -> bool:
+               record: Callable[[], None], epochs: int | None = None) -> bool:
         """Record the result (``record`` writes the Parquet rows) and tell Optuna the outcome:
         COMPLETE (with the metric), PRUNED (diverged) or FAIL.
+
+        ``epochs`` (the epochs the trial did) becomes its epoch attribute, so a finished trial
+        shows its last epoch: during training that attribute is written at most once a second,
+        and a short trial may finish before it ever was.
 
         Under the study lock, and only while the trial is still ours: if it was superseded
         while we ran (we were presumed dead and another worker took it over), the result is
@@ -348,6 +356,8 @@ class TrialQueue:
             if current.state != TrialState.RUNNING or SUPERSEDED_ATTR in current.user_attrs:
                 return False
             record()
+            if epochs is not None:
+                self.storage.set_trial_system_attr(claimed.trial_id, EPOCH_ATTR, epochs)
             if state == "complete" and value is not None:
                 self.storage.set_trial_state_values(claimed.trial_id, TrialState.COMPLETE, [value])
             elif state == "failed":

@@ -200,7 +200,8 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
     )
     value = row["final_test_acc"] if metric == "test_acc" else row["final_test_loss"]
     curves = curve_rows(claimed.lookbench_id, records)
-    if not queue.finish(claimed, state, value, lambda: results.write_trial(row, curves)):
+    if not queue.finish(claimed, state, value, lambda: results.write_trial(row, curves),
+                        epochs=records[-1].epoch if records else 0):
         _warn(opts, f"trial {claimed.lookbench_id} was taken over by another worker while "
                     f"this one was presumed dead; its result here is discarded")
         return

@@ -366,7 +366,26 @@ def test_optuna_dashboard_opens_the_study_journal(tmp_path):
     assert names == ["digits-sgd.lookahead", "digits-sgd.sgd"]
     la = optuna.load_study(study_name="digits-sgd.lookahead", storage=storage)
     finished = [t for t in la.trials if t.state == TrialState.COMPLETE]
-    assert finished and set(finished[0].params) >= {"lr", "k", "alpha", "seed"}
+    assert finished and set(finished[0].params) >= {"lr", "k", "alpha"}
+
+
+def test_optuna_trials_carry_the_seed_as_an_attribute_and_their_last_epoch(tmp_path):
+    from lookbench.study.queue import EPOCH_ATTR, SEED_ATTR
+
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    trials = optuna_trials(tmp_path, "digits-sgd")
+    # The seed is not searched: a parameter would count in optuna-dashboard's importance.
+    assert all("seed" not in t.params and "seed" not in t.distributions for t in trials)
+    assert sorted(t.user_attrs[SEED_ATTR] for t in trials) == [0] * 4 + [1] * 4
+    assert all(t.user_attrs[SEED_ATTR] == t.user_attrs["lookbench_config"]["seed"]
+               for t in trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and all(t.system_attrs[EPOCH_ATTR] == 2 for t in complete)
+    # A diverged trial stops early: its attribute is the epoch it stopped at.
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    done = pd.read_parquet(tmp_path / "digits-sgd" / "trials").set_index("trial")["epochs_done"]
+    assert pruned and all(t.system_attrs[EPOCH_ATTR] == done[t.user_attrs["lookbench_id"]]
+                          for t in pruned)
 
 
 UNION_STUDY = """
@@ -506,3 +525,21 @@ def test_a_run_that_ends_with_trials_running_elsewhere_says_so(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "7 of 8 trials recorded" in result.output
     assert "warning: 1 trials are still running elsewhere" in result.stderr
+
+
+def test_a_tpe_study_proposes_without_a_seed_parameter(tmp_path):
+    from lookbench.study.queue import POINT_ATTR, SEED_ATTR
+
+    result = invoke("run", "digits", "--sampler", "tpe", "--trials", "2", "--seeds", "2",
+                    "--epochs", "1", "--lr", "0.03,0.3", "--k", "5", "--alpha", "0.5",
+                    "--devices", "cpu", "--workers", "1", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert len(pd.read_parquet(tmp_path / "digits-sgd" / "trials")) == 8  # 2 × 2 seeds × 2
+    trials = [t for t in optuna_trials(tmp_path, "digits-sgd")
+              if SUPERSEDED_ATTR not in t.user_attrs]
+    assert len(trials) == 8 and all("seed" not in t.params and "lr" in t.params for t in trials)
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for t in trials:  # each proposed point runs once per seed
+        key = (t.user_attrs["lookbench_config"]["optimizer"], t.user_attrs[POINT_ATTR])
+        seeds.setdefault(key, set()).add(t.user_attrs[SEED_ATTR])
+    assert len(seeds) == 4 and all(s == {0, 1} for s in seeds.values())
