@@ -111,6 +111,25 @@ class Task(ABC):
         configuration must be trained. ``config`` is a ``lookbench.study.config.TrialConfig``."""
         return None
 
+    def loss_floor(self) -> float | None:
+        """The lowest expected value the task's ranking loss (``test_loss``) can reach, or
+        ``None`` where it is not known (real data: default).
+
+        A loss has an offset that no optimizer can remove (the noisy quadratic's noise), so
+        "within 1% of the best loss" or a ratio of two losses means little on its own; measured
+        from the floor, a score says how much of the reachable progress a configuration made.
+        """
+        return None
+
+    def initial_loss(self) -> float | None:
+        """The ranking loss at initialisation where the task knows it without training (a
+        fixed start point), else ``None`` (default: models initialised from the seed).
+
+        With :meth:`loss_floor` it spans the scale of progress: a configuration that ends at or
+        above it did not train, whatever its rank among the others.
+        """
+        return None
+
     @abstractmethod
     def size(self) -> TaskSize:
         """Examples and parameter count, without loading the data."""

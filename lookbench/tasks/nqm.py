@@ -254,6 +254,21 @@ class NoisyQuadratic(Task):
         opts: NqmOptions = self.options  # type: ignore[assignment]
         return TaskSize(None, None, opts.replicas * opts.dim)
 
+    def loss_floor(self) -> float:
+        """½ Σ a_i σ²_i: Eq. 5 with the mean and the variance of x at 0. The noise term is
+        there whatever x is (the optimum of each sample L̂ is a random c), so no optimizer goes
+        below it; a constant-lr one stays above it by its steady-state variance (Prop. 2)."""
+        opts: NqmOptions = self.options  # type: ignore[assignment]
+        a, sigma2 = default_spectrum(opts.dim)
+        return float(_loss(a, sigma2, np.zeros_like(a), np.zeros_like(a)))
+
+    def initial_loss(self) -> float:
+        """½ Σ a_i (x0² + σ²_i): Eq. 5 at the fixed start point (every coordinate x0,
+        variance 0), the loss every trial starts from."""
+        opts: NqmOptions = self.options  # type: ignore[assignment]
+        a, sigma2 = default_spectrum(opts.dim)
+        return float(_loss(a, sigma2, np.full_like(a, opts.x0), np.zeros_like(a)))
+
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         if inner not in _LRS:
             raise ValueError(f"nqm has grids for inner {', '.join(_LRS)}; got {inner!r}")

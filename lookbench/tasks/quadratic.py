@@ -266,6 +266,18 @@ class DeterministicQuadratic(Task):
     def size(self) -> TaskSize:
         return TaskSize(None, None, self.options.dim)  # type: ignore[attr-defined]
 
+    def loss_floor(self) -> float:
+        """0: f(x) = ½ xᵀAx with A positive definite is 0 at its optimum x = 0 and nowhere
+        lower; without noise a converging optimizer gets there (at its rate ρ)."""
+        return 0.0
+
+    def initial_loss(self) -> float:
+        """f(x0) = ½ x0² Σ a_i: the fixed start point (every coordinate x0) every trial
+        starts from."""
+        opts: QuadraticOptions = self.options  # type: ignore[assignment]
+        a = spectrum(opts.dim, opts.condition_number)
+        return float(0.5 * np.sum(a * opts.x0**2))
+
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         if inner != "sgd":
             raise ValueError(

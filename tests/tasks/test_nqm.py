@@ -361,3 +361,25 @@ def test_task_metadata_options_and_grids():
         assert set(g) == {"lookahead", inner} and g[inner]["momentum"] == [0.9]
     with pytest.raises(ValueError, match="rmsprop"):
         task.default_grid("rmsprop")
+
+
+@pytest.mark.parametrize(("dim", "x0"), [(100, 1.0), (10, 1.5), (1, -3.0)])
+def test_loss_floor_and_initial_loss_follow_from_the_options(dim, x0):
+    task = NoisyQuadratic.with_options(dim=dim, x0=x0, replicas=2)
+    # a_i = 1/i and σ²_i = i, so each a_i σ²_i is 1 and Σ a_i = H_dim, the harmonic number.
+    harmonic = sum(1.0 / i for i in range(1, dim + 1))
+    assert task.loss_floor() == pytest.approx(dim / 2, rel=1e-14)
+    assert task.initial_loss() == pytest.approx(0.5 * (x0**2 * harmonic + dim), rel=1e-14)
+    # The floor is where a constant learning rate's steady state tends as the rate goes to 0
+    # (Proposition 2), and every rate stays above it.
+    a, s2 = default_spectrum(dim)
+    assert steady_state_loss(a, s2, 1e-9) == pytest.approx(task.loss_floor(), rel=1e-8)
+    assert all(steady_state_loss(a, s2, lr) > task.loss_floor() for lr in (1e-3, 0.1, 1.0))
+    # The initial loss is what a trial's first evaluation sees.
+    wl = task.workload(batch_size=1, device=torch.device("cpu"), seed=0)
+    assert wl.evaluate(wl.model)["test_loss"] == pytest.approx(task.initial_loss(), rel=1e-14)
+
+
+def test_tasks_without_a_known_floor_say_so():
+    digits = tasks.get("digits")
+    assert digits.loss_floor() is None and digits.initial_loss() is None

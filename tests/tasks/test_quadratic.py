@@ -271,3 +271,15 @@ def test_task_metadata_options_and_grid():
         assert convergence_rate(max(grid["sgd"]["lr"]), beta, eig) < 1
     with pytest.raises(ValueError, match="adam"):
         task.default_grid("adam")
+
+
+@pytest.mark.parametrize(("dim", "kappa", "x0"),
+                         [(50, 1000.0, 1.0), (6, 100.0, 2.0), (1, 10.0, 3.0)])
+def test_loss_floor_is_zero_and_initial_loss_is_f_at_x0(dim, kappa, x0):
+    task = DeterministicQuadratic.with_options(dim=dim, condition_number=kappa, x0=x0)
+    assert task.loss_floor() == 0.0
+    # Eigenvalues κ^(-1 + j/(dim-1)), j = 0..dim-1 (just 1 for one dimension).
+    a = [kappa ** (-1 + j / (dim - 1)) for j in range(dim)] if dim > 1 else [1.0]
+    assert task.initial_loss() == pytest.approx(0.5 * x0**2 * math.fsum(a), rel=1e-12)
+    wl = task.workload(batch_size=1, device=torch.device("cpu"), seed=0)
+    assert wl.evaluate(wl.model)["test_loss"] == pytest.approx(task.initial_loss(), rel=1e-14)
