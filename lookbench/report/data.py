@@ -16,6 +16,9 @@ import pandas as pd
 from lookbench.results import ResultsUnreadable, StudyResults, study_metric
 
 
+DEFINITION_FILE = "study.json"
+
+
 class ReportError(Exception):
     """A study cannot be reported; one line for the user."""
 
@@ -32,9 +35,45 @@ class StudyData:
     def metric(self) -> str:  # asked for by every figure and table: worked out once
         return study_metric(self.task, self.trials["metric"].astype(str).tolist())
 
-    @property
+    sampler: str = "unknown"  # grid, random or tpe, from the study's definition when present
+
+    @functools.cached_property
     def maximize(self) -> bool:
-        return self.metric == "test_acc"
+        """The task's direction where this version knows the task, else the metric's name."""
+        from lookbench.tasks import task_class
+
+        try:
+            return bool(task_class(self.task).higher_is_better)
+        except ValueError:
+            return self.metric == "test_acc"
+
+    @functools.cached_property
+    def _task(self):  # the task object, for what it knows without training; None if unknown
+        from lookbench import tasks
+
+        try:
+            return tasks.get(self.task, **self.task_options)
+        except Exception:  # unknown task or options this version refuses: report without it
+            return None
+
+    @property
+    def loss_floor(self) -> float | None:
+        """The lowest value the task's loss can reach, where the task knows it."""
+        fn = getattr(self._task, "loss_floor", None)
+        return fn() if fn is not None else None
+
+    @property
+    def initial_loss(self) -> float | None:
+        """The task's loss at initialisation, where the task knows it without training."""
+        fn = getattr(self._task, "initial_loss", None)
+        return fn() if fn is not None else None
+
+    @functools.cached_property
+    def analysis(self):
+        """Every number of the report (``lookbench.report.analysis.Analysis``), worked out once."""
+        from lookbench.report.analysis import analyse
+
+        return analyse(self)
 
     @property
     def task(self) -> str:
@@ -72,4 +111,14 @@ def load_study(study_dir: Path) -> StudyData:
         raise ReportError(str(e)) from None
     if trials.empty:
         raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
-    return StudyData(name=study_dir.name, trials=trials, curves=curves)
+    return StudyData(name=study_dir.name, trials=trials, curves=curves,
+                     sampler=_sampler(study_dir))
+
+
+def _sampler(study_dir: Path) -> str:
+    """The sampler from the study's definition file (``study.json``, written when the study is
+    created); ``"unknown"`` for a folder without it (older studies, hand-made tables)."""
+    try:
+        return str(json.loads((study_dir / DEFINITION_FILE).read_text()).get("sampler", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"

@@ -1,9 +1,11 @@
 """The report's Plotly figures, each built from a study's tables alone.
 
 Conventions shared by every figure: a configuration's score is the mean over its seeds of the
-final metric, with diverged seeds at the worst value (``metrics.config_scores``); Lookahead is
-drawn in one colour and each baseline in its own, on every figure; diverged settings are drawn
-as ✕ marks on a grey ground, never dropped and never left white.
+final metric, with diverged seeds at the worst completed value (``lookbench.report.metrics``);
+surfaces are coloured by the gap to the study's best score, with the scale spanning the region
+near the best and everything worse clipped to one end, and the score printed in each cell;
+Lookahead is drawn in one colour and each baseline in its own, on every figure; settings that
+diverged in every seed are ✕ marks, never a colour, an axis range or a mean.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lookbench.report.data import StudyData
-from lookbench.report.metrics import config_scores, expected_best
+from lookbench.report.matched import describe_setting
+from lookbench.report.metrics import best_so_far, config_keys, expected_best
 
 COLORS = {"lookahead": "#d62728", "sgd": "#1f77b4", "adam": "#2ca02c", "adamw": "#9467bd",
           "polyak": "#8c564b", "ema": "#e377c2", "swa": "#7f7f7f"}
@@ -28,6 +31,8 @@ SURFACE_PAIRS = [("lr", "alpha"), ("k", "alpha"), ("lr", "momentum"), ("lr", "we
                  ("lr", "k")]
 MAX_HEATMAP_VALUES = 12  # more distinct values than this on an axis: a scatter, not a grid
 MIN_HEATMAP_FILL = 0.5  # fewer filled cells than this share (random/TPE points): a scatter
+GAP_CAP_PCT = 10.0  # accuracy-like metrics: colours span 0–10% below the best, worse is clipped
+GAP_CAP_DECADES = 1.0  # losses: colours span 1×–10× the best (excess) loss, worse is clipped
 
 
 def color(optimizer: str) -> str:
@@ -55,133 +60,277 @@ def _others(row: pd.Series, axes: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
-def _hover(row: pd.Series, metric: str, axes: tuple[str, ...]) -> str:
+def _hover(row: pd.Series, data: StudyData, axes: tuple[str, ...]) -> str:
+    n = int(row["seeds"])
+    text = f"{LABELS.get(data.metric, data.metric)}: {row['score']:.4g}"
+    if n > 1:
+        text += f" [{row['ci_low']:.4g}, {row['ci_high']:.4g}] (95% interval, {n} seeds)"
+    else:
+        text += " (one seed: no interval)"
+    if "gap" in row and np.isfinite(row["gap"]):
+        gap = (f"{row['gap']:.1%} below the best" if data.maximize
+               else f"{1 + row['gap']:.3g}× the best{' excess' if data.loss_floor is not None else ''}")
+        text += f"<br>{gap}"
     div = int(row["diverged"])
-    text = (f"{LABELS.get(metric, metric)}: {row['score']:.4g} ± {row['std']:.2g} "
-            f"(n={int(row['seeds'])} seeds)")
     if div:
-        text += f"<br>diverged in {div} of {int(row['seeds'])} seeds"
+        text += f"<br>diverged or failed in {div} of {n} seeds"
     rest = _others(row, axes)
     return text + (f"<br>best at {rest}" if rest else "")
 
 
-def surface_figures(data: StudyData) -> list[tuple[str, go.Figure]]:
-    """Sensitivity surfaces for every pair of hyperparameters some optimizer sweeps together,
-    optimizers side by side on one shared colour scale: [(title, figure)].
+def _cell_text(row: pd.Series, data: StudyData) -> str:
+    """The number printed in a heatmap cell: the score, and how many seeds diverged."""
+    if row["diverged"] >= row["seeds"]:
+        return "✕"
+    score = f"{row['score'] * 100:.1f}" if data.maximize and _is_fraction(data) \
+        else f"{row['score']:.3g}"
+    return score + (f" ({int(row['diverged'])}✕)" if row["diverged"] else "")
 
-    In the inner lr × α surface the baseline appears as the row α = 1, which is exactly what
-    Lookahead with α = 1 computes (the slow weights jump to the fast ones).
-    """
-    scores = config_scores(data.trials, data.metric, data.maximize)
-    zmin, zmax = scores["score"].min(), scores["score"].max()
+
+def _is_fraction(data: StudyData) -> bool:
+    from lookbench.report.verdict import is_fraction
+
+    return is_fraction(data)
+
+
+def gap_colour(gap: np.ndarray | pd.Series, maximize: bool) -> np.ndarray:
+    """Where a gap falls on the colour scale: the % below the best for higher-is-better
+    metrics (0 to 10, linear), the ratio to the best (excess) loss on a log scale for losses
+    (0 to 1 decade). Everything worse is clipped to the far end, so one bad setting never
+    washes out the good region."""
+    g = np.asarray(gap, dtype=float)
+    if maximize:
+        return np.clip(g * 100, 0, GAP_CAP_PCT)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.log10(1 + np.maximum(g, 0)), 0, GAP_CAP_DECADES)
+
+
+def _coloraxis(maximize: bool, floor: bool) -> dict:
+    if maximize:
+        ticks = ([0, 1, 5, GAP_CAP_PCT], ["best", "1% below", "5% below",
+                                          f"≥ {GAP_CAP_PCT:g}% below"])
+        cmax, title = GAP_CAP_PCT, "gap to the best"
+    else:
+        vals = [0, math.log10(1.01), math.log10(1.05), math.log10(2), GAP_CAP_DECADES]
+        ticks = (vals, ["best", "1.01×", "1.05×", "2×", f"≥ {10 ** GAP_CAP_DECADES:g}×"])
+        cmax = GAP_CAP_DECADES
+        title = "excess loss ÷ best excess" if floor else "loss ÷ best loss"
+    return {"colorscale": "Viridis", "reversescale": True, "cmin": 0, "cmax": cmax,
+            "colorbar": {"title": title, "tickvals": ticks[0], "ticktext": ticks[1]}}
+
+
+def _heatmap(fig: go.Figure, cells: pd.DataFrame, x: str, y: str, data: StudyData,
+             col: int, y_labels: dict | None = None) -> None:
+    """One heatmap panel of ``cells`` (annotated configuration scores, one per (x, y)),
+    coloured by the gap to the study's best, the score printed in each cell; cells that
+    diverged in every seed are a ✕ on the grey ground and take no colour."""
+    xs = sorted(cells[x].unique())
+    ys = sorted(cells[y].unique(), key=str) if y_labels else sorted(cells[y].unique())
+    xl = [_fmt(v) for v in xs]
+    yl = [y_labels[v] if y_labels else _fmt(v) for v in ys]
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = [[""] * len(xs) for _ in ys]
+    hover = [[""] * len(xs) for _ in ys]
+    for _, r in cells.iterrows():
+        i, j = ys.index(r[y]), xs.index(r[x])
+        if r["diverged"] < r["seeds"]:
+            z[i, j] = gap_colour(r["gap"], data.maximize)
+        text[i][j] = _cell_text(r, data)
+        hover[i][j] = _hover(r, data, (x, y))
+    fig.add_trace(go.Heatmap(
+        x=xl, y=yl, z=z, text=text, customdata=hover, texttemplate="%{text}",
+        textfont={"size": 11}, coloraxis="coloraxis", xgap=2, ygap=2, name="surface",
+        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{customdata}}<extra></extra>"),
+        row=1, col=col)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=xl,
+                     title_text=LABELS.get(x, x), row=1, col=col)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=yl,
+                     title_text=(LABELS.get(y, y) if not y_labels else None) if col == 1
+                     else None, row=1, col=col)
+
+
+def _finish_surface(fig: go.Figure, data: StudyData, title: str, height: int = 420) -> None:
+    fig.update_layout(title=title, height=height, plot_bgcolor=DIVERGED_GROUND,
+                      margin={"t": 90},
+                      coloraxis=_coloraxis(data.maximize, data.analysis.scoring.floor is not None))
+
+
+def matched_figure(data: StudyData) -> go.Figure | None:
+    """The matched comparison as heatmaps: Lookahead at its matched setting and the baseline on
+    the same shared settings, one colour scale (gap to the study's best)."""
+    from lookbench.report.analysis import matched_of
+
+    m = matched_of(data.analysis)
+    if m is None:
+        return None
+    both = pd.concat([m.lookahead_scores, m.base_scores])
+    varying = [c for c in ("momentum", "weight_decay") if both[c].nunique(dropna=True) > 1]
+    la_name = f"lookahead ({describe_setting(m.setting)})"
+    if not varying:  # one axis: the two optimizers as two rows of one map
+        cells = both.assign(row=np.where(both["optimizer"] == "lookahead", 1, 0))
+        fig = make_subplots(rows=1, cols=1)
+        _heatmap(fig, cells, "lr", "row", data, 1, y_labels={1: la_name, 0: m.baseline})
+        fig.update_yaxes(automargin=True)
+        height = 300
+    else:
+        y = varying[0]
+        fig = make_subplots(rows=1, cols=2, subplot_titles=[la_name, m.baseline],
+                            horizontal_spacing=0.08)
+        for col, cells in enumerate((m.lookahead_scores, m.base_scores), start=1):
+            best = _best_over_rest(cells, ["lr", y], data.maximize)
+            _heatmap(fig, best, "lr", y, data, col)
+        height = 420
+    _finish_surface(fig, data, f"Matched comparison: final {LABELS.get(data.metric, data.metric)}"
+                               f" on the {m.configurations} settings both ran (colour: gap to the "
+                               f"study's best; ✕ = diverged in every seed)", height)
+    return fig
+
+
+def k_alpha_figure(data: StudyData) -> go.Figure | None:
+    """Lookahead's own hyperparameters, k × α, at the one inner setting (lr, momentum, weight
+    decay) where the grid sweeps the most of them (the paper's Figure 9 design)."""
+    s = data.analysis.scores
+    la = s[(s["optimizer"] == "lookahead") & s["alpha"].notna()]
+    if la.empty:
+        return None
+    inner = la.groupby(["lr", "momentum", "weight_decay"], dropna=False).size()
+    if inner.max() < 2 or la["k"].nunique() * la["alpha"].nunique() < 2:
+        return None
+    lr, mom, wd = inner.idxmax()
+
+    def at(frame: pd.DataFrame) -> pd.DataFrame:
+        m = frame["lr"] == lr
+        for c, v in (("momentum", mom), ("weight_decay", wd)):
+            m &= frame[c].isna() if pd.isna(v) else frame[c] == v
+        return frame[m]
+
+    cells = _best_over_rest(at(la), ["k", "alpha"], data.maximize)
+    where = f"lr {lr:g}" + (f", momentum {mom:g}" if pd.notna(mom) else "") + (
+        f", weight decay {wd:g}" if pd.notna(wd) else "")
+    fig = make_subplots(rows=1, cols=1)
+    _heatmap(fig, cells, "alpha", "k", data, 1)
+    base = [o for o in data.optimizers if o != "lookahead"]
+    ref = ""
+    for b in base:
+        rows = at(s[s["optimizer"] == b])
+        if len(rows):
+            r = rows.iloc[0]
+            ref += f"; {b} at the same setting: {_cell_text(r, data)}"
+    _finish_surface(fig, data, f"Lookahead's k × α at {where} (Figure 9's design){ref}")
+    return fig
+
+
+def surface_figures(data: StudyData) -> list[tuple[str, go.Figure]]:
+    """Sensitivity surfaces over each optimizer's *whole* grid, for every pair of
+    hyperparameters some optimizer sweeps together: the best over the other hyperparameters in
+    each cell, optimizers side by side on one colour scale (gap to the study's best). The
+    baseline is drawn as itself, only for pairs it has. [(title, figure)]"""
+    scores = data.analysis.scores
     out = []
     for x, y in SURFACE_PAIRS:
-        if not any(x in data.swept(o) and y in data.swept(o) for o in data.optimizers):
-            continue
         panels: list[tuple[str, pd.DataFrame]] = []
         for opt in data.optimizers:
+            if not (x in data.swept(opt) and y in data.swept(opt)):
+                if not (x in data.swept(opt) or y in data.swept(opt)):
+                    continue
             s = scores[scores.optimizer == opt]
-            if y == "alpha" and opt != "lookahead" and x == "lr":
-                s = s.assign(alpha=1.0)  # the baseline is Lookahead with α = 1
             s = s[s[x].notna() & s[y].notna()]
-            if len(s) and (x in data.swept(opt) or y in data.swept(opt)):
-                panels.append((opt if "alpha" not in (x, y) or opt == "lookahead"
-                               else f"{opt} (= lookahead with α = 1)", s))
+            if len(s):
+                panels.append((f"{opt} ({len(s)} configurations)", s))
+        if not any(x in data.swept(o) and y in data.swept(o) for o in data.optimizers):
+            continue
         fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p for p, _ in panels],
                             horizontal_spacing=0.08)
         for col, (_, s) in enumerate(panels, start=1):
             best = _best_over_rest(s, [x, y], data.maximize)
-            _add_surface(fig, best, x, y, data.metric, col, zmin, zmax)
+            _add_surface(fig, best, x, y, data, col)
         title = f"{LABELS[y]} × {LABELS[x]}"
-        fig.update_layout(title=f"{title}: final {LABELS[data.metric]}, best over the other "
-                                f"hyperparameters (✕ = diverged in every seed)", height=420,
-                          plot_bgcolor=DIVERGED_GROUND, margin={"t": 90})
+        _finish_surface(fig, data, f"{title}: whole grids, best over the other hyperparameters "
+                                   f"(colour: gap to the study's best; ✕ = diverged in every "
+                                   f"seed)")
         out.append((title, fig))
     return out
 
 
-def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, metric: str, col: int,
-                 zmin: float, zmax: float) -> None:
+def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, data: StudyData,
+                 col: int) -> None:
     xs, ys = sorted(best[x].unique()), sorted(best[y].unique())
-    all_diverged = best["diverged"] >= best["seeds"]
     # A grid study fills every cell; random or TPE points leave most of a heatmap empty and
     # are shown where they lie instead, on the hyperparameter's own (log) scale.
-    if (len(xs) > MAX_HEATMAP_VALUES or len(ys) > MAX_HEATMAP_VALUES
-            or len(best) < MIN_HEATMAP_FILL * len(xs) * len(ys)):
-        ok = best[~all_diverged]
-        fig.add_trace(go.Scatter(
-            x=ok[x], y=ok[y], mode="markers", name="configurations",
-            marker={"color": ok["score"], "coloraxis": "coloraxis", "size": 10},
-            text=[_hover(r, metric, (x, y)) for _, r in ok.iterrows()],
-            hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>",
-            showlegend=False), row=1, col=col)
-        axis_type = "log"
-    else:
-        z = np.full((len(ys), len(xs)), np.nan)
-        text = [[""] * len(xs) for _ in ys]
-        for _, r in best.iterrows():
-            i, j = ys.index(r[y]), xs.index(r[x])
-            if r["diverged"] < r["seeds"]:
-                z[i, j] = r["score"]
-            text[i][j] = _hover(r, metric, (x, y))
-        fig.add_trace(go.Heatmap(
-            x=[_fmt(v) for v in xs], y=[_fmt(v) for v in ys], z=z, text=text,
-            coloraxis="coloraxis", xgap=2, ygap=2, name="surface",
-            hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>"),
-            row=1, col=col)
-        axis_type = "category"
-        x_cats, y_cats = [_fmt(v) for v in xs], [_fmt(v) for v in ys]
-        fig.update_xaxes(categoryorder="array", categoryarray=x_cats, row=1, col=col)
-        fig.update_yaxes(categoryorder="array", categoryarray=y_cats, row=1, col=col)
+    if (len(xs) <= MAX_HEATMAP_VALUES and len(ys) <= MAX_HEATMAP_VALUES
+            and len(best) >= MIN_HEATMAP_FILL * len(xs) * len(ys)):
+        _heatmap(fig, best, x, y, data, col)
+        return
+    all_diverged = best["diverged"] >= best["seeds"]
+    ok = best[~all_diverged]
+    fig.add_trace(go.Scatter(
+        x=ok[x], y=ok[y], mode="markers", name="configurations",
+        marker={"color": gap_colour(ok["gap"], data.maximize), "coloraxis": "coloraxis",
+                "size": 10},
+        text=[_hover(r, data, (x, y)) for _, r in ok.iterrows()],
+        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>",
+        showlegend=False), row=1, col=col)
     bad = best[all_diverged]
     if len(bad):
         fig.add_trace(go.Scatter(
-            x=[_fmt(v) if axis_type == "category" else v for v in bad[x]],
-            y=[_fmt(v) if axis_type == "category" else v for v in bad[y]],
-            mode="markers", name="diverged", showlegend=False,
+            x=bad[x], y=bad[y], mode="markers", name="diverged", showlegend=False,
             marker={"symbol": "x-thin", "size": 14, "line": {"width": 2, "color": "#7a0000"}},
             hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>diverged in every seed<extra></extra>"),
             row=1, col=col)
-    if axis_type == "log":
-        fig.update_xaxes(type="log" if x in ("lr", "weight_decay") else "linear", row=1,
-                         col=col)
-    fig.update_xaxes(title_text=LABELS[x], row=1, col=col)
+    fig.update_xaxes(type="log" if x in ("lr", "weight_decay") else "linear",
+                     title_text=LABELS[x], row=1, col=col)
     fig.update_yaxes(title_text=LABELS[y] if col == 1 else None, row=1, col=col)
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": zmin, "cmax": zmax,
-                                 "reversescale": metric != "test_acc",
-                                 "colorbar": {"title": LABELS.get(metric, metric)}})
 
 
 def lr_sensitivity_figure(data: StudyData) -> go.Figure:
     """Final metric against the inner learning rate, best over the other hyperparameters,
-    with a band of ± one standard deviation over seeds (log axis)."""
-    scores = config_scores(data.trials, data.metric, data.maximize)
+    with the 95% t-interval over seeds as a band (log x axis; log y for losses). Settings that
+    diverged in every seed are ✕ marks at the bottom of the plot and set no axis range."""
+    scores = data.analysis.scores
     fig = go.Figure()
+    finite_scores = []
+    crosses: list[tuple[str, list[float]]] = []
     for opt in data.optimizers:
         best = _best_over_rest(scores[scores.optimizer == opt], ["lr"], data.maximize)
         best = best.sort_values("lr")
+        dead = best["diverged"] >= best["seeds"]
+        crosses.append((opt, list(best.loc[dead, "lr"])))
+        best = best[~dead]
+        finite_scores += list(best["score"])
         c = color(opt)
+        lo = best["ci_low"].fillna(best["score"])
+        hi = best["ci_high"].fillna(best["score"])
         fig.add_trace(go.Scatter(
-            x=list(best["lr"]) + list(best["lr"])[::-1],
-            y=list(best["score"] + best["std"]) + list(best["score"] - best["std"])[::-1],
+            x=list(best["lr"]) + list(best["lr"])[::-1], y=list(hi) + list(lo)[::-1],
             fill="toself", fillcolor=c, opacity=0.18, line={"width": 0}, hoverinfo="skip",
-            name=f"{opt} ± sd over seeds", showlegend=False, legendgroup=opt))
-        symbols = ["x" if d >= n else "circle" for d, n in zip(best["diverged"], best["seeds"])]
+            name=f"{opt} 95% interval over seeds", showlegend=False, legendgroup=opt))
         fig.add_trace(go.Scatter(
             x=best["lr"], y=best["score"], mode="lines+markers", name=opt, legendgroup=opt,
-            line={"color": c}, marker={"symbol": symbols, "size": 9},
-            text=[_hover(r, data.metric, ("lr",)) for _, r in best.iterrows()],
+            line={"color": c}, marker={"size": 9},
+            text=[_hover(r, data, ("lr",)) for _, r in best.iterrows()],
             hovertemplate="lr=%{x:g}<br>%{text}<extra>" + opt + "</extra>"))
+    log_y = not data.maximize and all(v > 0 for v in finite_scores)
+    if finite_scores:
+        bottom = min(finite_scores) if data.maximize else max(finite_scores)
+        for opt, lrs in crosses:
+            if lrs:
+                fig.add_trace(go.Scatter(
+                    x=lrs, y=[bottom] * len(lrs), mode="markers", name=f"{opt}: diverged",
+                    legendgroup=opt, marker={"symbol": "x", "size": 11, "color": color(opt)},
+                    hovertemplate="lr=%{x:g}<br>diverged in every seed<extra>" + opt +
+                                  "</extra>"))
     fig.update_xaxes(type="log", title_text=LABELS["lr"])
-    fig.update_yaxes(title_text=f"final {LABELS[data.metric]}")
+    fig.update_yaxes(title_text=f"final {LABELS.get(data.metric, data.metric)}",
+                     type="log" if log_y else "linear")
     fig.update_layout(title="Sensitivity to the inner learning rate (best over the other "
-                            "hyperparameters; ✕ = diverged)", height=420)
+                            "hyperparameters; band: 95% interval over seeds; ✕ = diverged)",
+                      height=420)
     return fig
 
 
 def _best_config_trials(data: StudyData) -> dict[str, pd.DataFrame]:
-    scores = config_scores(data.trials, data.metric, data.maximize)
-    keys = [c for c in scores.columns if c not in ("score", "std", "seeds", "diverged")]
+    scores = data.analysis.scores
+    keys = config_keys(scores)
     out = {}
     for opt in data.optimizers:
         s = scores[scores.optimizer == opt]
@@ -220,26 +369,56 @@ def curves_figure(data: StudyData, analytic: dict[str, np.ndarray] | None = None
                     line={"color": c, "dash": "dot"}, name=f"{opt}: expected (Eq. 5)",
                     legendgroup=opt), row=1, col=col)
         fig.update_xaxes(title_text="epoch")
+        if m == "test_loss" and (data.curves[m].dropna() > 0).all():
+            fig.update_yaxes(type="log", row=1, col=col)
     fig.update_layout(title="Learning curves of each optimizer's best configuration "
                             "(mean ± sd over seeds, evaluation weights)", height=420)
     return fig
 
 
 def expected_best_figure(data: StudyData) -> go.Figure:
-    """Expected best score after n random configurations (Dodge et al., 2019)."""
-    scores = config_scores(data.trials, data.metric, data.maximize)
+    """What a search finds after n configurations. Grid and random studies: the expected best
+    of n configurations drawn at random (Dodge et al., 2019), on the matched set where there is
+    one (both optimizers drawing from the same shared settings), else on each one's own grid.
+    TPE studies: the best found after the first n proposals, in the order TPE made them."""
+    from lookbench.report.analysis import matched_of
+
+    analysis = data.analysis
     fig = go.Figure()
-    n_max = int(scores.groupby("optimizer").size().max())
-    for opt in data.optimizers:
-        s = scores.loc[scores.optimizer == opt, "score"].to_numpy(float)
-        curve = expected_best(s, n_max, data.maximize)
+    metric = LABELS.get(data.metric, data.metric)
+    if analysis.sampler == "tpe":
+        for opt in data.optimizers:
+            curve = best_so_far(analysis.scores[analysis.scores.optimizer == opt], data.maximize)
+            fig.add_trace(go.Scatter(x=np.arange(1, len(curve) + 1), y=curve, mode="lines+markers",
+                                     name=opt, line={"color": color(opt), "shape": "hv"},
+                                     hovertemplate="after %{x} proposals<br>%{y:.4g}<extra>" +
+                                                   opt + "</extra>"))
+        fig.update_xaxes(title_text="configurations proposed by TPE (n)")
+        fig.update_yaxes(title_text=f"best {metric} found")
+        fig.update_layout(title="Best result found after n TPE proposals", height=420)
+        return fig
+    m = matched_of(analysis)
+    if m is not None:
+        sets = [(f"lookahead ({describe_setting(m.setting)})", "lookahead", m.lookahead_scores),
+                (m.baseline, m.baseline, m.base_scores)]
+        where = f"the {m.configurations} matched settings"
+    else:
+        sets = [(f"{opt} (own grid, {int((analysis.scores.optimizer == opt).sum())} "
+                 f"configurations)", opt, analysis.scores[analysis.scores.optimizer == opt])
+                for opt in data.optimizers]
+        where = "each optimizer's own grid"
+    n_max = max(len(s) for _, _, s in sets)
+    for name, opt, s in sets:
+        curve = expected_best(s["score"].to_numpy(float), n_max, data.maximize)
         fig.add_trace(go.Scatter(x=np.arange(1, n_max + 1), y=curve, mode="lines+markers",
-                                 name=opt, line={"color": color(opt)},
+                                 name=name, line={"color": color(opt)},
                                  hovertemplate="n=%{x}<br>%{y:.4g}<extra>" + opt +
                                                "</extra>"))
     fig.update_xaxes(title_text="configurations tried at random (n)", type="log")
-    fig.update_yaxes(title_text=f"expected best {LABELS[data.metric]}")
-    fig.update_layout(title="Expected best result after n random configurations "
+    fig.update_yaxes(title_text=f"expected best {metric}",
+                     type="log" if not data.maximize and (analysis.scores["score"] > 0).all()
+                     else "linear")
+    fig.update_layout(title=f"Expected best result after n random configurations from {where} "
                             "(Dodge et al., 2019)", height=420)
     return fig
 
@@ -255,7 +434,7 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
     a, sigma2 = default_spectrum(opts.dim)
     epochs = int(data.trials["epochs"].iloc[0])
     steps = epochs * opts.steps_per_epoch
-    scores = config_scores(data.trials, data.metric, data.maximize)
+    scores = data.analysis.scores
     fig = go.Figure()
     lookahead = scores[scores.optimizer == "lookahead"]
     k = int(lookahead["k"].mode().iloc[0]) if len(lookahead) else None

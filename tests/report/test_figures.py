@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
+import pytest
 
 from lookbench.report import load_study
 from lookbench.report.figures import (
@@ -18,7 +19,7 @@ from lookbench.report.figures import (
 )
 
 
-def test_surfaces_cover_every_swept_pair_side_by_side(grid_study):
+def test_surfaces_cover_every_swept_pair_coloured_by_the_gap_to_the_best(grid_study):
     data = load_study(grid_study)
     figs = dict(surface_figures(data))
     assert set(figs) == {"α (slow step) × inner learning rate", "α (slow step) × k (steps per "
@@ -26,23 +27,78 @@ def test_surfaces_cover_every_swept_pair_side_by_side(grid_study):
                          "k (steps per sync) × inner learning rate"}
     lr_alpha = figs["α (slow step) × inner learning rate"]
     heatmaps = [t for t in lr_alpha.data if isinstance(t, go.Heatmap)]
-    assert len(heatmaps) == 2  # Lookahead, and the baseline as its α = 1 row
-    la, sgd = heatmaps
-    assert list(la.x) == ["0.01", "0.1", "1"] and list(la.y) == ["0.5", "0.8"]
-    assert list(sgd.y) == ["1"] and list(sgd.x) == ["0.01", "0.1", "1", "10"]
-    # One colour scale for both panels.
-    assert la.coloraxis == sgd.coloraxis == "coloraxis"
-    cmin, cmax = lr_alpha.layout.coloraxis.cmin, lr_alpha.layout.coloraxis.cmax
-    assert cmin == 0.0 and math.isclose(cmax, 0.89, abs_tol=1e-9)
-    # Diverged cells: not a colour, a ✕ on grey; hover says why.
-    assert np.isnan(np.array(sgd.z, dtype=float)[0, 3])
-    crosses = [t for t in lr_alpha.data if isinstance(t, go.Scatter) and t.name == "diverged"]
-    assert len(crosses) == 1 and list(crosses[0].x) == ["10"]
-    assert lr_alpha.layout.plot_bgcolor == "#c8c8c8"
-    assert "n=3 seeds" in la.text[0][0]
+    # The baseline has no α: it is drawn as itself where it has the axes, never as "α = 1".
+    assert len(heatmaps) == 1 and "α = 1" not in str(lr_alpha.layout)
+    (la,) = heatmaps
+    assert list(la.x) == ["0.01", "0.1", "1"]
+    # Colour: % below the study's best (0.89), clipped at 10%: the good region is not washed
+    # out by the bad columns (0.79, 11% below, takes the end colour).
+    z = np.array(la.z, dtype=float)
+    assert z[0, 1] == 0.0 and z[0, 0] == 10.0
+    axis = lr_alpha.layout.coloraxis
+    assert axis.cmin == 0 and axis.cmax == 10 and axis.reversescale
+    assert la.texttemplate == "%{text}" and la.text[0][1] == "89.0"  # the score, in the cell
+    assert "95% interval, 3 seeds" in la.customdata[0][1]
     momentum = figs["momentum (Adam: β1) × inner learning rate"]
     la_strip, sgd_map = [t for t in momentum.data if isinstance(t, go.Heatmap)]
-    assert list(la_strip.y) == ["0.9"] and list(sgd_map.y) == ["0.5", "0.9"]
+    assert len(la_strip.y) == 1 and len(sgd_map.y) == 2
+    # Diverged cells: not a colour, a ✕ on grey.
+    assert np.isnan(np.array(sgd_map.z, dtype=float)[0, 3]) and sgd_map.text[0][3] == "✕"
+    assert momentum.layout.plot_bgcolor == "#c8c8c8"
+    assert "whole grids" in momentum.layout.title.text
+
+
+def test_the_matched_figure_puts_both_optimizers_on_the_same_settings(grid_study):
+    from lookbench.report.figures import k_alpha_figure, matched_figure
+
+    data = load_study(grid_study)
+    fig = matched_figure(data)
+    (hm,) = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    # SGD ran momentum 0.5 and 0.9, Lookahead 0.9 only: the matched set is momentum 0.9, and
+    # lr 10 (SGD only) is not in it.
+    assert list(hm.x) == ["0.01", "0.1", "1"]
+    assert len(hm.y) == 2 and any("k = 5, α = 0.5" in str(y) for y in hm.y)
+    ka = k_alpha_figure(data)
+    (cells,) = [t for t in ka.data if isinstance(t, go.Heatmap)]
+    assert len(cells.x) == 2 and len(cells.y) == 2  # α × k at one inner setting
+    assert "sgd at the same setting" in ka.layout.title.text
+
+
+def test_a_diverged_loss_run_never_sets_a_colour_or_an_axis(tmp_path):
+    """One quadratic study had a diverged run's last loss at 5e88: it set the colour range and
+    every real cell became one colour. Now it counts as the worst completed loss."""
+    from tests.report.conftest import write_study
+
+    from lookbench.report.figures import matched_figure
+
+    rows = []
+    for lr, seed in itertools.product([0.01, 0.1, 1.0], range(2)):
+        rows.append({"optimizer": "lookahead", "lr": lr, "momentum": 0.0, "seed": seed,
+                     "state": "complete", "value": 1.0 + lr})
+        blown = lr == 1.0
+        rows.append({"optimizer": "sgd", "lr": lr, "momentum": 0.0, "seed": seed,
+                     "state": "diverged" if blown else "complete",
+                     "value": 5e88 if blown else 1.02 + lr})
+    study = write_study(tmp_path, "quad", rows, task="quadratic", metric="test_loss")
+    for part in (study / "trials").glob("*.parquet"):  # the diverged rows keep their last loss
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(part)
+        if t["state"][0].as_py() == "diverged":
+            t = t.set_column(t.schema.get_field_index("final_test_loss"), "final_test_loss",
+                             __import__("pyarrow").array([5e88]))
+            pq.write_table(t, part)
+    data = load_study(study)
+    # The worst completed loss (2.0), or the loss at the start where the task knows it.
+    assert data.initial_loss is not None and data.initial_loss > 2.0
+    assert data.analysis.worst == pytest.approx(data.initial_loss)
+    fig = matched_figure(data)
+    z = np.array([t for t in fig.data if isinstance(t, go.Heatmap)][0].z, dtype=float)
+    assert np.nanmax(z) <= 1.0 and np.isnan(z).sum() == 1  # the ✕ takes no colour
+    lr_fig = lr_sensitivity_figure(data)
+    assert lr_fig.layout.yaxis.type == "log"
+    ys = [y for t in lr_fig.data if t.y is not None for y in t.y]
+    assert max(ys) < 2 * data.initial_loss
 
 
 def test_random_points_are_drawn_where_they_lie_not_as_a_mostly_empty_grid(tmp_path):
@@ -71,8 +127,10 @@ def test_lr_sensitivity_has_a_line_and_a_seed_band_per_optimizer(grid_study):
     assert [t.name for t in lines] == ["lookahead", "sgd"] and len(bands) == 2
     assert fig.layout.xaxis.type == "log"
     sgd = lines[1]
-    assert list(sgd.x) == [0.01, 0.1, 1.0, 10.0] and sgd.y[-1] == 0.0
-    assert list(sgd.marker.symbol)[-1] == "x"
+    # lr 10 diverged in every seed: a ✕ at the bottom of the plot, not a point on the line.
+    assert list(sgd.x) == [0.01, 0.1, 1.0]
+    (cross,) = [t for t in fig.data if t.name == "sgd: diverged"]
+    assert list(cross.x) == [10.0] and cross.y[0] == min(min(t.y) for t in lines)
 
 
 def test_learning_curves_and_expected_best(grid_study):
@@ -83,8 +141,10 @@ def test_learning_curves_and_expected_best(grid_study):
     mean = [t for t in curves.data if t.name == "lookahead (best)"][0]
     assert list(mean.x) == [1, 2, 3, 4]
     evp = expected_best_figure(data)
-    assert [t.name for t in evp.data] == ["lookahead", "sgd"]
-    assert len(evp.data[0].x) == 12 and evp.data[0].y[-1] <= 0.9
+    # On the matched set: both draw from the same 3 shared settings.
+    assert [t.name for t in evp.data] == ["lookahead (k = 5, α = 0.5, maintain)", "sgd"]
+    assert len(evp.data[0].x) == 3 and evp.data[0].y[-1] <= 0.9
+    assert "matched settings" in evp.layout.title.text
 
 
 def test_nqm_figure_overlays_the_analysis(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -48,14 +49,44 @@ def test_a_study_page_renders_every_figure_with_no_script_error(grid_study, tmp_
     assert html.count("Plotly.newPlot") == len(re.findall(r'data-figure="', html))
     dom, console = render(page, tmp_path)
     names = re.findall(r'data-figure="([^"]+)"', dom)
-    assert len(names) == 7  # 4 surfaces, lr sensitivity, curves, expected best
+    # matched, k × α, 4 whole-grid surfaces, lr sensitivity, curves, expected best
+    assert len(names) == 9 and names[:2] == ["matched", "k-alpha"]
     for name in names:
         start = dom.index(f'data-figure="{name}"')
         chunk = dom[start:start + 20000]
         assert 'class="main-svg"' in chunk, f"figure {name} did not render"
     errors = [line for line in console if "Uncaught" in line or "rror" in line]
     assert not errors, errors
-    assert "Robustness" in dom and "within 5% of best" in dom
+    assert "Whole grids" in dom and "within 5% of best" in dom
+    # The verdict comes first, in words and as a table, with the definitions it uses.
+    verdict = dom.index('class="verdict"')
+    assert verdict < dom.index('data-figure="matched"')
+    assert "trains to within 1% of the study's best score" in dom
+    assert "Lookahead − sgd" in dom and "How to read this page" in dom
+    assert "= lookahead with α = 1" not in dom
+    # Beside the page: the JSON summary and every configuration as CSV.
+    summary = json.loads((out / "grid.json").read_text())
+    assert summary["verdict"] and summary["matched"]["lookahead_setting"]["k"] == 5
+    import pandas as pd
+
+    configs = pd.read_csv(out / "grid-configs.csv")
+    assert len(configs) == 20 and {"score", "ci_low", "ci_high", "gap"} <= set(configs.columns)
+
+
+def test_the_configuration_table_sorts_in_the_browser(grid_study, tmp_path):
+    """Clicking a heading sorts the table: checked by running the page's own script."""
+    out = tmp_path / "reports"
+    assert runner.invoke(app, ["report", str(grid_study), "--out", str(out)]).exit_code == 0
+    page = out / "grid.html"
+    html = page.read_text().replace(
+        "</body>", "<script>var th = document.querySelector('table.sortable th[data-col=\"1\"]');"
+        "th.click(); th.click(); document.body.dataset.first = "
+        "document.querySelector('table.sortable tbody tr td:nth-child(2)').textContent;"
+        "</script></body>")
+    page.write_text(html)
+    dom, console = render(page, tmp_path)
+    assert 'data-first="10"' in dom  # sorted by lr, descending after the second click
+    assert not [line for line in console if "Uncaught" in line]
 
 
 def test_several_studies_get_an_index_and_compare_puts_two_side_by_side(grid_study,
@@ -63,7 +94,9 @@ def test_several_studies_get_an_index_and_compare_puts_two_side_by_side(grid_stu
     out = tmp_path / "reports"
     result = runner.invoke(app, ["report", str(grid_study), str(known_study), "--out", str(out)])
     assert result.exit_code == 0, result.stderr
-    assert {p.name for p in out.iterdir()} == {"grid.html", "known.html", "index.html"}
+    assert {p.name for p in out.iterdir()} == {
+        "grid.html", "known.html", "index.html", "grid.json", "known.json", "grid-configs.csv",
+        "known-configs.csv"}
     index = (out / "index.html").read_text()
     assert 'href="grid.html"' in index and 'href="known.html"' in index
     result = runner.invoke(app, ["report", str(grid_study), str(known_study), "--compare",
