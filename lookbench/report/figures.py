@@ -111,8 +111,8 @@ def _coloraxis(maximize: bool, floor: bool) -> dict:
                                           f"≥ {GAP_CAP_PCT:g}% below"])
         cmax, title = GAP_CAP_PCT, "gap to the best"
     else:
-        vals = [0, math.log10(1.01), math.log10(1.05), math.log10(2), GAP_CAP_DECADES]
-        ticks = (vals, ["best", "1.01×", "1.05×", "2×", f"≥ {10 ** GAP_CAP_DECADES:g}×"])
+        vals = [0, math.log10(1.5), math.log10(2), math.log10(5), GAP_CAP_DECADES]
+        ticks = (vals, ["best", "1.5×", "2×", "5×", f"≥ {10 ** GAP_CAP_DECADES:g}×"])
         cmax = GAP_CAP_DECADES
         title = "excess loss ÷ best excess" if floor else "loss ÷ best loss"
     return {"colorscale": "Viridis", "reversescale": True, "cmin": 0, "cmax": cmax,
@@ -193,10 +193,13 @@ def k_alpha_figure(data: StudyData) -> go.Figure | None:
     la = s[(s["optimizer"] == "lookahead") & s["alpha"].notna()]
     if la.empty:
         return None
-    inner = la.groupby(["lr", "momentum", "weight_decay"], dropna=False).size()
-    if inner.max() < 2 or la["k"].nunique() * la["alpha"].nunique() < 2:
+    by_inner = la.groupby(["lr", "momentum", "weight_decay"], dropna=False)["score"]
+    inner = pd.DataFrame({"n": by_inner.size(),
+                          "best": by_inner.max() if data.maximize else -by_inner.min()})
+    if inner["n"].max() < 2 or la["k"].nunique() * la["alpha"].nunique() < 2:
         return None
-    lr, mom, wd = inner.idxmax()
+    # The inner setting with the most (k, α) points; among those, the one with the best score.
+    lr, mom, wd = inner.sort_values(["n", "best"], ascending=False, kind="stable").index[0]
 
     def at(frame: pd.DataFrame) -> pd.DataFrame:
         m = frame["lr"] == lr

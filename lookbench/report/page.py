@@ -158,8 +158,10 @@ def matched_table(m: Matched, data: StudyData) -> str:
     d1, r1 = m.lr_count_difference[eps_key(0.01)]
     d5, r5 = m.lr_count_difference[eps_key(0.05)]
     diff = ["Lookahead − " + m.baseline,
-            f"{d1:+d}" + (f' <span class="ci">[{r1[0]:+d}, {r1[1]:+d}]</span>' if r1 else ""),
-            f"{d5:+d}" + (f' <span class="ci">[{r5[0]:+d}, {r5[1]:+d}]</span>' if r5 else ""),
+            verdict.signed(d1) + (f' <span class="ci">[{verdict.signed(r1[0])}, '
+                                  f'{verdict.signed(r1[1])}]</span>' if r1 else ""),
+            verdict.signed(d5) + (f' <span class="ci">[{verdict.signed(r5[0])}, '
+                                  f'{verdict.signed(r5[1])}]</span>' if r5 else ""),
             "", "", _diff_cell(m.best_difference, data),
             _diff_cell(m.score_difference, data) + "<br><small>mean at the same settings</small>",
             "", _diff_cell(m.cost_ratio, data, ratio=True)]

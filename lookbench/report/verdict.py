@@ -53,6 +53,11 @@ def _direction(d: Difference, maximize: bool) -> str:
     return "better" if better else "worse"
 
 
+def signed(n: int) -> str:
+    """``+2``, ``-1``, and ``0`` (not ``+0``)."""
+    return f"{n:+d}" if n else "0"
+
+
 def _lr_phrase(side, eps: float, total: int) -> str:
     key = eps_key(eps)
     n = len(side.lr_good[key])
@@ -79,18 +84,18 @@ def matched_sentences(m: Matched, data: StudyData, seeds: int) -> list[str]:
     ]
     diff, rng = m.lr_count_difference[eps_key(PRIMARY)]
     if rng is None:
-        out.append(f"With one seed there is no interval, so the difference of {diff:+d} learning "
+        out.append(f"With one seed there is no interval, so the difference of {signed(diff)} learning "
                    "rates is not a verdict.")
     elif rng[0] > 0:
-        out.append(f"Lookahead tolerates more of the learning-rate range: {diff:+d} learning "
-                   f"rates (plausible range {rng[0]:+d} to {rng[1]:+d} over the seeds' "
+        out.append(f"Lookahead tolerates more of the learning-rate range: {signed(diff)} learning "
+                   f"rates (plausible range {signed(rng[0])} to {signed(rng[1])} over the seeds' "
                    "intervals).")
     elif rng[1] < 0:
-        out.append(f"{b} tolerates more of the learning-rate range: {diff:+d} learning rates for "
-                   f"Lookahead (plausible range {rng[0]:+d} to {rng[1]:+d}).")
+        out.append(f"{b} tolerates more of the learning-rate range: {signed(diff)} learning rates for "
+                   f"Lookahead (plausible range {signed(rng[0])} to {signed(rng[1])}).")
     else:
         out.append(f"No clear difference in how many learning rates train to within 1%: "
-                   f"{diff:+d} for Lookahead, plausible range {rng[0]:+d} to {rng[1]:+d}.")
+                   f"{signed(diff)} for Lookahead, plausible range {signed(rng[0])} to {signed(rng[1])}.")
     if m.score_difference is not None:
         d, best = m.score_difference, m.best_difference
         direction = _direction(d, data.maximize)
@@ -100,7 +105,8 @@ def matched_sentences(m: Matched, data: StudyData, seeds: int) -> list[str]:
         else:
             text = (f"At the same settings Lookahead scores {direction} than {b} on average: "
                     f"{fmt_interval(d, data)}")
-        text += f" (Lookahead − {b}, paired over {d.n} seed{'s' if d.n != 1 else ''})"
+        text += (f" (Lookahead − {b}, paired over {d.n} seeds)" if d.n > 1
+                 else f" (Lookahead − {b})")
         if best is not None:
             text += f"; at each one's best setting: {fmt_interval(best, data)}"
         out.append(text + ".")
