@@ -188,3 +188,20 @@ def test_a_union_study_definition_round_trips_through_its_stored_form(tmp_path):
     assert len(one_table.tables("lookahead")) == 2  # overrides keep the tables apart
     with pytest.raises(StudyConflict, match=r"grid\.lookahead\[1\]\.alpha="):
         _check_same_definition(stored, one_table)
+
+
+@pytest.mark.parametrize("name", ["digits.toml", "cifar10-fig8.toml"])
+def test_the_matched_studies_run_lookahead_over_the_baselines_own_grid(name):
+    spec = load_spec(STUDIES / name)
+    configs = [c for c in plan(spec) if c.seed == 0]
+    inner = {(c.lr, c.momentum, c.weight_decay) for c in configs if c.optimizer == "sgd"}
+    la = [c for c in configs if c.optimizer == "lookahead"]
+    at_default = {(c.lr, c.momentum, c.weight_decay) for c in la if (c.k, c.alpha) == (5, 0.5)}
+    assert at_default == inner and len(inner) >= 12  # the same lr × momentum grid, matched
+    assert {c.momentum for c in la} == {c.momentum for c in configs if c.optimizer == "sgd"}
+    # Figure 9's k × alpha, at one inner setting, each configuration once.
+    swept = {(c.k, c.alpha) for c in la}
+    assert swept == {(k, a) for k in (5, 10, 20) for a in (0.2, 0.5, 0.8)}
+    assert len({(c.lr, c.momentum) for c in la if (c.k, c.alpha) != (5, 0.5)}) == 1
+    assert len(la) == len(inner) + 8 and spec.seeds == 3
+    assert len({c.inner_state for c in la}) == 1
