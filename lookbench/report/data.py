@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lookbench.results import ResultsUnreadable, StudyResults, study_metric
-
-
-DEFINITION_FILE = "study.json"
+from lookbench.results import DEFINITION_FILE, ResultsUnreadable, StudyResults, study_metric
 
 
 class ReportError(Exception):

@@ -164,8 +164,9 @@ def _cost(la_runs: pd.DataFrame, base_runs: pd.DataFrame) -> Difference | None:
     ci = t_interval(logs)
     est = float(np.exp(logs.mean()))
     if ci is None:
-        return Difference(est, None, None, n=len(logs))
-    return Difference(est, float(np.exp(ci[0])), float(np.exp(ci[1])), n=len(logs))
+        return Difference(est, None, None, n=len(logs), no_difference=1.0)
+    return Difference(est, float(np.exp(ci[0])), float(np.exp(ci[1])), n=len(logs),
+                      no_difference=1.0)
 
 
 def _side(name: str, annotated: pd.DataFrame, runs: pd.DataFrame, maximize: bool) -> OptimizerSide:

@@ -301,11 +301,13 @@ class Difference:
     low: float | None
     high: float | None
     n: int  # seeds (paired) or runs behind the interval
+    no_difference: float = 0.0  # what "no difference" is: 0 for a difference, 1 for a ratio
 
     @property
     def clear(self) -> bool:
-        """True when the interval excludes zero."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+        """True when the interval excludes "no difference"."""
+        return (self.low is not None and self.high is not None
+                and (self.low > self.no_difference or self.high < self.no_difference))
 
 
 def paired_difference(per_seed: np.ndarray, level: float = LEVEL) -> Difference:

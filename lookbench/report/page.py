@@ -38,7 +38,7 @@ section.verdict { background: #f6f8fa; border: 1px solid #d0d7de; border-radius:
                   padding: 0.6rem 1.2rem; margin-top: 1rem; }
 section.verdict p { font-size: 1.05rem; margin: 0.5rem 0; max-width: 72rem; }
 tr.difference td { border-top: 2px solid #999; font-weight: 600; }
-.diff.clear { color: #0a5; } table.configs { font-size: 0.85rem; }
+.diff.clear { text-decoration: underline; } table.configs { font-size: 0.85rem; }
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hover { color: #06c; }
 """
 
@@ -180,7 +180,7 @@ def verdict_section(data: StudyData) -> str:
     text = "".join(f"<p>{_esc(t)}</p>" for t in verdict.sentences(a, data))
     tables = "".join(matched_table(c, data) for c in a.comparisons if isinstance(c, Matched))
     seeds = int(data.trials["seed"].nunique())
-    how = ("Brackets: 95% intervals. Scores: Student-t over seeds; differences: paired over "
+    how = ("Brackets: 95% intervals; underlined: a clear difference (the interval excludes 0, or 1× for a ratio). Scores: Student-t over seeds; differences: paired over "
            "seeds (seed s gives both optimizers the same initialisation and data order); counts "
            "of good learning rates: the plausible range from each configuration's interval; wall "
            "time: geometric-mean ratio over runs paired by setting, seed and device."

@@ -59,11 +59,11 @@ def signed(n: int) -> str:
 
 
 def _lr_phrase(side, eps: float, total: int) -> str:
-    key = eps_key(eps)
-    n = len(side.lr_good[key])
+    """``3 of 7 learning rates (1.0 decades)``."""
+    n = len(side.lr_good[eps_key(eps)])
     span = side.span(eps)
-    where = (f" ({span:.1f} decades)" if span is not None and n > 1 else "")
-    return f"{n} of {total}{where}"
+    return f"{n} of {total} learning rates" + (f" ({span:.1f} decades)"
+                                              if span is not None and n > 1 else "")
 
 
 def matched_sentences(m: Matched, data: StudyData, seeds: int) -> list[str]:
@@ -79,7 +79,7 @@ def matched_sentences(m: Matched, data: StudyData, seeds: int) -> list[str]:
     out = [
         f"On the {m.configurations} settings of {' × '.join(axes)} that both ran, Lookahead "
         f"({describe_setting(m.setting)}) trains to within 1% of the study's best score at "
-        f"{_lr_phrase(m.lookahead, PRIMARY, total)} learning rates, {b} at "
+        f"{_lr_phrase(m.lookahead, PRIMARY, total)}, {b} at "
         f"{_lr_phrase(m.base, PRIMARY, total)}."
     ]
     diff, rng = m.lr_count_difference[eps_key(PRIMARY)]

@@ -22,6 +22,7 @@ from lookbench.results.schema import CURVES, TRIALS
 
 TRIALS_DIR = "trials"
 CURVES_DIR = "curves"
+DEFINITION_FILE = "study.json"  # the study's definition beside its tables (sampler, grid, ...)
 
 
 class ResultsUnreadable(ValueError):

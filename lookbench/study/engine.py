@@ -8,6 +8,7 @@ recorded trials are kept, interrupted ones resume from their checkpoints.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lookbench.results import StudyResults
+from lookbench.results import DEFINITION_FILE, StudyResults
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.queue import TrialQueue
 from lookbench.study.spec import StudySpec, grid_tables, plan, planned_runs, trial_id
@@ -116,6 +117,19 @@ def _check_same_definition(old: StudySpec, new: StudySpec) -> None:
             )
 
 
+def _write_definition(study_dir: Path, spec: StudySpec) -> None:
+    """The study's definition as ``study.json`` beside its tables, so a report (which reads the
+    folder only, never Optuna) knows how the trials were chosen (grid, random or TPE)."""
+    path = study_dir / DEFINITION_FILE
+    text = json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    if path.exists() and path.read_text(encoding="utf-8", errors="replace") == text:
+        return
+    study_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def prepare(spec: StudySpec, out: Path, storage_url: str | None,
             data_dir: Path | None = None) -> tuple[TrialQueue, dict]:
     """Create or reopen the study and plan its trials; returns the queue and the plan."""
@@ -133,6 +147,7 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
         if old is None:
             for study in queue.studies.values():
                 study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+        _write_definition(study_dir, old or spec)
     planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     recorded = StudyResults(study_dir).recorded()
     queue.sync(planned, recorded)

@@ -166,3 +166,11 @@ def test_the_paired_difference_holds_its_coverage_and_uses_the_shared_seed():
     assert np.median(widths) < (hi - lo) / 2
     one = paired_difference(np.array([0.02]))
     assert one.low is None and one.high is None and not one.clear
+
+
+def test_a_ratio_is_clear_only_when_its_interval_excludes_one():
+    from lookbench.report.metrics import Difference
+
+    assert not Difference(1.02, 0.98, 1.06, n=10, no_difference=1.0).clear
+    assert Difference(1.09, 1.04, 1.14, n=10, no_difference=1.0).clear
+    assert Difference(-0.02, -0.03, -0.01, n=3).clear

@@ -543,3 +543,23 @@ def test_a_tpe_study_proposes_without_a_seed_parameter(tmp_path):
         key = (t.user_attrs["lookbench_config"]["optimizer"], t.user_attrs[POINT_ATTR])
         seeds.setdefault(key, set()).add(t.user_attrs[SEED_ATTR])
     assert len(seeds) == 4 and all(s == {0, 1} for s in seeds.values())
+
+
+def test_the_study_definition_lies_beside_its_tables_and_the_report_reads_its_sampler(tmp_path):
+    """A report reads the study folder only: ``study.json`` tells it how trials were chosen."""
+    import json
+
+    args = ["digits", "--sampler", "random", "--trials", "2", "--lr", "0.01,0.3", "--epochs",
+            "1", "--seeds", "2", "--devices", "cpu", "--workers", "1", "--out", str(tmp_path)]
+    assert invoke("run", *args).exit_code == 0
+    study = tmp_path / "digits-sgd"
+    definition = json.loads((study / "study.json").read_text())
+    assert definition["sampler"] == "random" and definition["task"] == "digits"
+    before = tree_digest(study)
+    assert invoke("run", *args).exit_code == 0
+    assert tree_digest(study)["study.json"] == before["study.json"]
+    result = invoke("report", str(study), "--out", str(tmp_path / "reports"))
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "reports" / "digits-sgd.json").read_text())
+    assert summary["sampler"] == "random"
+    assert "drawn at random" in summary["verdict"]
