@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lookbench.results import DEFINITION_FILE, ResultsUnreadable, StudyResults, study_metric
+from lookbench.results import (
+    DEFINITION_FILE,
+    ResultsUnreadable,
+    StudyResults,
+    higher_is_better,
+    study_metric,
+)
 
 
 class ReportError(Exception):
@@ -37,12 +43,7 @@ class StudyData:
     @functools.cached_property
     def maximize(self) -> bool:
         """The task's direction where this version knows the task, else the metric's name."""
-        from lookbench.tasks import task_class
-
-        try:
-            return bool(task_class(self.task).higher_is_better)
-        except ValueError:
-            return self.metric == "test_acc"
+        return higher_is_better(self.task, self.metric)
 
     @functools.cached_property
     def _task(self):  # the task object, for what it knows without training; None if unknown

@@ -68,8 +68,9 @@ def _hover(row: pd.Series, data: StudyData, axes: tuple[str, ...]) -> str:
     else:
         text += " (one seed: no interval)"
     if "gap" in row and np.isfinite(row["gap"]):
+        excess = " excess" if data.loss_floor is not None else ""
         gap = (f"{row['gap']:.1%} below the best" if data.maximize
-               else f"{1 + row['gap']:.3g}× the best{' excess' if data.loss_floor is not None else ''}")
+               else f"{1 + row['gap']:.3g}× the best{excess}")
         text += f"<br>{gap}"
     div = int(row["diverged"])
     if div:

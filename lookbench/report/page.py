@@ -180,7 +180,8 @@ def verdict_section(data: StudyData) -> str:
     text = "".join(f"<p>{_esc(t)}</p>" for t in verdict.sentences(a, data))
     tables = "".join(matched_table(c, data) for c in a.comparisons if isinstance(c, Matched))
     seeds = int(data.trials["seed"].nunique())
-    how = ("Brackets: 95% intervals; underlined: a clear difference (the interval excludes 0, or 1× for a ratio). Scores: Student-t over seeds; differences: paired over "
+    how = ("Brackets: 95% intervals; underlined: a clear difference (the interval excludes 0, "
+           "or 1× for a ratio). Scores: Student-t over seeds; differences: paired over "
            "seeds (seed s gives both optimizers the same initialisation and data order); counts "
            "of good learning rates: the plausible range from each configuration's interval; wall "
            "time: geometric-mean ratio over runs paired by setting, seed and device."

@@ -83,19 +83,21 @@ def matched_sentences(m: Matched, data: StudyData, seeds: int) -> list[str]:
         f"{_lr_phrase(m.base, PRIMARY, total)}."
     ]
     diff, rng = m.lr_count_difference[eps_key(PRIMARY)]
+    d_text = signed(diff)
     if rng is None:
-        out.append(f"With one seed there is no interval, so the difference of {signed(diff)} learning "
-                   "rates is not a verdict.")
-    elif rng[0] > 0:
-        out.append(f"Lookahead tolerates more of the learning-rate range: {signed(diff)} learning "
-                   f"rates (plausible range {signed(rng[0])} to {signed(rng[1])} over the seeds' "
-                   "intervals).")
-    elif rng[1] < 0:
-        out.append(f"{b} tolerates more of the learning-rate range: {signed(diff)} learning rates for "
-                   f"Lookahead (plausible range {signed(rng[0])} to {signed(rng[1])}).")
+        out.append(f"With one seed there is no interval, so the difference of {d_text} "
+                   "learning rates is not a verdict.")
     else:
-        out.append(f"No clear difference in how many learning rates train to within 1%: "
-                   f"{signed(diff)} for Lookahead, plausible range {signed(rng[0])} to {signed(rng[1])}.")
+        span = f"plausible range {signed(rng[0])} to {signed(rng[1])}"
+        if rng[0] > 0:
+            out.append(f"Lookahead tolerates more of the learning-rate range: {d_text} learning "
+                       f"rates ({span} over the seeds' intervals).")
+        elif rng[1] < 0:
+            out.append(f"{b} tolerates more of the learning-rate range: {d_text} learning rates "
+                       f"for Lookahead ({span}).")
+        else:
+            out.append(f"No clear difference in how many learning rates train to within 1%: "
+                       f"{d_text} for Lookahead, {span}.")
     if m.score_difference is not None:
         d, best = m.score_difference, m.best_difference
         direction = _direction(d, data.maximize)
@@ -139,11 +141,11 @@ def sampler_sentences(analysis: Analysis, data: StudyData) -> list[str]:
                        f"shares and medians describe where it searched, not how wide the good "
                        f"region is; Lookahead and {b} are compared by the best each found.")
         else:
-            out.append(f"Each optimizer's configurations were drawn at random from its own "
-                       f"ranges (Lookahead's include k and α), so there is no shared grid; the "
-                       f"shares within 1%/5% are the chance that a random draw from each one's "
-                       f"ranges is that good, and the expected-best curves compare them as a "
-                       f"random search would use them.")
+            out.append("Each optimizer's configurations were drawn at random from its own "
+                       "ranges (Lookahead's include k and α), so there is no shared grid; the "
+                       "shares within 1%/5% are the chance that a random draw from each one's "
+                       "ranges is that good, and the expected-best curves compare them as a "
+                       "random search would use them.")
         if best is not None:
             out.append(f"Best found, Lookahead − {b}: {fmt_interval(best, data)} (paired over "
                        "seeds).")

@@ -26,6 +26,17 @@ def study_metric(task: str, recorded: Sequence[str] = ()) -> str:
         return max(set(recorded), key=list(recorded).count) if recorded else "test_acc"
 
 
+def higher_is_better(task: str, metric: str) -> bool:
+    """The direction a study ranks by: its task's, where this version knows the task; else
+    the metric's name says (accuracy up, anything else down)."""
+    from lookbench.tasks import task_class
+
+    try:
+        return bool(task_class(task).higher_is_better)
+    except ValueError:
+        return metric == "test_acc"
+
+
 TRIALS = pa.schema(
     [
         pa.field("trial", pa.string(), nullable=False),  # stable id: hash of the config

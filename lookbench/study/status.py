@@ -9,7 +9,7 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
-from lookbench.results import ResultsUnreadable, StudyResults, study_metric
+from lookbench.results import ResultsUnreadable, StudyResults, higher_is_better, study_metric
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
 
 
@@ -60,7 +60,7 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     except ResultsUnreadable as e:
         raise StatusError(str(e)) from None
     metric = study_metric(rows[0]["task"], [r["metric"] for r in rows]) if rows else "test_acc"
-    maximize = metric == "test_acc"
+    maximize = higher_is_better(rows[0]["task"], metric) if rows else True
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     finals: dict[str, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
     spoiled: set[tuple] = set()  # configurations with a diverged or failed seed
@@ -92,9 +92,11 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
             means = {key: sum(v) / len(v) for key, v in finals[opt].items()}
             key = (max if maximize else min)(means, key=means.get)
             vals = finals[opt][key]
-            sd = math.sqrt(sum((v - means[key]) ** 2 for v in vals) / (len(vals) - 1)) \
-                if len(vals) > 1 else 0.0
-            best = f"{means[key]:.4f}±{sd:.4f} n={len(vals)}"
+            if len(vals) > 1:
+                sd = math.sqrt(sum((v - means[key]) ** 2 for v in vals) / (len(vals) - 1))
+                best = f"{means[key]:.4f}±{sd:.4f} n={len(vals)}"
+            else:  # one seed has no spread to show: no "±0.0000"
+                best = f"{means[key]:.4f} n=1"
             names = ("lr", "mom", "wd", "k", "α", "")
             config = " ".join(f"{n}={v:g}" if isinstance(v, float) else (f"{n}={v}" if n else v)
                               for n, v in zip(names, key) if v is not None)

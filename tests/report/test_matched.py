@@ -179,3 +179,14 @@ def test_a_tpe_study_is_described_as_one(tmp_path):
     fig = expected_best_figure(data)
     assert "TPE proposals" in fig.layout.title.text
     assert list(fig.data[0].y) == sorted(fig.data[0].y)  # best so far never falls
+
+
+def test_status_shows_no_spread_for_one_seed(tmp_path):
+    from rich.console import Console
+
+    from lookbench.study.status import status_table
+
+    console = Console(width=200, record=True)
+    console.print(status_table(write_study(tmp_path, "one", _rows(seeds=1))))
+    text = console.export_text()
+    assert "0.8990 n=1" in text and "±0.0000" not in text  # seed 0 of lr 0.1: 0.90 − 0.001
