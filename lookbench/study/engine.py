@@ -96,9 +96,9 @@ def _grid_difference(old: dict, new: dict) -> tuple[str, object, object] | None:
             return f"grid.{opt}", a, b
         for i, (va, vb) in enumerate(zip(ta, tb)):
             where = f"grid.{opt}" if len(ta) == 1 else f"grid.{opt}[{i}]"
-            for field in sorted(set(va) | set(vb)):
-                if va.get(field) != vb.get(field):
-                    return f"{where}.{field}", va.get(field), vb.get(field)
+            for name in sorted(set(va) | set(vb)):
+                if va.get(name) != vb.get(name):
+                    return f"{where}.{name}", va.get(name), vb.get(name)
     return None
 
 
