@@ -287,13 +287,15 @@ def status(
 def report(
     studies: Annotated[list[Path] | None, typer.Argument(help="Study folders (or names under "
                                                         "--runs); default: every study.")] = None,
-    out: Annotated[Path, typer.Option(help="Where the HTML pages go.")] = Path("reports"),
+    out: Annotated[Path, typer.Option(help="Where the HTML pages (and each study's .json "
+                                           "summary and -configs.csv) go.")] = Path("reports"),
     runs: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
     compare: Annotated[bool, typer.Option(help="Put two studies side by side on one "
                                           "page.")] = False,
 ) -> None:
-    """Write an offline HTML report per study: sensitivity surfaces, robustness metrics,
-    learning curves, Lookahead beside its baseline."""
+    """Write an offline HTML report per study: the verdict (Lookahead and its baseline on the
+    settings both ran), sensitivity surfaces, robustness metrics with intervals, learning
+    curves; plus <study>.json and <study>-configs.csv for scripts."""
     from lookbench.report import ReportError, build_reports
     from lookbench.study.status import find_studies
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from lookbench.report.data import StudyData
@@ -20,7 +19,7 @@ from lookbench.report.metrics import (
     config_scores,
     paired_difference,
     reference_best,
-    robustness_of,
+    robustness_by_optimizer,
     run_values,
     worst_value,
 )
@@ -78,10 +77,7 @@ def analyse(data: StudyData) -> Analysis:
     scoring = Scoring(maximize, reference_best(scores, maximize), floor)
     annotated = annotate(scores, scoring)
     runs = trials.assign(value=run_values(trials, metric, maximize, worst))
-    whole = sorted(
-        (robustness_of(str(opt), group, trials[trials["optimizer"] == opt], maximize)
-         for opt, group in annotated.groupby("optimizer", sort=False)),
-        key=lambda r: (r.optimizer != "lookahead", r.optimizer))
+    whole = robustness_by_optimizer(annotated, trials, maximize)
     baselines = [o for o in data.optimizers if o != "lookahead"]
     has_lookahead = "lookahead" in data.optimizers
     comparisons = ([compare(annotated, runs, b, maximize) for b in baselines]
@@ -96,7 +92,3 @@ def matched_of(analysis: Analysis) -> Matched | None:
     """The first baseline's matched comparison, if it has one (the figures draw this one)."""
     return next((c for c in analysis.comparisons if isinstance(c, Matched)), None)
 
-
-def finite(values: np.ndarray) -> np.ndarray:
-    v = np.asarray(values, dtype=float)
-    return v[np.isfinite(v)]

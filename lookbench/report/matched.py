@@ -109,7 +109,8 @@ class Unmatched:
     shared_key: tuple | None = None
 
 
-def _choose_setting(la: pd.DataFrame, base_keys: set) -> tuple[dict, str, set] | None:
+def _choose_setting(la: pd.DataFrame, base_keys: set,
+                    maximize: bool) -> tuple[dict, str, set] | None:
     """The Lookahead setting to match on, why, and its shared keys; ``None`` if no setting
     shares at least ``MIN_MATCHED`` configurations with the baseline."""
     candidates = []
@@ -121,7 +122,6 @@ def _choose_setting(la: pd.DataFrame, base_keys: set) -> tuple[dict, str, set] |
         candidates.append((dict(zip(LOOKAHEAD_OWN, setting)), keys, matched))
     if not candidates:
         return None
-    maximize = bool(la.attrs.get("maximize", True))
 
     def median(c: tuple) -> float:
         m = float(np.median(c[2]["score"]))
@@ -195,11 +195,10 @@ def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
     la = annotated[annotated["optimizer"] == "lookahead"].copy()
     base = annotated[annotated["optimizer"] == baseline].copy()
     la["shared"], base["shared"] = _shared_key(la), _shared_key(base)
-    la.attrs["maximize"] = maximize
     base_keys = set(base["shared"])
-    chosen = _choose_setting(la, base_keys) if len(la) else None
+    chosen = _choose_setting(la, base_keys, maximize) if len(la) else None
     if chosen is None:
-        return _unmatched(la, base, runs, baseline, base_keys)
+        return _unmatched(la, runs, baseline, base_keys, maximize)
     setting, reason, keyset = chosen
     target = tuple(setting[c] for c in LOOKAHEAD_OWN)
     at_setting = la[la.apply(_setting_key, axis=1).map(lambda t: t == target)]
@@ -248,8 +247,8 @@ def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
     )
 
 
-def _unmatched(la: pd.DataFrame, base: pd.DataFrame, runs: pd.DataFrame, baseline: str,
-               base_keys: set) -> Unmatched:
+def _unmatched(la: pd.DataFrame, runs: pd.DataFrame, baseline: str, base_keys: set,
+               maximize: bool) -> Unmatched:
     shared = sorted(set(la["shared"]) & base_keys) if len(la) else []
     if not shared:
         return Unmatched(baseline, f"Lookahead and {baseline} share no configuration of the inner "
@@ -262,7 +261,6 @@ def _unmatched(la: pd.DataFrame, base: pd.DataFrame, runs: pd.DataFrame, baselin
     la_runs = at[at["optimizer"] == "lookahead"]
     # Lookahead's best setting at the shared point, against the baseline there, per seed.
     la_cfg = la[la["shared"] == key]
-    maximize = bool(la.attrs.get("maximize", True))
     best = la_cfg.iloc[int(np.argmax(la_cfg["score"]) if maximize else np.argmin(la_cfg["score"]))]
     mask = pd.Series(True, index=la_runs.index)
     for c in LOOKAHEAD_OWN:

@@ -249,6 +249,15 @@ def robustness_of(optimizer: str, annotated: pd.DataFrame, runs: pd.DataFrame,
     )
 
 
+def robustness_by_optimizer(annotated: pd.DataFrame, trials: pd.DataFrame,
+                            maximize: bool) -> list[Robustness]:
+    """The figures of each optimizer over its own configurations in ``annotated``, Lookahead
+    first."""
+    out = [robustness_of(str(opt), group, trials[trials["optimizer"] == opt], maximize)
+           for opt, group in annotated.groupby("optimizer", sort=False)]
+    return sorted(out, key=lambda r: (r.optimizer != "lookahead", r.optimizer))
+
+
 def robustness(trials: pd.DataFrame, metric: str, maximize: bool,
                floor: float | None = None, initial: float | None = None) -> list[Robustness]:
     """The figures per optimizer over its *whole* grid, against the study's reference best.
@@ -256,11 +265,8 @@ def robustness(trials: pd.DataFrame, metric: str, maximize: bool,
     comparison (:mod:`lookbench.report.matched`) instead."""
     worst = worst_value(trials, metric, maximize, initial)
     scores = config_scores(trials, metric, maximize, worst)
-    scoring = Scoring(maximize, reference_best(scores, maximize), floor)
-    annotated = annotate(scores, scoring)
-    out = [robustness_of(str(opt), group, trials[trials["optimizer"] == opt], maximize)
-           for opt, group in annotated.groupby("optimizer", sort=False)]
-    return sorted(out, key=lambda r: (r.optimizer != "lookahead", r.optimizer))
+    annotated = annotate(scores, Scoring(maximize, reference_best(scores, maximize), floor))
+    return robustness_by_optimizer(annotated, trials, maximize)
 
 
 def expected_best(scores: np.ndarray, n_max: int, maximize: bool) -> np.ndarray:

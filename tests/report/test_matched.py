@@ -190,3 +190,26 @@ def test_status_shows_no_spread_for_one_seed(tmp_path):
     console.print(status_table(write_study(tmp_path, "one", _rows(seeds=1))))
     text = console.export_text()
     assert "0.8990 n=1" in text and "±0.0000" not in text  # seed 0 of lr 0.1: 0.90 − 0.001
+
+
+def test_a_noisy_quadratic_study_is_judged_by_its_excess_over_the_floor(tmp_path):
+    """½Σaσ² is the floor of the noisy quadratic's loss: a relative threshold on the loss itself
+    would count nearly every configuration as within 5%."""
+    from lookbench.tasks.nqm import NqmOptions, default_spectrum
+
+    opts = NqmOptions(dim=10, steps_per_epoch=10)
+    a, s2 = default_spectrum(10)
+    floor = 0.5 * float((a * s2).sum())
+    rows = []
+    for lr, excess in ((0.01, 1.0), (0.1, 0.2), (0.3, 0.1), (1.0, 0.3)):
+        for opt in ("lookahead", "sgd"):
+            rows.append({"optimizer": opt, "lr": lr, "momentum": 0.0, "seed": 0,
+                         "state": "complete", "value": floor + excess})
+    data = load_study(write_study(tmp_path, "nqm", rows, task="nqm", metric="test_loss",
+                                  task_options=opts.model_dump_json()))
+    assert data.loss_floor == pytest.approx(floor)
+    m = data.analysis.comparisons[0]
+    # Every loss is within 5% of the best loss (the floor is 5.0 here), but only lr 0.3 has
+    # an excess within 1.05× the best excess.
+    assert all(floor + e <= (floor + 0.1) * 1.05 for e in (0.2, 0.3))
+    assert m.lookahead.lr_good["0.05"] == [0.3]
