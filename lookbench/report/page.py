@@ -203,10 +203,12 @@ def definitions_section(data: StudyData) -> str:
         gap = "(score − best) / |best|"
     items = [
         ("score", "a configuration's final metric on the evaluation weights (slow weights for "
-                  "Lookahead), averaged over seeds; a diverged or failed run counts as the worst "
-                  f"completed run ({verdict.fmt_score(data.analysis.worst, data)} here)"
-                  + ("" if data.maximize else " or the loss at initialisation, whichever is "
-                     "worse") + ", so it never sets a colour scale or an axis"),
+                  "Lookahead), averaged over seeds; a diverged or failed run counts as "
+                  + ("0 (or the worst completed run, if that is lower)" if data.maximize else
+                     "the worst completed run's loss, or the loss at initialisation where the "
+                     "task knows it, whichever is worse")
+                  + f" ({verdict.fmt_score(data.analysis.worst, data)} here), so it never sets "
+                    "a colour scale or an axis"),
         ("reference best", "the best score of any configuration, of any optimizer, that "
                            f"diverged in no seed: {verdict.fmt_score(sc.best, data)}"),
         ("gap", gap),
@@ -284,7 +286,7 @@ def config_frame(data: StudyData) -> pd.DataFrame:
 
 def _cell(v: object) -> tuple[str, str]:
     """(display text, sort key) of one value."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "", ""
     if isinstance(v, (bool, np.bool_)):
         return ("✓" if v else ""), str(int(v))
