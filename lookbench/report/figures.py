@@ -288,14 +288,27 @@ def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, data: Study
 
 def lr_sensitivity_figure(data: StudyData) -> go.Figure:
     """Final metric against the inner learning rate, best over the other hyperparameters,
-    with the 95% t-interval over seeds as a band (log x axis; log y for losses). Settings that
-    diverged in every seed are ✕ marks at the bottom of the plot and set no axis range."""
+    with the 95% t-interval over seeds as a band (log x axis; log y for losses). On the matched
+    set where there is one (Lookahead at its matched setting, the baseline on the same
+    settings), so neither line is a maximum over more configurations than the other; else over
+    each one's whole grid. Settings that diverged in every seed are ✕ marks at the bottom of
+    the plot and set no axis range."""
+    from lookbench.report.analysis import matched_of
+
     scores = data.analysis.scores
+    m = matched_of(data.analysis)
+    if m is not None:
+        sets = [("lookahead", m.lookahead_scores), (m.baseline, m.base_scores)]
+        where = f"on the {m.configurations} matched settings, Lookahead at " \
+                f"{describe_setting(m.setting)}"
+    else:
+        sets = [(opt, scores[scores.optimizer == opt]) for opt in data.optimizers]
+        where = "over each optimizer's whole grid"
     fig = go.Figure()
     finite_scores = []
     crosses: list[tuple[str, list[float]]] = []
-    for opt in data.optimizers:
-        best = _best_over_rest(scores[scores.optimizer == opt], ["lr"], data.maximize)
+    for opt, own in sets:
+        best = _best_over_rest(own, ["lr"], data.maximize)
         best = best.sort_values("lr")
         dead = best["diverged"] >= best["seeds"]
         crosses.append((opt, list(best.loc[dead, "lr"])))
@@ -326,8 +339,8 @@ def lr_sensitivity_figure(data: StudyData) -> go.Figure:
     fig.update_xaxes(type="log", title_text=LABELS["lr"])
     fig.update_yaxes(title_text=f"final {LABELS.get(data.metric, data.metric)}",
                      type="log" if log_y else "linear")
-    fig.update_layout(title="Sensitivity to the inner learning rate (best over the other "
-                            "hyperparameters; band: 95% interval over seeds; ✕ = diverged)",
+    fig.update_layout(title=f"Sensitivity to the inner learning rate {where} (best over the "
+                            "other hyperparameters; band: 95% interval over seeds; ✕ = diverged)",
                       height=420)
     return fig
 

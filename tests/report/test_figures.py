@@ -119,17 +119,20 @@ def test_random_points_are_drawn_where_they_lie_not_as_a_mostly_empty_grid(tmp_p
     assert len(points.x) == 6 and fig.layout.xaxis.type == "log"
 
 
-def test_lr_sensitivity_has_a_line_and_a_seed_band_per_optimizer(grid_study):
+def test_lr_sensitivity_has_a_line_and_a_seed_band_per_optimizer(grid_study, known_study):
     fig = lr_sensitivity_figure(load_study(grid_study))
     lines = [t for t in fig.data if t.mode == "lines+markers"]
     bands = [t for t in fig.data if t.fill == "toself"]
     assert [t.name for t in lines] == ["lookahead", "sgd"] and len(bands) == 2
     assert fig.layout.xaxis.type == "log"
-    sgd = lines[1]
-    # lr 10 diverged in every seed: a ✕ at the bottom of the plot, not a point on the line.
-    assert list(sgd.x) == [0.01, 0.1, 1.0]
+    # On the matched set: SGD's lr 10 and momentum 0.5 were never run by Lookahead.
+    assert list(lines[1].x) == [0.01, 0.1, 1.0] and "matched settings" in fig.layout.title.text
+    fig = lr_sensitivity_figure(load_study(known_study))
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    # SGD's lr 1 diverged in every seed: a ✕ at the bottom of the plot, not a point on a line.
+    assert list(lines[1].x) == [0.1]
     (cross,) = [t for t in fig.data if t.name == "sgd: diverged"]
-    assert list(cross.x) == [10.0] and cross.y[0] == min(min(t.y) for t in lines)
+    assert list(cross.x) == [1.0] and cross.y[0] == min(min(t.y) for t in lines)
 
 
 def test_learning_curves_and_expected_best(grid_study):
