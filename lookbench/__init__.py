@@ -13,4 +13,16 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["Task", "TaskSize", "Workload", "__version__"]
+
+_LAZY = {"Task", "TaskSize", "Workload"}  # need torch: imported when first asked for
+
+
+def __getattr__(name: str):
+    """``from lookbench import Task, Workload`` for writing a task of your own, without making
+    ``import lookbench`` (and so ``lookbench --help``) pay for importing torch."""
+    if name in _LAZY:
+        from lookbench.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'lookbench' has no attribute {name!r}")

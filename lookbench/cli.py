@@ -101,8 +101,13 @@ def optimizers() -> None:
 
 
 @app.command("tasks")
-def list_tasks() -> None:
-    """List the benchmark tasks: size, default budget, and the data each one needs."""
+def list_tasks(
+    references: Annotated[list[str] | None, typer.Argument(
+        help="Tasks of your own to describe too (path/to/file.py:Class or module:Class).",
+        show_default=False)] = None,
+) -> None:
+    """List the benchmark tasks: size, default budget, and the data each one needs (built-in,
+    installed through the lookbench.tasks entry points, and any you name)."""
     from rich import box
     from rich.table import Table
 
@@ -113,8 +118,11 @@ def list_tasks() -> None:
                           "train/test examples, parameters; budget: epochs × batch, schedule")
     for column in ("task", "metric", "size", "budget", "data", "what it is"):
         table.add_column(column, no_wrap=column != "what it is")
-    for name in tasks.available():
-        task = tasks.get(name)
+    for name in [*tasks.available(), *(references or [])]:
+        try:
+            task = tasks.get(name)
+        except ValueError as e:  # a broken task of one's own: one line, not a traceback
+            fail(str(e).splitlines()[0], EXIT_BAD_INPUT)
         size = task.size()
         examples = "" if size.train_examples is None else (
             f"{_si(size.train_examples)}/{_si(size.test_examples)} ex, ")
@@ -127,8 +135,10 @@ def list_tasks() -> None:
     console().print(table)
 
 
-def _si(n: int) -> str:
-    """11173962 → 11.2M."""
+def _si(n: int | None) -> str:
+    """11173962 → 11.2M (``?`` when unknown)."""
+    if n is None:
+        return "?"
     for unit, scale in (("M", 1e6), ("k", 1e3)):
         if n >= scale:
             return f"{n / scale:.3g}{unit}"

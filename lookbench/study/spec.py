@@ -71,7 +71,12 @@ class StudySpec(BaseModel):
 
     @property
     def study_name(self) -> str:
-        return self.name or f"{self.task}-{self.inner}"
+        """The given name, else ``<task>-<inner>``; a task of one's own (``file.py:Iris``,
+        ``package.module:Iris``) is named by its class (``iris-sgd``), never by a path."""
+        if self.name:
+            return self.name
+        task = self.task.rpartition(":")[2].lower() if ":" in self.task else self.task
+        return f"{task}-{self.inner}"
 
     @property
     def optimizers(self) -> tuple[str, str]:

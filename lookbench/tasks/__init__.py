@@ -1,16 +1,33 @@
-"""The benchmark tasks, by name: the paper's workloads and a small real one.
+"""The benchmark tasks, by name: the paper's workloads, a small real one, and yours.
 
-Task modules are imported on first use (CIFAR pulls in torchvision), so listing the names costs
-nothing.
+A task is named in one of four ways, everywhere a task is taken (``lookbench run TASK``,
+``task = "..."`` in a study file, the trials table):
+
+- a built-in name (``digits``, ``cifar100``, ...);
+- the name of an installed package's entry point in the group ``lookbench.tasks``;
+- ``package.module:ClassName``, importable from the current environment;
+- ``path/to/file.py:ClassName``, a file of your own (relative to the working directory).
+
+The reference is stored with the study's definition, so every worker process, and every machine
+sharing the study's database, loads the same class from it. Task modules are imported on first
+use (CIFAR pulls in torchvision), so listing the built-in names costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import sys
+from functools import lru_cache
 from importlib import import_module
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
+from lookbench._messages import describe
 from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload
 
+ENTRY_POINT_GROUP = "lookbench.tasks"
 # name -> "module:Class"; the order is the order ``lookbench tasks`` lists them in.
 _REGISTRY: dict[str, str] = {
     "nqm": "lookbench.tasks.nqm:NoisyQuadratic",
@@ -21,18 +38,85 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+class TaskNotFound(ValueError):
+    """A task reference names nothing loadable; the message is one line saying why."""
+
+
+def _installed() -> dict[str, str]:
+    """Tasks that installed packages declare under the ``lookbench.tasks`` entry points."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def available() -> list[str]:
-    """Names of every task, in listing order."""
-    return list(_REGISTRY)
+    """Names of every built-in and installed task, in listing order."""
+    return list(_REGISTRY) + [n for n in _installed() if n not in _REGISTRY]
+
+
+def is_file_reference(name: str) -> bool:
+    where = name.rpartition(":")[0]
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def _load_file(path: str) -> Any:
+    """Import a task file as a module once per process (per absolute path, so the same
+    relative name from another working directory is another file)."""
+    return _load_absolute(str(Path(path).absolute()), path)
+
+
+@lru_cache(maxsize=None)
+def _load_absolute(absolute: str, path: str) -> Any:
+    """The module of one task file, under a name derived from its path (registered in
+    ``sys.modules``, so its classes pickle and its dataclasses work)."""
+    file = Path(absolute)
+    if not file.is_file():
+        raise TaskNotFound(f"task file {path} does not exist")
+    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
+    module_name = f"lookbench_user_task_{file.stem.replace('-', '_')}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise TaskNotFound(f"task file {path} cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a user's file: any error is one line naming it, not a traceback
+        del sys.modules[module_name]
+        raise TaskNotFound(f"task file {path} failed to load: {describe(e)}") from None
+    return module
+
+
+def _resolve(reference: str, name: str) -> type[Task]:
+    where, _, cls_name = reference.rpartition(":")
+    if not where or not cls_name:
+        raise TaskNotFound(f"task {name!r}: write a reference as module:Class or file.py:Class")
+    if is_file_reference(reference):
+        module = _load_file(where)
+    else:
+        try:
+            module = import_module(where)
+        except Exception as e:
+            raise TaskNotFound(f"task {name!r}: cannot import {where}: {describe(e)}") from None
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise TaskNotFound(f"task {name!r}: {where} has no class {cls_name}")
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TaskNotFound(f"task {name!r}: {cls_name} is not a lookbench.Task subclass")
+    return cls
 
 
 def task_class(name: str) -> type[Task]:
-    """The class of task ``name``; ``ValueError`` names the known tasks if it is unknown."""
-    try:
+    """The class of task ``name`` (a built-in or installed name, ``module:Class`` or
+    ``file.py:Class``); :class:`TaskNotFound` (a ``ValueError``) says why in one line."""
+    if name in _REGISTRY:
         module, cls = _REGISTRY[name].split(":")
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_REGISTRY)}") from None
-    return getattr(import_module(module), cls)
+        return getattr(import_module(module), cls)
+    installed = _installed()
+    if name in installed:
+        return _resolve(installed[name], name)
+    if ":" in name:
+        return _resolve(name, name)
+    raise TaskNotFound(f"unknown task {name!r}; choose one of {', '.join(available())}, or "
+                       "name your own as path/to/file.py:ClassName or package.module:ClassName")
 
 
 def get(name: str, **options: Any) -> Task:
@@ -40,4 +124,5 @@ def get(name: str, **options: Any) -> Task:
     return task_class(name).with_options(**options)
 
 
-__all__ = ["DataUnavailable", "Task", "TaskSize", "Workload", "available", "get", "task_class"]
+__all__ = ["DataUnavailable", "Task", "TaskNotFound", "TaskSize", "Workload", "available",
+           "get", "is_file_reference", "task_class"]

@@ -69,20 +69,21 @@ class TaskSize:
 
     train_examples: int | None
     test_examples: int | None
-    parameters: int
+    parameters: int | None
 
 
 @dataclass
 class Task(ABC):
     """A benchmark workload: subclasses set the class attributes and build a :class:`Workload`."""
 
-    name: ClassVar[str]
-    summary: ClassVar[str]
-    data: ClassVar[str]  # what data it needs, in words
+    # A task of your own needs only ``workload``; everything else has a default.
+    name: ClassVar[str] = ""  # built-in tasks; yours is named by its reference (file.py:Class)
+    summary: ClassVar[str] = "a task of your own"
+    data: ClassVar[str] = "your own"  # what data it needs, in words
     metric: ClassVar[str] = "test_acc"  # the number a study ranks configurations by
     higher_is_better: ClassVar[bool] = True
-    default_epochs: ClassVar[int]
-    default_batch_size: ClassVar[int]
+    default_epochs: ClassVar[int] = 10
+    default_batch_size: ClassVar[int] = 64
     default_schedule: ClassVar[str] = "constant"  # see lookbench.study.trial.SCHEDULES
     Options: ClassVar[type[BaseModel]] = NoOptions
     options: BaseModel = field(default_factory=NoOptions)
@@ -130,15 +131,20 @@ class Task(ABC):
         """
         return None
 
-    @abstractmethod
     def size(self) -> TaskSize:
-        """Examples and parameter count, without loading the data."""
+        """Examples and parameter count, without loading the data (unknown by default)."""
+        return TaskSize(None, None, None)
 
-    @abstractmethod
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         """The search grid per optimizer name for a study of Lookahead around ``inner``.
 
         Returns ``{"lookahead": {...}, inner: {...}}``, each mapping hyperparameter names (as
         ``lookbench.optim.build`` takes them) to the values to sweep: the paper's grids where
-        it gives them (Appendix C).
+        it gives them (Appendix C). By default, the paper's section 5.5 design: Lookahead at
+        k = 5, α = 0.5 and the inner optimizer alone over the same learning rates (a decade
+        either side of the usual default), momentum 0.9.
         """
+        centre = 0.1 if inner == "sgd" else 1e-3
+        lrs = [round(centre * f, 12) for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
+        return {"lookahead": {"lr": lrs, "momentum": [0.9], "k": [5], "alpha": [0.5]},
+                inner: {"lr": lrs, "momentum": [0.9]}}
