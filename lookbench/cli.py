@@ -151,6 +151,9 @@ def run(
                                                 "optional with --spec.")] = None,
     inner: Annotated[str | None, typer.Option(help="Optimizer Lookahead wraps, and the "
                                               "baseline it is compared with: sgd, adam, adamw.")] = None,
+    baselines: Annotated[str | None, typer.Option(help="Further baselines beside the inner "
+                                                  "optimizer alone, e.g. polyak,ema,swa "
+                                                  "(averaging its iterates).")] = None,
     lr: Annotated[str | None, typer.Option(help="Learning rates to sweep, e.g. 0.01,0.1.")] = None,
     momentum: Annotated[str | None, typer.Option(help="Momenta (Adam: beta1) to sweep.")] = None,
     k: Annotated[str | None, typer.Option(help="Lookahead sync periods, e.g. 5,10.")] = None,
@@ -184,7 +187,7 @@ def run(
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option "
                                                      "KEY=VALUE (repeatable).")] = None,
 ) -> None:
-    """Sweep Lookahead and its baseline on TASK; re-run the same command to resume."""
+    """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
     from lookbench.study.engine import StudyConflict, run_study
     from lookbench.study.spec import SpecError, load_spec
     from lookbench.study.storage import StorageUnavailable
@@ -208,6 +211,7 @@ def run(
     if model is not None:
         task_options["model"] = model
     overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds, "epochs": epochs,
+                                 "baselines": _split("--baselines", baselines, str),
                                  "batch_size": batch_size, "sampler": sampler, "trials": trials,
                                  "name": study, "grid_overrides": grid}
     if task_options:

@@ -77,7 +77,9 @@ def analyse(data: StudyData) -> Analysis:
     scoring = Scoring(maximize, reference_best(scores, maximize), floor)
     annotated = annotate(scores, scoring)
     runs = trials.assign(value=run_values(trials, metric, maximize, worst))
-    whole = robustness_by_optimizer(annotated, trials, maximize)
+    order = data.optimizers
+    whole = sorted(robustness_by_optimizer(annotated, trials, maximize),
+                   key=lambda r: order.index(r.optimizer))
     baselines = [o for o in data.optimizers if o != "lookahead"]
     has_lookahead = "lookahead" in data.optimizers
     comparisons = ([compare(annotated, runs, b, maximize) for b in baselines]

@@ -79,8 +79,11 @@ class StudyData:
 
     @property
     def optimizers(self) -> list[str]:
-        """Lookahead first, then the baselines."""
-        return sorted(self.trials["optimizer"].unique(), key=lambda o: (o != "lookahead", o))
+        """Lookahead first, then the optimizer it wraps, then the other baselines."""
+        la = self.trials.loc[self.trials["optimizer"] == "lookahead", "inner"]
+        inner = str(la.iloc[0]) if len(la) else None
+        return sorted(self.trials["optimizer"].unique(),
+                      key=lambda o: (o != "lookahead", o != inner, o))
 
     @property
     def task_options(self) -> dict:

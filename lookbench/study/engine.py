@@ -38,8 +38,8 @@ from lookbench.study.worker import (
 )
 
 # Everything that defines a study: re-running it with other values would mix two studies.
-DEFINING_FIELDS = ("task", "inner", "epochs", "seeds", "sampler", "trials", "batch_size",
-                   "schedule", "task_options", "grid")
+DEFINING_FIELDS = ("task", "inner", "baselines", "epochs", "seeds", "sampler", "trials",
+                   "batch_size", "schedule", "task_options", "grid")
 
 
 class StudyConflict(ValueError):

@@ -49,7 +49,7 @@ def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str, batch
         "study": study,
         "task": config.task,
         "optimizer": config.optimizer,
-        "inner": config.inner if config.optimizer == "lookahead" else config.optimizer,
+        "inner": config.inner or config.optimizer,  # what a wrapper wraps; else itself
         "lr": config.lr,
         "momentum": config.momentum,
         "weight_decay": config.weight_decay,

@@ -57,8 +57,12 @@ class StudySpec(BaseModel):
     batch_size: int | None = Field(None, ge=1)
     schedule: Literal["constant", "step", "cosine"] | None = None
     task_options: dict[str, Any] = Field(default_factory=dict)
+    baselines: list[Literal["polyak", "ema", "swa"]] = Field(
+        default_factory=list, description="further baselines beside the inner optimizer alone: "
+        "averaging of its iterates (the paper compares Lookahead with Polyak averaging)")
     grid: dict[str, Grid] = Field(
-        default_factory=dict, description="values to sweep, per optimizer (lookahead, <inner>): "
+        default_factory=dict, description="values to sweep, per optimizer (lookahead, <inner>, "
+        "each baseline): "
         "a table (crossed), or a list of tables (the union of their products)"
     )
 
@@ -78,10 +82,15 @@ class StudySpec(BaseModel):
         task = self.task.rpartition(":")[2].lower() if ":" in self.task else self.task
         return f"{task}-{self.inner}"
 
+    @field_validator("baselines")
+    @classmethod
+    def _distinct(cls, baselines: list[str]) -> list[str]:
+        return list(dict.fromkeys(baselines))
+
     @property
-    def optimizers(self) -> tuple[str, str]:
-        """Lookahead and its baseline, in that order."""
-        return ("lookahead", self.inner)
+    def optimizers(self) -> tuple[str, ...]:
+        """Lookahead, the inner optimizer alone, then the further baselines, in that order."""
+        return ("lookahead", self.inner, *self.baselines)
 
     def tables(self, optimizer: str) -> list[GridTable]:
         """The grid tables of ``optimizer`` (one, unless the study lists several)."""
@@ -167,6 +176,8 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str)
         if field not in SWEEPABLE:
             raise SpecError(f"{where}: cannot sweep {field!r}; sweepable: {', '.join(SWEEPABLE)}")
     defaults = task.default_grid(spec.inner)
+    for baseline in spec.baselines:  # averaging runs the inner optimizer over the same grid
+        defaults.setdefault(baseline, spec.grid.get(spec.inner) or defaults.get(spec.inner, {}))
     grid: dict[str, Grid] = {}
     for opt in spec.optimizers:
         given = spec.grid.get(opt) or defaults.get(opt, {})
@@ -247,7 +258,7 @@ def _points(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def _config(spec: StudySpec, optimizer: str, point: dict[str, Any], seed: int) -> TrialConfig:
     fields = {f: point[f] for f in OPTIMIZER_FIELDS if f in point}
-    if optimizer == "lookahead":
+    if optimizer == "lookahead" or optimizer in spec.baselines:  # wrappers of the inner
         fields.setdefault("inner", spec.inner)
     return TrialConfig(
         task=spec.task, optimizer=optimizer, seed=seed, epochs=spec.epochs,
