@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Schedule = Literal["constant", "step", "cosine"]
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine")
 
+MAX_COUNT = 2**31 - 1  # counts (k, epochs, seeds, batch) must fit the tables' integer columns
+
 # Fields that are hyperparameters of the optimizer (passed to lookbench.optim.build).
 OPTIMIZER_FIELDS = ("inner", "lr", "momentum", "weight_decay", "k", "alpha", "inner_state")
 
@@ -21,7 +23,9 @@ OPTIMIZER_FIELDS = ("inner", "lr", "momentum", "weight_decay", "k", "alpha", "in
 class TrialConfig(BaseModel):
     """Everything that determines a trial's result, besides the device."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a study file's `lr = [true]` or `alpha = ["0.5"]` is refused, not coerced; and
+    # finite numbers only (`--lr inf` used to create a study that broke `status`).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     task: str
     optimizer: str
@@ -29,12 +33,13 @@ class TrialConfig(BaseModel):
     lr: float = Field(gt=0, description="(inner) learning rate")
     momentum: float | None = Field(None, ge=0, lt=1, description="heavy-ball momentum / Adam β1")
     weight_decay: float | None = Field(None, ge=0)
-    k: int | None = Field(None, ge=1, description="Lookahead: inner steps per sync")
+    k: int | None = Field(None, ge=1, le=MAX_COUNT, description="Lookahead: inner steps per sync")
     alpha: float | Literal["adaptive"] | None = Field(None, description="Lookahead: slow step")
     inner_state: Literal["maintain", "reset", "interpolate"] | None = None
-    seed: int = Field(0, ge=0)
-    epochs: int = Field(ge=1)
-    batch_size: int | None = Field(None, ge=1, description="None: the task's default")
+    seed: int = Field(0, ge=0, le=MAX_COUNT)
+    epochs: int = Field(ge=1, le=MAX_COUNT)
+    batch_size: int | None = Field(None, ge=1, le=MAX_COUNT,
+                                   description="None: the task's default")
     schedule: Schedule | None = Field(None, description="None: the task's default")
     deterministic: bool = Field(True, description="deterministic cuDNN kernels on CUDA")
     task_options: dict[str, Any] = Field(default_factory=dict)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lookbench.study.config import OPTIMIZER_FIELDS, TrialConfig
+from lookbench.study.config import MAX_COUNT, OPTIMIZER_FIELDS, TrialConfig
 
 Sampler = Literal["grid", "random", "tpe"]
 INNERS = ("sgd", "adam", "adamw")
@@ -45,16 +45,18 @@ class SpecError(ValueError):
 class StudySpec(BaseModel):
     """A validated study definition (see ``studies/*.toml`` for examples)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     name: str | None = Field(None, description="default: <task>-<inner>")
     task: str
     inner: Literal["sgd", "adam", "adamw"] = "sgd"
-    epochs: int | None = Field(None, ge=1, description="default: the task's")
-    seeds: int = Field(1, ge=1, description="every configuration runs with seeds 0..seeds-1")
+    epochs: int | None = Field(None, ge=1, le=MAX_COUNT, description="default: the task's")
+    seeds: int = Field(1, ge=1, le=10_000,
+                       description="every configuration runs with seeds 0..seeds-1")
     sampler: Sampler = "grid"
-    trials: int | None = Field(None, ge=1, description="configurations per optimizer (random, tpe)")
-    batch_size: int | None = Field(None, ge=1)
+    trials: int | None = Field(None, ge=1, le=1_000_000,
+                               description="configurations per optimizer (random, tpe)")
+    batch_size: int | None = Field(None, ge=1, le=MAX_COUNT)
     schedule: Literal["constant", "step", "cosine"] | None = None
     task_options: dict[str, Any] = Field(default_factory=dict)
     baselines: list[Literal["polyak", "ema", "swa"]] = Field(
@@ -69,7 +71,7 @@ class StudySpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str | None) -> str | None:
-        if name is not None and not NAME_PATTERN.match(name):
+        if name is not None and not NAME_PATTERN.fullmatch(name):  # no "abc\n" folders
             raise ValueError("use letters, digits, '-', '_' and '.', starting with a letter/digit")
         return name
 

@@ -205,3 +205,46 @@ def test_the_matched_studies_run_lookahead_over_the_baselines_own_grid(name):
     assert len({(c.lr, c.momentum) for c in la if (c.k, c.alpha) != (5, 0.5)}) == 1
     assert len(la) == len(inner) + 8 and spec.seeds == 3
     assert len({c.inner_state for c in la}) == 1
+
+
+@pytest.mark.parametrize("toml, says", [
+    ("lr = [true]", "grid.lookahead.lr: Input should be a valid number"),
+    ('alpha = ["0.5"]', "grid.lookahead.alpha"),
+    ("k = [5.0]", "grid.lookahead.k: Input should be a valid integer"),
+    ("k = [99999999999]", "grid.lookahead.k: Input should be less than or equal to"),
+    ("lr = [inf]", "grid.lookahead.lr: Input should be a finite number"),
+    ("lr = [nan]", "grid.lookahead.lr: Input should be a finite number"),
+])
+def test_grid_values_are_strict_and_finite(tmp_path, toml, says):
+    path = tmp_path / "s.toml"
+    path.write_text(f'task = "digits"\n[grid.lookahead]\nlr = [0.1]\n{toml}\n'
+                    if not toml.startswith("lr") else f'task = "digits"\n[grid.lookahead]\n{toml}\n')
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--lr", "inf"], "finite number"),
+    (["--weight-decay", "inf"], "finite number"),
+    (["--study", "abc\n"], "study name"),
+    (["--epochs", "99999999999"], "less than or equal to"),
+])
+def test_bad_numbers_and_names_on_the_command_line_are_one_line(tmp_path, args, says):
+    from typer.testing import CliRunner
+
+    from lookbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "digits", *args, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert says in lines[0] or says == "study name" and "name" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_file_with_a_boolean_count_is_refused(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('task = "digits"\nepochs = true\n')
+    with pytest.raises(SpecError, match="epochs: Input should be a valid integer"):
+        load_spec(path)
