@@ -13,16 +13,19 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Task", "TaskSize", "Workload", "__version__"]
+__all__ = ["Task", "TaskSize", "Workload", "__version__", "load_results", "run_study"]
 
-_LAZY = {"Task", "TaskSize", "Workload"}  # need torch: imported when first asked for
+# Imported when first asked for, since they need torch: ``from lookbench import Task,
+# Workload`` (a task of your own) and the scripting API must not make ``import lookbench`` (and
+# so ``lookbench --help``) pay for it.
+_LAZY = {"Task": "lookbench.tasks.base", "TaskSize": "lookbench.tasks.base",
+         "Workload": "lookbench.tasks.base", "run_study": "lookbench.api",
+         "load_results": "lookbench.api"}
 
 
 def __getattr__(name: str):
-    """``from lookbench import Task, Workload`` for writing a task of your own, without making
-    ``import lookbench`` (and so ``lookbench --help``) pay for importing torch."""
     if name in _LAZY:
-        from lookbench.tasks import base
+        from importlib import import_module
 
-        return getattr(base, name)
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'lookbench' has no attribute {name!r}")
