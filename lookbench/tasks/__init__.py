@@ -15,16 +15,11 @@ use (CIFAR pulls in torchvision), so listing the built-in names costs nothing.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import sys
-from functools import lru_cache
 from importlib import import_module
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
-from lookbench._messages import describe
+from lookbench._references import BadReference, load
 from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload
 
 ENTRY_POINT_GROUP = "lookbench.tasks"
@@ -52,55 +47,14 @@ def available() -> list[str]:
     return list(_REGISTRY) + [n for n in _installed() if n not in _REGISTRY]
 
 
-def is_file_reference(name: str) -> bool:
-    where = name.rpartition(":")[0]
-    return where.endswith(".py") or "/" in where or "\\" in where
-
-
-def _load_file(path: str) -> Any:
-    """Import a task file as a module once per process (per absolute path, so the same
-    relative name from another working directory is another file)."""
-    return _load_absolute(str(Path(path).absolute()), path)
-
-
-@lru_cache(maxsize=None)
-def _load_absolute(absolute: str, path: str) -> Any:
-    """The module of one task file, under a name derived from its path (registered in
-    ``sys.modules``, so its classes pickle and its dataclasses work)."""
-    file = Path(absolute)
-    if not file.is_file():
-        raise TaskNotFound(f"task file {path} does not exist")
-    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
-    module_name = f"lookbench_user_task_{file.stem.replace('-', '_')}_{digest}"
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    if spec is None or spec.loader is None:
-        raise TaskNotFound(f"task file {path} cannot be imported as Python")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # a user's file: any error is one line naming it, not a traceback
-        del sys.modules[module_name]
-        raise TaskNotFound(f"task file {path} failed to load: {describe(e)}") from None
-    return module
-
-
 def _resolve(reference: str, name: str) -> type[Task]:
-    where, _, cls_name = reference.rpartition(":")
-    if not where or not cls_name:
-        raise TaskNotFound(f"task {name!r}: write a reference as module:Class or file.py:Class")
-    if is_file_reference(reference):
-        module = _load_file(where)
-    else:
-        try:
-            module = import_module(where)
-        except Exception as e:
-            raise TaskNotFound(f"task {name!r}: cannot import {where}: {describe(e)}") from None
-    cls = getattr(module, cls_name, None)
-    if cls is None:
-        raise TaskNotFound(f"task {name!r}: {where} has no class {cls_name}")
+    try:
+        cls = load(reference, "task", name)
+    except BadReference as e:
+        raise TaskNotFound(str(e)) from None
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TaskNotFound(f"task {name!r}: {cls_name} is not a lookbench.Task subclass")
+        raise TaskNotFound(f"task {name!r}: {reference.rpartition(':')[2]} is not a "
+                           "lookbench.Task subclass")
     return cls
 
 
@@ -125,4 +79,4 @@ def get(name: str, **options: Any) -> Task:
 
 
 __all__ = ["DataUnavailable", "Task", "TaskNotFound", "TaskSize", "Workload", "available",
-           "get", "is_file_reference", "task_class"]
+           "get", "task_class"]

@@ -79,7 +79,7 @@ def test_installed_and_module_tasks_are_found_by_name(tmp_path, monkeypatch):
 @pytest.mark.parametrize("source, reference, says", [
     ("raise RuntimeError('boom')", "bad.py:Bad", "task file bad.py failed to load: "
                                                  "RuntimeError: boom"),
-    ("x = 1", "bad.py:Bad", "bad.py has no class Bad"),
+    ("x = 1", "bad.py:Bad", "bad.py has no Bad"),
     ("class Bad: pass", "bad.py:Bad", "Bad is not a lookbench.Task subclass"),
     (None, "missing.py:Bad", "task file missing.py does not exist"),
     (None, "no_such_module:Bad", "cannot import no_such_module"),
