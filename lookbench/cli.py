@@ -150,7 +150,10 @@ def run(
     task: Annotated[str | None, typer.Argument(help="Task to study (see `lookbench tasks`); "
                                                 "optional with --spec.")] = None,
     inner: Annotated[str | None, typer.Option(help="Optimizer Lookahead wraps, and the "
-                                              "baseline it is compared with: sgd, adam, adamw.")] = None,
+                                              "baseline it is compared with: sgd, adam, adamw, "
+                                              "nadam, radam, adamax, rmsprop, adagrad, "
+                                              "adadelta, or your own as module:Class or "
+                                              "file.py:Class.")] = None,
     baselines: Annotated[str | None, typer.Option(help="Further baselines beside the inner "
                                                   "optimizer alone, e.g. polyak,ema,swa "
                                                   "(averaging its iterates).")] = None,

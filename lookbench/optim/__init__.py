@@ -7,7 +7,7 @@ weights it should be judged by (slow weights, averages, or the weights themselve
 """
 
 from lookbench.optim.averaging import AveragedOptimizer
-from lookbench.optim.factory import available, build, hyperparameters
+from lookbench.optim.factory import available, build, hyperparameters, register_optimizer
 from lookbench.optim.lookahead import INNER_STATE_POLICIES, Lookahead, adaptive_alpha
 from lookbench.optim.wrapper import WrappedOptimizer, evaluation_weights, use_evaluation_weights
 
@@ -21,5 +21,6 @@ __all__ = [
     "build",
     "evaluation_weights",
     "hyperparameters",
+    "register_optimizer",
     "use_evaluation_weights",
 ]

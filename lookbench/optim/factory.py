@@ -39,7 +39,7 @@ class OptimizerEntry:
 
 
 _REGISTRY: dict[str, OptimizerEntry] = {}
-PLAIN = ("sgd", "adam", "adamw")  # optimizers that wrap nothing
+ENTRY_POINT_GROUP = "lookbench.optimizers"
 
 
 def _register(name: str, summary: str) -> Callable[[Builder], Builder]:
@@ -111,13 +111,82 @@ def _adamw(params: Params, *, lr: float = 1e-3, momentum: float = 0.9, beta2: fl
                         amsgrad, foreach, fused)
 
 
+@_register("nadam", "NAdam: Adam with Nesterov momentum (momentum = beta1)")
+def _nadam(params: Params, *, lr: float = 2e-3, momentum: float = 0.9, beta2: float = 0.999,
+           eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None
+           ) -> Optimizer:
+    _check_common(lr, momentum, weight_decay)
+    _check("beta2", beta2, 0.0, 1.0)
+    return torch.optim.NAdam(params, lr=lr, betas=(momentum, beta2), eps=eps,
+                             weight_decay=weight_decay, foreach=foreach)
+
+
+@_register("radam", "RAdam: Adam with a rectified warm-up (momentum = beta1)")
+def _radam(params: Params, *, lr: float = 1e-3, momentum: float = 0.9, beta2: float = 0.999,
+           eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None
+           ) -> Optimizer:
+    _check_common(lr, momentum, weight_decay)
+    _check("beta2", beta2, 0.0, 1.0)
+    return torch.optim.RAdam(params, lr=lr, betas=(momentum, beta2), eps=eps,
+                             weight_decay=weight_decay, foreach=foreach)
+
+
+@_register("adamax", "Adamax: Adam with the infinity norm (momentum = beta1)")
+def _adamax(params: Params, *, lr: float = 2e-3, momentum: float = 0.9, beta2: float = 0.999,
+            eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None
+            ) -> Optimizer:
+    _check_common(lr, momentum, weight_decay)
+    _check("beta2", beta2, 0.0, 1.0)
+    return torch.optim.Adamax(params, lr=lr, betas=(momentum, beta2), eps=eps,
+                              weight_decay=weight_decay, foreach=foreach)
+
+
+@_register("rmsprop", "RMSprop (momentum = heavy-ball momentum; smoothing = its alpha)")
+def _rmsprop(params: Params, *, lr: float = 1e-2, momentum: float = 0.0,
+             smoothing: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+             centered: bool = False, foreach: bool | None = None) -> Optimizer:
+    # torch calls the squared-gradient decay ``alpha``; here that name is Lookahead's slow step.
+    _check_common(lr, momentum, weight_decay)
+    _check("smoothing", smoothing, 0.0, 1.0)
+    return torch.optim.RMSprop(params, lr=lr, alpha=smoothing, eps=eps,
+                               weight_decay=weight_decay, momentum=momentum, centered=centered,
+                               foreach=foreach)
+
+
+@_register("adagrad", "Adagrad (no momentum)")
+def _adagrad(params: Params, *, lr: float = 1e-2, lr_decay: float = 0.0,
+             weight_decay: float = 0.0, eps: float = 1e-10, foreach: bool | None = None
+             ) -> Optimizer:
+    _check_common(lr, 0.0, weight_decay)
+    return torch.optim.Adagrad(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                               eps=eps, foreach=foreach)
+
+
+@_register("adadelta", "Adadelta (no momentum; rho = its squared-update decay)")
+def _adadelta(params: Params, *, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+              weight_decay: float = 0.0, foreach: bool | None = None) -> Optimizer:
+    _check_common(lr, 0.0, weight_decay)
+    _check("rho", rho, 0.0, 1.0)
+    return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                foreach=foreach)
+
+
 # -- wrappers -----------------------------------------------------------------------------
 
 
-def _inner(params: Params, inner: str, allowed: tuple[str, ...], wrapper: str,
-           hparams: dict[str, Any]) -> Optimizer:
-    if inner not in allowed:
-        raise ValueError(f"{wrapper} can wrap {', '.join(allowed)}; got inner={inner!r}")
+def plain() -> list[str]:
+    """Registered optimizers that wrap nothing: what Lookahead and the averages can wrap (any
+    ``module:Class`` or ``file.py:Class`` reference to an optimizer can be wrapped too)."""
+    return [n for n, e in _REGISTRY.items() if not e.wraps]
+
+
+def _inner(params: Params, inner: str, wrapper: str, hparams: dict[str, Any]) -> Optimizer:
+    """Lookahead wraps any optimizer but itself (an average, say); an average wraps an
+    optimizer that wraps nothing."""
+    if inner == wrapper or (wrapper != "lookahead" and _entry(inner).wraps):
+        allowed = [n for n in available() if n != wrapper] if wrapper == "lookahead" else plain()
+        raise ValueError(f"{wrapper} can wrap {', '.join(allowed)} or your own; "
+                         f"got inner={inner!r}")
     return build(inner, params, **hparams)
 
 
@@ -125,29 +194,28 @@ def _inner(params: Params, inner: str, allowed: tuple[str, ...], wrapper: str,
 def _lookahead(params: Params, *, inner: str = "sgd", k: int = 5, alpha: float | str = 0.5,
                inner_state: str = "maintain", alpha_low: float = 0.5,
                **inner_hparams: Any) -> Optimizer:
-    allowed = tuple(n for n in _REGISTRY if n != "lookahead")
-    return Lookahead(_inner(params, inner, allowed, "lookahead", inner_hparams), k=k,
+    return Lookahead(_inner(params, inner, "lookahead", inner_hparams), k=k,
                      alpha=alpha, inner_state=inner_state, alpha_low=alpha_low)  # type: ignore[arg-type]
 
 
 @_register("polyak", "Polyak-Ruppert (uniform) iterate averaging of SGD")
 def _polyak(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
             **inner_hparams: Any) -> Optimizer:
-    return AveragedOptimizer(_inner(params, inner, PLAIN, "polyak", inner_hparams), "uniform",
+    return AveragedOptimizer(_inner(params, inner, "polyak", inner_hparams), "uniform",
                              start=start, every=every)
 
 
 @_register("ema", "exponential moving average of SGD's iterates")
 def _ema(params: Params, *, inner: str = "sgd", decay: float = 0.999, start: int = 0,
          every: int = 1, **inner_hparams: Any) -> Optimizer:
-    return AveragedOptimizer(_inner(params, inner, PLAIN, "ema", inner_hparams), "ema",
+    return AveragedOptimizer(_inner(params, inner, "ema", inner_hparams), "ema",
                              decay=decay, start=start, every=every)
 
 
 @_register("swa", "stochastic weight averaging: uniform average from step `start` on")
 def _swa(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
          **inner_hparams: Any) -> Optimizer:
-    return AveragedOptimizer(_inner(params, inner, PLAIN, "swa", inner_hparams), "uniform",
+    return AveragedOptimizer(_inner(params, inner, "swa", inner_hparams), "uniform",
                              start=start, every=every)
 
 
@@ -155,17 +223,87 @@ def _swa(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
 
 
 def available() -> dict[str, str]:
-    """Registered optimizer names and their one-line summaries."""
-    return {name: entry.summary for name, entry in _REGISTRY.items()}
+    """Registered and installed optimizer names and their one-line summaries."""
+    from importlib.metadata import entry_points
+
+    out = {name: entry.summary for name, entry in _REGISTRY.items()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        out.setdefault(ep.name, f"{ep.value} (installed)")
+    return out
+
+
+def register_optimizer(name: str, builder: Builder | type[Optimizer], summary: str = "") -> None:
+    """Make ``name`` buildable like the built-ins (as an inner optimizer or a baseline).
+
+    ``builder``: a function ``(params, *, lr=..., momentum=..., ...) -> Optimizer`` whose
+    keyword arguments are the hyperparameters it accepts, or a ``torch.optim.Optimizer``
+    subclass (then ``lr``, ``momentum`` (as ``betas[0]`` for Adam-like classes) and
+    ``weight_decay`` are passed where its constructor takes them). A registration lives in this
+    process only: for worker processes and other machines, name the optimizer by a reference
+    (``module:Class``, ``file.py:Class``) or declare it under the ``lookbench.optimizers`` entry
+    points of an installed package.
+    """
+    if isinstance(builder, type):
+        builder = _class_builder(builder)
+    elif not callable(builder):
+        raise TypeError(f"register_optimizer({name!r}): give a builder function or an "
+                        "Optimizer subclass")
+    wraps = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _signature(builder))
+    _REGISTRY[name] = OptimizerEntry(name, summary or f"{name} (your own)", builder, wraps)
+
+
+def _class_builder(cls: type[Optimizer]) -> Builder:
+    """A builder for an optimizer class: lookbench's names mapped onto its constructor's."""
+    if not issubclass(cls, Optimizer):
+        raise TypeError(f"{cls.__name__} is not a torch.optim.Optimizer subclass")
+    takes = inspect.signature(cls.__init__).parameters
+    names = {"lr"} & set(takes) | ({"weight_decay"} & set(takes))
+    momentum = "momentum" if "momentum" in takes else ("betas" if "betas" in takes else None)
+
+    def build_it(params: Params, **hparams: Any) -> Optimizer:
+        kwargs = {k: hparams[k] for k in names if k in hparams}
+        if momentum == "momentum" and "momentum" in hparams:
+            kwargs["momentum"] = hparams["momentum"]
+        elif momentum == "betas" and "momentum" in hparams:
+            beta2 = takes["betas"].default[1] if isinstance(takes["betas"].default, tuple) \
+                else 0.999
+            kwargs["betas"] = (hparams["momentum"], beta2)
+        return cls(params, **kwargs)
+
+    accepted = sorted(names | ({"momentum"} if momentum else set()))
+    params = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_ONLY)] + [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
+                          default=takes[n].default if n in takes and takes[n].default
+                          is not inspect.Parameter.empty else None)
+        for n in accepted]
+    build_it.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return build_it
 
 
 def _entry(name: str) -> OptimizerEntry:
-    try:
+    """The registered optimizer ``name``; else an installed entry point of that name; else a
+    ``module:Class`` / ``file.py:Class`` reference (registered under it on first use)."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
+    from importlib.metadata import entry_points
+
+    from lookbench._references import BadReference, is_reference, load
+
+    installed = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    reference = installed.get(name) or (name if is_reference(name) else None)
+    if reference is None:
         raise ValueError(
-            f"unknown optimizer {name!r}; choose one of {', '.join(_REGISTRY)}"
+            f"unknown optimizer {name!r}; choose one of {', '.join(available())}, or name "
+            "your own as package.module:Class or path/to/file.py:Class"
         ) from None
+    try:
+        obj = load(reference, "optimizer", name)
+        register_optimizer(name, obj)
+    except BadReference as e:
+        raise ValueError(str(e)) from None
+    except TypeError as e:
+        raise ValueError(f"optimizer {name!r}: {e}") from None
+    return _REGISTRY[name]
 
 
 def hyperparameters(name: str, inner: str | None = None) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def _lookup(table: dict, optimizer: Optimizer):
 
 
 def momentum_keys(optimizer: Optimizer, override: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """State keys holding the momentum-like state of ``optimizer`` (looking through wrappers).
+    """State keys holding the momentum-like state of ``optimizer`` (looking through wrappers):
+    the known families' keys, else a class's own ``MOMENTUM_KEYS`` attribute.
 
     Raises ``ValueError`` for an optimizer family this module does not know, unless ``override``
     names the keys: silently doing nothing would make "reset" a lie.
@@ -80,11 +81,14 @@ def momentum_keys(optimizer: Optimizer, override: tuple[str, ...] | None = None)
     base = innermost(optimizer)
     keys = _lookup(MOMENTUM_KEYS, base)
     if keys is None:
+        declared = getattr(type(base), "MOMENTUM_KEYS", None)  # an optimizer of one's own
+        if declared is not None:
+            return tuple(declared)
         known = ", ".join(sorted(cls.__name__ for cls in MOMENTUM_KEYS))
         raise ValueError(
             f"don't know which state of {type(base).__name__} is momentum-like; pass "
-            f"momentum_keys=(...) naming its state keys, or use inner_state='maintain' "
-            f"(known optimizers: {known})"
+            f"momentum_keys=(...) naming its state keys, declare them on the class as "
+            f"MOMENTUM_KEYS = (...), or use inner_state='maintain' (known optimizers: {known})"
         )
     return keys
 

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lookbench.study.config import MAX_COUNT, OPTIMIZER_FIELDS, TrialConfig
 
 Sampler = Literal["grid", "random", "tpe"]
-INNERS = ("sgd", "adam", "adamw")
 # The hyperparameters a study may sweep, and for which optimizers they mean something.
 SWEEPABLE = ("lr", "momentum", "weight_decay", "k", "alpha", "inner_state")
 LOOKAHEAD_ONLY = ("k", "alpha", "inner_state")
@@ -49,7 +48,8 @@ class StudySpec(BaseModel):
 
     name: str | None = Field(None, description="default: <task>-<inner>")
     task: str
-    inner: Literal["sgd", "adam", "adamw"] = "sgd"
+    inner: str = Field("sgd", description="what Lookahead wraps: sgd, adam, adamw, nadam, "
+                       "radam, adamax, rmsprop, adagrad, adadelta, or your own (module:Class)")
     epochs: int | None = Field(None, ge=1, le=MAX_COUNT, description="default: the task's")
     seeds: int = Field(1, ge=1, le=10_000,
                        description="every configuration runs with seeds 0..seeds-1")
@@ -77,12 +77,26 @@ class StudySpec(BaseModel):
 
     @property
     def study_name(self) -> str:
-        """The given name, else ``<task>-<inner>``; a task of one's own (``file.py:Iris``,
-        ``package.module:Iris``) is named by its class (``iris-sgd``), never by a path."""
+        """The given name, else ``<task>-<inner>``; a task or optimizer of one's own
+        (``file.py:Iris``, ``package.module:MySGD``) is named by its class (``iris-mysgd``),
+        never by a path."""
         if self.name:
             return self.name
-        task = self.task.rpartition(":")[2].lower() if ":" in self.task else self.task
-        return f"{task}-{self.inner}"
+
+        def short(ref: str) -> str:
+            return ref.rpartition(":")[2].lower() if ":" in ref else ref
+
+        return f"{short(self.task)}-{short(self.inner)}"
+
+    @field_validator("inner")
+    @classmethod
+    def _known_inner(cls, inner: str) -> str:
+        from lookbench.optim.factory import _entry, plain
+
+        if _entry(inner).wraps:  # unknown names and broken references raise ValueError here
+            raise ValueError(f"{inner} wraps another optimizer; the inner optimizer must be "
+                             f"one that wraps nothing ({', '.join(plain())}, or your own)")
+        return inner
 
     @field_validator("baselines")
     @classmethod
@@ -225,6 +239,14 @@ def _check_table(spec: StudySpec, task: Any, opt: str, values: GridTable, where:
             raise SpecError(f"{where}.{field}: give a non-empty list of values")
     if "lr" not in values:
         raise SpecError(f"{where}.lr: every optimizer needs learning rates")
+    from lookbench.optim import hyperparameters
+
+    takes = hyperparameters(opt, spec.inner if opt != spec.inner else None)
+    for field in values:
+        if field not in takes:  # e.g. momentum for Adagrad: refused now, not in every trial
+            raise SpecError(f"{where}.{field}: {opt}"
+                            + (f" around {spec.inner}" if opt != spec.inner else "")
+                            + f" does not take {field}")
     for point in _points(values):  # validates every value the study will run
         try:
             config = _config(spec, opt, point, seed=0)

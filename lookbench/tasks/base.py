@@ -142,9 +142,12 @@ class Task(ABC):
         ``lookbench.optim.build`` takes them) to the values to sweep: the paper's grids where
         it gives them (Appendix C). By default, the paper's section 5.5 design: Lookahead at
         k = 5, α = 0.5 and the inner optimizer alone over the same learning rates (a decade
-        either side of the usual default), momentum 0.9.
+        either side of the optimizer's default) at its default momentum, where it takes one.
         """
-        centre = 0.1 if inner == "sgd" else 1e-3
-        lrs = [round(centre * f, 12) for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
-        return {"lookahead": {"lr": lrs, "momentum": [0.9], "k": [5], "alpha": [0.5]},
-                inner: {"lr": lrs, "momentum": [0.9]}}
+        from lookbench.optim import hyperparameters
+
+        takes = hyperparameters(inner)
+        centre = takes.get("lr") if isinstance(takes.get("lr"), float) else 1e-3
+        lrs = [float(f"{centre * f:.3g}") for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
+        own = {"lr": lrs, **({"momentum": [takes["momentum"]]} if "momentum" in takes else {})}
+        return {"lookahead": {**own, "k": [5], "alpha": [0.5]}, inner: own}

@@ -77,7 +77,7 @@ class Digits(Task):
 
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         if inner not in _GRIDS:
-            raise ValueError(f"digits has grids for inner {', '.join(_GRIDS)}; got {inner!r}")
+            return super().default_grid(inner)
         lrs = _GRIDS[inner]
         return {
             "lookahead": {"lr": lrs, "momentum": [0.9], "k": [5, 10], "alpha": [0.5, 0.8]},

@@ -271,7 +271,7 @@ class NoisyQuadratic(Task):
 
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         if inner not in _LRS:
-            raise ValueError(f"nqm has grids for inner {', '.join(_LRS)}; got {inner!r}")
+            return super().default_grid(inner)
         lrs, momentum = _LRS[inner], _MOMENTUM[inner]
         return {
             "lookahead": {"lr": lrs, "momentum": momentum, "k": [5, 10], "alpha": [0.2, 0.5, 0.8]},

@@ -132,7 +132,7 @@ def test_hyperparameters_lists_the_inner_optimizers_too():
 @pytest.mark.parametrize(
     ("name", "hparams", "match"),
     [
-        ("rmsprop", {}, "unknown optimizer 'rmsprop'; choose one of"),
+        ("lbfgs", {}, "unknown optimizer 'lbfgs'; choose one of"),
         ("sgd", {"k": 5}, "sgd does not take k"),
         ("sgd", {"lr": -0.1}, r"lr must be in \(0.0, inf\)"),
         ("sgd", {"momentum": 1.0}, r"momentum must be in \[0.0, 1.0\)"),
@@ -140,7 +140,7 @@ def test_hyperparameters_lists_the_inner_optimizers_too():
         ("lookahead", {"alpha": 1.2}, r"alpha must be a number in \(0, 1\]"),
         ("lookahead", {"k": 0}, "k must be an integer >= 1"),
         ("lookahead", {"inner": "lookahead"}, "lookahead can wrap"),
-        ("polyak", {"inner": "ema"}, "polyak can wrap sgd, adam, adamw"),
+        ("polyak", {"inner": "ema"}, "polyak can wrap sgd, adam, adamw, nadam"),
         ("ema", {"decay": 1.0}, r"decay must be in \[0, 1\)"),
         ("swa", {"start": -1}, "start must be an integer >= 0"),
         ("sgd", {"nesterov": True, "momentum": 0.0}, "nesterov=True needs momentum > 0"),

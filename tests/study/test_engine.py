@@ -89,7 +89,7 @@ def test_running_again_adds_nothing_and_changes_no_result(tmp_path):
     ("args", "code", "match"),
     [
         (["mnist"], 2, "unknown task 'mnist'"),
-        (["digits", "--inner", "rmsprop"], 2, "inner: Input should be 'sgd', 'adam' or 'adamw'"),
+        (["digits", "--inner", "lbfgs"], 2, "inner: unknown optimizer 'lbfgs'"),
         (["digits", "--alpha", "1.5"], 2, r"alpha must be in (0, 1], got 1.5"),
         (["digits", "--alpha", "0"], 2, r"alpha must be in (0, 1], got 0.0"),
         (["digits", "--k", "0"], 2, "k: Input should be greater than or equal to 1"),

@@ -340,8 +340,11 @@ def test_default_grids() -> None:
     }
     sgd["lookahead"]["k"].append(99)  # callers may edit their copy
     assert task.default_grid("sgd")["lookahead"]["k"] == [5, 10]
-    with pytest.raises(ValueError, match="rmsprop"):
-        task.default_grid("rmsprop")
+    # No paper grid for RMSprop: the section 5.5 design around its default learning rate.
+    assert task.default_grid("rmsprop") == {
+        "lookahead": {"lr": [0.001, 0.003, 0.01, 0.03, 0.1], "momentum": [0.0], "k": [5],
+                      "alpha": [0.5]},
+        "rmsprop": {"lr": [0.001, 0.003, 0.01, 0.03, 0.1], "momentum": [0.0]}}
 
 
 @pytest.mark.parametrize(("cls", "write"), [(Cifar10, write_cifar10), (Cifar100, write_cifar100)])

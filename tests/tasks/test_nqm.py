@@ -359,8 +359,11 @@ def test_task_metadata_options_and_grids():
     for inner in ("adam", "adamw"):
         g = task.default_grid(inner)
         assert set(g) == {"lookahead", inner} and g[inner]["momentum"] == [0.9]
-    with pytest.raises(ValueError, match="rmsprop"):
-        task.default_grid("rmsprop")
+    # No paper grid for RMSprop: the section 5.5 design around its default learning rate.
+    assert task.default_grid("rmsprop") == {
+        "lookahead": {"lr": [0.001, 0.003, 0.01, 0.03, 0.1], "momentum": [0.0], "k": [5],
+                      "alpha": [0.5]},
+        "rmsprop": {"lr": [0.001, 0.003, 0.01, 0.03, 0.1], "momentum": [0.0]}}
 
 
 @pytest.mark.parametrize(("dim", "x0"), [(100, 1.0), (10, 1.5), (1, -3.0)])
