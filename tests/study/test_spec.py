@@ -217,8 +217,8 @@ def test_the_matched_studies_run_lookahead_over_the_baselines_own_grid(name):
 ])
 def test_grid_values_are_strict_and_finite(tmp_path, toml, says):
     path = tmp_path / "s.toml"
-    path.write_text(f'task = "digits"\n[grid.lookahead]\nlr = [0.1]\n{toml}\n'
-                    if not toml.startswith("lr") else f'task = "digits"\n[grid.lookahead]\n{toml}\n')
+    head = 'task = "digits"\n[grid.lookahead]\n'
+    path.write_text(head + (toml if toml.startswith("lr") else f"lr = [0.1]\n{toml}") + "\n")
     with pytest.raises(SpecError) as e:
         load_spec(path)
     assert says in str(e.value) and "\n" not in str(e.value)
