@@ -17,12 +17,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lookbench.choices import INNER_STATE_POLICIES, InnerStatePolicy
 from lookbench.optim import _tensor_ops
 from lookbench.optim import inner_state as families
 from lookbench.optim.wrapper import WrappedOptimizer, check_inner
 
-InnerStatePolicy = Literal["maintain", "reset", "interpolate"]
-INNER_STATE_POLICIES: tuple[str, ...] = ("maintain", "reset", "interpolate")
 ADAPTIVE = "adaptive"
 
 SLOW = "slow_param"

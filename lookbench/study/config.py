@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Schedule = Literal["constant", "step", "cosine"]
-SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine")
+from lookbench.choices import InnerStatePolicy, Schedule
 
 MAX_COUNT = 2**31 - 1  # counts (k, epochs, seeds, batch) must fit the tables' integer columns
 
@@ -35,7 +34,7 @@ class TrialConfig(BaseModel):
     weight_decay: float | None = Field(None, ge=0)
     k: int | None = Field(None, ge=1, le=MAX_COUNT, description="Lookahead: inner steps per sync")
     alpha: float | Literal["adaptive"] | None = Field(None, description="Lookahead: slow step")
-    inner_state: Literal["maintain", "reset", "interpolate"] | None = None
+    inner_state: InnerStatePolicy | None = None
     seed: int = Field(0, ge=0, le=MAX_COUNT)
     epochs: int = Field(ge=1, le=MAX_COUNT)
     batch_size: int | None = Field(None, ge=1, le=MAX_COUNT,

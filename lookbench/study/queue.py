@@ -37,6 +37,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from lookbench.choices import INNER_STATE_POLICIES
 from lookbench.study.config import TrialConfig
 from lookbench.study.storage import study_lock
 
@@ -51,7 +52,6 @@ EPOCH_ATTR = "lookbench:epoch"
 
 HEARTBEAT_S = 15.0
 GRACE_S = 120.0
-INNER_STATES = ["maintain", "reset", "interpolate"]
 
 
 def _process_start(pid: int) -> str | None:
@@ -114,7 +114,7 @@ def distributions(configs: Iterable[TrialConfig]) -> dict[str, BaseDistribution]
             out[field] = IntDistribution(int(lo), int(hi))
         else:
             out[field] = FloatDistribution(float(lo), float(hi), log=field == "lr" and lo > 0)
-    out["inner_state"] = CategoricalDistribution(INNER_STATES)
+    out["inner_state"] = CategoricalDistribution(list(INNER_STATE_POLICIES))
     return out
 
 
@@ -157,14 +157,6 @@ class TrialQueue:
         }
         self._waiting: dict[str, list[int]] = {}
         self._turn = 0
-
-    @classmethod
-    def create(cls, storage: optuna.storages.BaseStorage, name: str, optimizers: Iterable[str],
-               direction: str, study_dir: Path, **kwargs: float) -> TrialQueue:
-        """Create (or open) the Optuna studies under the study lock, so that several
-        processes or machines starting together do not race to create them."""
-        with study_lock(storage, study_dir, name):
-            return cls(storage, name, optimizers, direction, study_dir, **kwargs)
 
     # -- planning -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lookbench.choices import Schedule
 from lookbench.study.config import MAX_COUNT, OPTIMIZER_FIELDS, TrialConfig
 
 Sampler = Literal["grid", "random", "tpe"]
@@ -57,7 +58,7 @@ class StudySpec(BaseModel):
     trials: int | None = Field(None, ge=1, le=1_000_000,
                                description="configurations per optimizer (random, tpe)")
     batch_size: int | None = Field(None, ge=1, le=MAX_COUNT)
-    schedule: Literal["constant", "step", "cosine"] | None = None
+    schedule: Schedule | None = None
     task_options: dict[str, Any] = Field(default_factory=dict)
     baselines: list[Literal["polyak", "ema", "swa"]] = Field(
         default_factory=list, description="further baselines beside the inner optimizer alone: "

@@ -35,11 +35,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from lookbench.choices import INNER_STATE_POLICIES
 from lookbench.optim.lookahead import lookahead_args
 from lookbench.tasks.base import Task, TaskSize, Workload
 from lookbench.tasks.nqm import Point
 
-INNER_STATES: tuple[str, ...] = ("maintain", "reset", "interpolate")
 GRID_POINTS_PER_DECADE = 40
 GRID_DECADES = 6
 GOLDEN_ITERATIONS = 80
@@ -88,9 +88,9 @@ def _check_eigenvalues(eigenvalues: Sequence[float] | np.ndarray) -> np.ndarray:
 def _check_lookahead(k: int | None, alpha: float | None,
                      inner_state: str) -> tuple[int, float] | None:
     """``None`` for CM, else validated (k, alpha); only one of k and alpha is an error."""
-    if inner_state not in INNER_STATES:
+    if inner_state not in INNER_STATE_POLICIES:
         raise ValueError(
-            f"inner_state must be one of {', '.join(INNER_STATES)}; got {inner_state!r}"
+            f"inner_state must be one of {', '.join(INNER_STATE_POLICIES)}; got {inner_state!r}"
         )
     return lookahead_args(k, alpha, "classical momentum")
 
@@ -126,7 +126,7 @@ def cycle_matrix(lr: np.ndarray | float, momentum: float, eigenvalues: np.ndarra
         out = np.zeros_like(mk)
         out[..., 0, :] = (1.0 - alpha) * eye[0] + alpha * mk[..., 0, :]
         return out
-    raise ValueError(f"inner_state must be one of {', '.join(INNER_STATES)}; got {inner_state!r}")
+    raise ValueError(f"inner_state must be one of {', '.join(INNER_STATE_POLICIES)}; got {inner_state!r}")
 
 
 def _spectral_radius(m: np.ndarray) -> np.ndarray:
