@@ -193,3 +193,28 @@ def test_a_database_restart_mid_study_loses_no_trial(postgres, tmp_path, referen
     pd.testing.assert_frame_equal(results_of(trials), reference)
     assert "is unreachable; retrying" in err and "is back" in err  # it waited the outage out
     assert "Traceback" not in err
+
+
+def test_a_task_and_an_optimizer_of_ones_own_on_two_machines(postgres, tmp_path):
+    """The references travel with the study's definition: each machine loads the same files
+    from its own working folder (here two folders, as two machines would have)."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    args = ["my_task.py:Iris", "--inner", "my_opt.py:HeavyBall", "--lr", "0.03,0.1,0.3",
+            "--momentum", "0.9", "--seeds", "2", "--epochs", "3", "--devices", "cpu",
+            "--workers", "1", "--storage", postgres.new_database(), "--out", "runs"]
+    machines = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        shutil.copy(docs / "iris_task.py", home / "my_task.py")
+        shutil.copy(docs / "my_optimizer.py", home / "my_opt.py")
+        machines.append(home)
+    procs = [start(*args, cwd=home) for home in machines]
+    for proc in procs:
+        assert "Traceback" not in finish(proc)
+    outs = [home / "runs" / "iris-heavyball" for home in machines]
+    trials = pd.concat([StudyResults(o).trials().to_pandas() for o in outs if o.exists()],
+                       ignore_index=True)
+    assert len(trials) == 2 * 3 * 2 and trials["trial"].is_unique  # 2 optimizers × 3 lr × 2
+    assert set(trials["task"]) == {"my_task.py:Iris"}
+    assert set(trials["state"]) == {"complete"}
