@@ -17,7 +17,9 @@ from lookbench.report.metrics import (
     Scoring,
     annotate,
     config_scores,
-    paired_difference,
+    config_keys,
+    matching,
+    seed_paired_difference,
     reference_best,
     robustness_by_optimizer,
     run_values,
@@ -50,21 +52,14 @@ def _best_vs_best(scores: pd.DataFrame, runs: pd.DataFrame, baseline: str,
                   maximize: bool) -> Difference | None:
     """Each optimizer's best configuration (over its whole grid), Lookahead − baseline, paired
     over the seeds both ran: what each gives when tuned on this study's grids."""
-    per_opt = []
+    best_runs = []
     for opt in ("lookahead", baseline):
         s = scores[scores["optimizer"] == opt]
         if s.empty:
             return None
         row = s.loc[s["score"].idxmax() if maximize else s["score"].idxmin()]
-        mask = runs["optimizer"] == opt
-        for c in ("lr", "momentum", "weight_decay", "k", "alpha", "inner_state"):
-            mask &= runs[c].isna() if pd.isna(row[c]) else runs[c] == row[c]
-        per_opt.append(runs[mask].groupby("seed")["value"].mean())
-    a, b = per_opt
-    both = a.index.intersection(b.index)
-    if not len(both):
-        return None
-    return paired_difference((a[both] - b[both]).to_numpy())
+        best_runs.append(runs[matching(runs, row[config_keys(runs)])])
+    return seed_paired_difference(*best_runs)
 
 
 def analyse(data: StudyData) -> Analysis:

@@ -46,6 +46,13 @@ class StudyData:
         return higher_is_better(self.task, self.metric)
 
     @functools.cached_property
+    def score_is_fraction(self) -> bool:
+        """Higher is better and every value lies in [0, 1] (an accuracy): the report writes
+        scores as percentages and differences in points. Worked out once: every cell asks."""
+        values = self.trials["final_" + self.metric].dropna()
+        return bool(self.maximize and len(values) > 0 and values.between(0, 1).all())
+
+    @functools.cached_property
     def _task(self):  # the task object, for what it knows without training; None if unknown
         from lookbench import tasks
 

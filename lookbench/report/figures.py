@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 
 from lookbench.report.data import StudyData
 from lookbench.report.matched import describe_setting
-from lookbench.report.metrics import best_so_far, config_keys, expected_best
+from lookbench.report.metrics import best_so_far, config_keys, expected_best, matching
 
 COLORS = {"lookahead": "#d62728", "sgd": "#1f77b4", "adam": "#2ca02c", "adamw": "#9467bd",
           "polyak": "#8c564b", "ema": "#e377c2", "swa": "#7f7f7f"}
@@ -83,15 +83,9 @@ def _cell_text(row: pd.Series, data: StudyData) -> str:
     """The number printed in a heatmap cell: the score, and how many seeds diverged."""
     if row["diverged"] >= row["seeds"]:
         return "✕"
-    score = f"{row['score'] * 100:.1f}" if data.maximize and _is_fraction(data) \
+    score = f"{row['score'] * 100:.1f}" if data.score_is_fraction \
         else f"{row['score']:.3g}"
     return score + (f" ({int(row['diverged'])}✕)" if row["diverged"] else "")
-
-
-def _is_fraction(data: StudyData) -> bool:
-    from lookbench.report.verdict import is_fraction
-
-    return is_fraction(data)
 
 
 def gap_colour(gap: np.ndarray | pd.Series, maximize: bool) -> np.ndarray:
@@ -203,10 +197,7 @@ def k_alpha_figure(data: StudyData) -> go.Figure | None:
     lr, mom, wd = inner.sort_values(["n", "best"], ascending=False, kind="stable").index[0]
 
     def at(frame: pd.DataFrame) -> pd.DataFrame:
-        m = frame["lr"] == lr
-        for c, v in (("momentum", mom), ("weight_decay", wd)):
-            m &= frame[c].isna() if pd.isna(v) else frame[c] == v
-        return frame[m]
+        return frame[matching(frame, {"lr": lr, "momentum": mom, "weight_decay": wd})]
 
     cells = _best_over_rest(at(la), ["k", "alpha"], data.maximize)
     where = f"lr {lr:g}" + (f", momentum {mom:g}" if pd.notna(mom) else "") + (
@@ -352,10 +343,7 @@ def _best_config_trials(data: StudyData) -> dict[str, pd.DataFrame]:
     for opt in data.optimizers:
         s = scores[scores.optimizer == opt]
         row = s.loc[s["score"].idxmax() if data.maximize else s["score"].idxmin()]
-        mask = pd.Series(True, index=data.trials.index)
-        for k in keys:
-            mask &= (data.trials[k] == row[k]) | (data.trials[k].isna() & pd.isna(row[k]))
-        out[opt] = data.trials[mask]
+        out[opt] = data.trials[matching(data.trials, row[keys])]
     return out
 
 

@@ -33,8 +33,10 @@ from lookbench.report.metrics import (
     eps_key,
     expected_configs_to_good,
     good_learning_rates,
+    matching,
     paired_difference,
     robustness_of,
+    seed_paired_difference,
     span_decades,
     t_interval,
 )
@@ -207,10 +209,7 @@ def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
     keys = list(base_m["shared"])
 
     runs = runs.assign(shared=_shared_key(runs))
-    setting_mask = pd.Series(True, index=runs.index)
-    for c in LOOKAHEAD_OWN:
-        v = setting[c]
-        setting_mask &= runs[c].isna() if v is None else runs[c] == v
+    setting_mask = matching(runs, setting)
     la_runs = runs[(runs["optimizer"] == "lookahead") & setting_mask & runs["shared"].isin(keyset)]
     base_runs = runs[(runs["optimizer"] == baseline) & runs["shared"].isin(keyset)]
 
@@ -262,13 +261,8 @@ def _unmatched(la: pd.DataFrame, runs: pd.DataFrame, baseline: str, base_keys: s
     # Lookahead's best setting at the shared point, against the baseline there, per seed.
     la_cfg = la[la["shared"] == key]
     best = la_cfg.iloc[int(np.argmax(la_cfg["score"]) if maximize else np.argmin(la_cfg["score"]))]
-    mask = pd.Series(True, index=la_runs.index)
-    for c in LOOKAHEAD_OWN:
-        mask &= la_runs[c].isna() if pd.isna(best[c]) else la_runs[c] == best[c]
-    a = la_runs[mask].groupby("seed")["value"].mean()
-    b = at[at["optimizer"] == baseline].groupby("seed")["value"].mean()
-    both = a.index.intersection(b.index)
-    diff = paired_difference((a[both] - b[both]).to_numpy()) if len(both) else None
+    diff = seed_paired_difference(la_runs[matching(la_runs, best[LOOKAHEAD_OWN])],
+                                  at[at["optimizer"] == baseline])
     lr, mom, wd = key
     where = f"lr {lr:g}" + (f", momentum {mom:g}" if mom != _NONE else "") + (
         f", weight decay {wd:g}" if wd != _NONE else "")

@@ -32,7 +32,9 @@ the configurations that are ε-good at the pessimistic end of their t-interval t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,6 +95,15 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float] 
     mean, sd = float(v.mean()), float(v.std(ddof=1))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return mean - half, mean + half
+
+
+def matching(frame: pd.DataFrame, values: Mapping[str, Any]) -> pd.Series:
+    """Rows of ``frame`` whose columns equal ``values`` (a missing value matches a missing
+    one): the runs of one configuration, or of one Lookahead setting."""
+    mask = pd.Series(True, index=frame.index)
+    for column, v in values.items():
+        mask &= frame[column].isna() if v is None or pd.isna(v) else frame[column] == v
+    return mask
 
 
 def config_keys(df: pd.DataFrame) -> list[str]:
@@ -314,6 +325,15 @@ class Difference:
         """True when the interval excludes "no difference"."""
         return (self.low is not None and self.high is not None
                 and (self.low > self.no_difference or self.high < self.no_difference))
+
+
+def seed_paired_difference(a_runs: pd.DataFrame, b_runs: pd.DataFrame) -> Difference | None:
+    """``a`` − ``b`` over the seeds both ran (each one's mean run value per seed), paired;
+    ``None`` when they share no seed."""
+    a = a_runs.groupby("seed")["value"].mean()
+    b = b_runs.groupby("seed")["value"].mean()
+    both = a.index.intersection(b.index)
+    return paired_difference((a[both] - b[both]).to_numpy()) if len(both) else None
 
 
 def paired_difference(per_seed: np.ndarray, level: float = LEVEL) -> Difference:

@@ -15,20 +15,14 @@ from lookbench.report.metrics import EPSILONS, EXPLANATIONS, Difference, eps_key
 PRIMARY = 0.01  # the ε the headline counts learning rates at
 
 
-def is_fraction(data: StudyData) -> bool:
-    """An accuracy-like metric in [0, 1]: differences read best in percentage points."""
-    values = data.trials["final_" + data.metric].dropna()
-    return data.maximize and len(values) > 0 and values.between(0, 1).all()
-
-
 def fmt_score(v: float | None, data: StudyData) -> str:
     if v is None or not math.isfinite(v):
         return "–"
-    return f"{v:.2%}" if is_fraction(data) else f"{v:.4g}"
+    return f"{v:.2%}" if data.score_is_fraction else f"{v:.4g}"
 
 
 def fmt_diff(v: float, data: StudyData) -> str:
-    return f"{v * 100:+.2f} points" if is_fraction(data) else f"{v:+.3g}"
+    return f"{v * 100:+.2f} points" if data.score_is_fraction else f"{v:+.3g}"
 
 
 def fmt_interval(d: Difference, data: StudyData, ratio: bool = False) -> str:
@@ -40,7 +34,7 @@ def fmt_interval(d: Difference, data: StudyData, ratio: bool = False) -> str:
     text = fmt_diff(d.estimate, data)
     if d.low is None:
         return text + " (one seed: no interval)"
-    lo, hi = (fmt_diff(d.low, data), fmt_diff(d.high, data)) if not is_fraction(data) else (
+    lo, hi = (fmt_diff(d.low, data), fmt_diff(d.high, data)) if not data.score_is_fraction else (
         f"{d.low * 100:+.2f}", f"{d.high * 100:+.2f}")
     return f"{text} [{lo}, {hi}]"
 
