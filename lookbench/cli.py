@@ -6,6 +6,9 @@ Heavy libraries (torch, optuna, plotly) are imported inside the commands that ne
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -48,22 +51,33 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _split(option: str, text: str | None, kind: type) -> list[Any] | None:
-    """Parse a comma list like ``0.01,0.1`` (``alpha`` also takes ``adaptive``)."""
+def _split(name: str, text: str | None) -> list[Any] | None:
+    """Parse a hyperparameter's comma list like ``0.01,0.1`` (α also takes ``adaptive``), as
+    the table says (``lookbench.hparams``; bounds are checked with the study, once)."""
+    from lookbench.hparams import BY_NAME
+
     if text is None:
         return None
+    h = BY_NAME[name]
     values: list[Any] = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
-            fail(f"{option}: empty value in {text!r}")
-        if option == "--alpha" and item == "adaptive":
-            values.append(item)
-            continue
+            fail(f"{h.option}: empty value in {text!r}")
         try:
-            values.append(kind(item))
-        except ValueError:
-            fail(f"{option}: {item!r} is not a {'number' if kind is float else kind.__name__}")
+            values.append(h.parse(item))
+        except ValueError as e:
+            fail(str(e))
     return values
+
+
+def _names(option: str, text: str | None) -> list[str] | None:
+    """A comma list of names (``polyak,ema``)."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        fail(f"{option}: empty name in {text!r}")
+    return names
 
 
 def _print_version(value: bool) -> None:
@@ -145,7 +159,38 @@ def _si(n: int | None) -> str:
     return str(n)
 
 
+def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with one option per hyperparameter of the table (``--lr``, ``--beta2``,
+    ...), inserted after ``--baselines``; their texts reach it as ``grid_text``.
+
+    Typer reads a command's options from its signature, so a hyperparameter added to
+    ``lookbench.hparams`` becomes an option here without an edit.
+    """
+    from lookbench.hparams import HYPERPARAMETERS
+
+    signature = inspect.signature(command, eval_str=True)
+    options = [
+        inspect.Parameter(h.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[str | None, typer.Option(h.option, help=h.help)])
+        for h in HYPERPARAMETERS
+    ]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+              for p in signature.parameters.values() if p.name != "grid_text"]
+    at = [p.name for p in params].index("baselines") + 1
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        grid_text = {h.name: kwargs.pop(h.name, None) for h in HYPERPARAMETERS}
+        command(grid_text=grid_text, **kwargs)
+
+    with_options.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=params[:at] + options + params[at:])
+    with_options.__annotations__ = {}  # the signature says it all (see get_type_hints)
+    return with_options
+
+
 @app.command()
+@_hyperparameter_options
 def run(
     task: Annotated[str | None, typer.Argument(help="Task to study (see `lookbench tasks`); "
                                                 "optional with --spec.")] = None,
@@ -157,14 +202,7 @@ def run(
     baselines: Annotated[str | None, typer.Option(help="Further baselines beside the inner "
                                                   "optimizer alone, e.g. polyak,ema,swa "
                                                   "(averaging its iterates).")] = None,
-    lr: Annotated[str | None, typer.Option(help="Learning rates to sweep, e.g. 0.01,0.1.")] = None,
-    momentum: Annotated[str | None, typer.Option(help="Momenta (Adam: beta1) to sweep.")] = None,
-    k: Annotated[str | None, typer.Option(help="Lookahead sync periods, e.g. 5,10.")] = None,
-    alpha: Annotated[str | None, typer.Option(help="Lookahead slow step sizes in (0, 1], or "
-                                              "adaptive.")] = None,
-    weight_decay: Annotated[str | None, typer.Option(help="Weight decays to sweep.")] = None,
-    inner_state: Annotated[str | None, typer.Option(help="Lookahead inner-state policies: "
-                                                    "maintain, reset, interpolate.")] = None,
+    # (here: one option per hyperparameter of lookbench.hparams, added by the decorator)
     seeds: Annotated[int | None, typer.Option(help="Seeds per configuration (0..N-1).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the task's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the task's).")] = None,
@@ -189,9 +227,11 @@ def run(
                                               "resnet20).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option "
                                                      "KEY=VALUE (repeatable).")] = None,
+    grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
-    from lookbench.study.engine import StudyConflict, run_study
+    from lookbench.study.definition import StudyConflict
+    from lookbench.study.engine import run_study
     from lookbench.study.spec import SpecError, load_spec
     from lookbench.study.storage import StorageUnavailable
     from lookbench.tasks import DataUnavailable
@@ -199,10 +239,8 @@ def run(
     if task is None and spec is None:
         fail("give a TASK (see `lookbench tasks`) or a study file with --spec")
     grid: dict[str, list[Any]] = {}
-    for name, text, kind in (("lr", lr, float), ("momentum", momentum, float), ("k", k, int),
-                             ("alpha", alpha, float), ("weight_decay", weight_decay, float),
-                             ("inner_state", inner_state, str)):
-        values = _split("--" + name.replace("_", "-"), text, kind)
+    for name, text in (grid_text or {}).items():
+        values = _split(name, text)
         if values is not None:
             grid[name] = values
     task_options: dict[str, Any] = {}
@@ -214,7 +252,7 @@ def run(
     if model is not None:
         task_options["model"] = model
     overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds, "epochs": epochs,
-                                 "baselines": _split("--baselines", baselines, str),
+                                 "baselines": _names("--baselines", baselines),
                                  "batch_size": batch_size, "sampler": sampler, "trials": trials,
                                  "name": study, "grid_overrides": grid}
     if task_options:

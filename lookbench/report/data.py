@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lookbench.hparams import HYPERPARAMETERS
 from lookbench.results import (
-    DEFINITION_FILE,
     ResultsUnreadable,
     StudyResults,
     higher_is_better,
@@ -34,16 +34,20 @@ class StudyData:
     trials: pd.DataFrame
     curves: pd.DataFrame
 
+    sampler: str = "unknown"  # grid, random or tpe, from the study's definition when present
+
     @functools.cached_property
     def metric(self) -> str:  # asked for by every figure and table: worked out once
         return study_metric(self.task, self.trials["metric"].astype(str).tolist())
 
-    sampler: str = "unknown"  # grid, random or tpe, from the study's definition when present
-
     @functools.cached_property
     def maximize(self) -> bool:
-        """The task's direction where this version knows the task, else the metric's name."""
-        return higher_is_better(self.task, self.metric)
+        """The direction the rows recorded (the task declared it), else the task's where this
+        version knows it, else the metric's name."""
+        recorded = (self.trials["higher_is_better"].tolist()
+                    if "higher_is_better" in self.trials else [])
+        return higher_is_better(self.task, self.metric,
+                                [None if pd.isna(v) else bool(v) for v in recorded])
 
     @functools.cached_property
     def score_is_fraction(self) -> bool:
@@ -100,8 +104,8 @@ class StudyData:
         """The hyperparameters with more than one value for ``optimizer``."""
         rows = self.trials[self.trials["optimizer"] == optimizer]
         out = []
-        for field in ("lr", "momentum", "weight_decay", "k", "alpha"):
-            if rows[field].notna().any() and rows[field].nunique(dropna=True) > 1:
+        for field in (h.name for h in HYPERPARAMETERS if h.numeric):
+            if field in rows and rows[field].notna().any() and rows[field].nunique(dropna=True) > 1:
                 out.append(field)
         return out
 
@@ -119,14 +123,7 @@ def load_study(study_dir: Path) -> StudyData:
         raise ReportError(str(e)) from None
     if trials.empty:
         raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
-    return StudyData(name=study_dir.name, trials=trials, curves=curves,
-                     sampler=_sampler(study_dir))
+    from lookbench.study.definition import read_file
 
-
-def _sampler(study_dir: Path) -> str:
-    """The sampler from the study's definition file (``study.json``, written when the study is
-    created); ``"unknown"`` for a folder without it (older studies, hand-made tables)."""
-    try:
-        return str(json.loads((study_dir / DEFINITION_FILE).read_text()).get("sampler", "unknown"))
-    except (OSError, ValueError, AttributeError):
-        return "unknown"
+    sampler = str(read_file(study_dir).get("sampler", "unknown"))
+    return StudyData(name=study_dir.name, trials=trials, curves=curves, sampler=sampler)

@@ -17,16 +17,22 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lookbench import hparams
 from lookbench.report.data import StudyData
 from lookbench.report.matched import describe_setting
-from lookbench.report.metrics import best_so_far, config_keys, expected_best, matching
+from lookbench.report.metrics import SHARED, best_so_far, config_keys, expected_best, matching
 
 COLORS = {"lookahead": "#d62728", "sgd": "#1f77b4", "adam": "#2ca02c", "adamw": "#9467bd",
           "polyak": "#8c564b", "ema": "#e377c2", "swa": "#7f7f7f"}
 DIVERGED_GROUND = "#c8c8c8"
-LABELS = {"lr": "inner learning rate", "momentum": "momentum (Adam: β1)",
-          "weight_decay": "weight decay", "k": "k (steps per sync)", "alpha": "α (slow step)",
-          "test_acc": "test accuracy", "test_loss": "test loss"}
+METRIC_LABELS = {"test_acc": "test accuracy", "test_loss": "test loss"}
+
+
+def label(name: str) -> str:
+    """An axis's label: a metric's, or a hyperparameter's from ``lookbench.hparams``."""
+    return METRIC_LABELS.get(name) or hparams.label(name)
+
+
 SURFACE_PAIRS = [("lr", "alpha"), ("k", "alpha"), ("lr", "momentum"), ("lr", "weight_decay"),
                  ("lr", "k")]
 MAX_HEATMAP_VALUES = 12  # more distinct values than this on an axis: a scatter, not a grid
@@ -51,18 +57,14 @@ def _best_over_rest(scores: pd.DataFrame, axes: list[str], maximize: bool) -> pd
 
 
 def _others(row: pd.Series, axes: tuple[str, ...]) -> str:
-    parts = []
-    for field in ("lr", "momentum", "weight_decay", "k", "alpha"):
-        if field not in axes and pd.notna(row.get(field)):
-            parts.append(f"{field}={_fmt(row[field])}")
-    if row.get("alpha_adaptive"):
-        parts.append("α adaptive")
-    return ", ".join(parts)
+    """The configuration's hyperparameters other than ``axes``, in words (hover text)."""
+    return hparams.format_config({c: row.get(c) for h in hparams.HYPERPARAMETERS
+                                  if h.name not in axes for c in h.columns()})
 
 
 def _hover(row: pd.Series, data: StudyData, axes: tuple[str, ...]) -> str:
     n = int(row["seeds"])
-    text = f"{LABELS.get(data.metric, data.metric)}: {row['score']:.4g}"
+    text = f"{label(data.metric)}: {row['score']:.4g}"
     if n > 1:
         text += f" [{row['ci_low']:.4g}, {row['ci_high']:.4g}] (95% interval, {n} seeds)"
     else:
@@ -138,9 +140,9 @@ def _heatmap(fig: go.Figure, cells: pd.DataFrame, x: str, y: str, data: StudyDat
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{customdata}}<extra></extra>"),
         row=1, col=col)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=xl,
-                     title_text=LABELS.get(x, x), row=1, col=col)
+                     title_text=label(x), row=1, col=col)
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=yl,
-                     title_text=(LABELS.get(y, y) if not y_labels else None) if col == 1
+                     title_text=(label(y) if not y_labels else None) if col == 1
                      else None, row=1, col=col)
 
 
@@ -159,7 +161,7 @@ def matched_figure(data: StudyData) -> go.Figure | None:
     if m is None:
         return None
     both = pd.concat([m.lookahead_scores, m.base_scores])
-    varying = [c for c in ("momentum", "weight_decay") if both[c].nunique(dropna=True) > 1]
+    varying = [c for c in SHARED if c != "lr" and both[c].nunique(dropna=True) > 1]
     la_name = f"lookahead ({describe_setting(m.setting)})"
     if not varying:  # one axis: the two optimizers as two rows of one map
         cells = both.assign(row=np.where(both["optimizer"] == "lookahead", 1, 0))
@@ -175,7 +177,7 @@ def matched_figure(data: StudyData) -> go.Figure | None:
             best = _best_over_rest(cells, ["lr", y], data.maximize)
             _heatmap(fig, best, "lr", y, data, col)
         height = 420
-    _finish_surface(fig, data, f"Matched comparison: final {LABELS.get(data.metric, data.metric)}"
+    _finish_surface(fig, data, f"Matched comparison: final {label(data.metric)}"
                                f" on the {m.configurations} settings both ran (colour: gap to the "
                                f"study's best; ✕ = diverged in every seed)", height)
     return fig
@@ -188,20 +190,20 @@ def k_alpha_figure(data: StudyData) -> go.Figure | None:
     la = s[(s["optimizer"] == "lookahead") & s["alpha"].notna()]
     if la.empty:
         return None
-    by_inner = la.groupby(["lr", "momentum", "weight_decay"], dropna=False)["score"]
+    by_inner = la.groupby(list(SHARED), dropna=False)["score"]
     inner = pd.DataFrame({"n": by_inner.size(),
                           "best": by_inner.max() if data.maximize else -by_inner.min()})
     if inner["n"].max() < 2 or la["k"].nunique() * la["alpha"].nunique() < 2:
         return None
     # The inner setting with the most (k, α) points; among those, the one with the best score.
-    lr, mom, wd = inner.sort_values(["n", "best"], ascending=False, kind="stable").index[0]
+    key = inner.sort_values(["n", "best"], ascending=False, kind="stable").index[0]
+    setting = dict(zip(SHARED, key if isinstance(key, tuple) else (key,)))
 
     def at(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[matching(frame, {"lr": lr, "momentum": mom, "weight_decay": wd})]
+        return frame[matching(frame, setting)]
 
     cells = _best_over_rest(at(la), ["k", "alpha"], data.maximize)
-    where = f"lr {lr:g}" + (f", momentum {mom:g}" if pd.notna(mom) else "") + (
-        f", weight decay {wd:g}" if pd.notna(wd) else "")
+    where = hparams.format_config(setting)
     fig = make_subplots(rows=1, cols=1)
     _heatmap(fig, cells, "alpha", "k", data, 1)
     base = [o for o in data.optimizers if o != "lookahead"]
@@ -239,7 +241,7 @@ def surface_figures(data: StudyData) -> list[tuple[str, go.Figure]]:
         for col, (_, s) in enumerate(panels, start=1):
             best = _best_over_rest(s, [x, y], data.maximize)
             _add_surface(fig, best, x, y, data, col)
-        title = f"{LABELS[y]} × {LABELS[x]}"
+        title = f"{label(y)} × {label(x)}"
         _finish_surface(fig, data, f"{title}: whole grids, best over the other hyperparameters "
                                    f"(colour: gap to the study's best; ✕ = diverged in every "
                                    f"seed)")
@@ -272,9 +274,9 @@ def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, data: Study
             marker={"symbol": "x-thin", "size": 14, "line": {"width": 2, "color": "#7a0000"}},
             hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>diverged in every seed<extra></extra>"),
             row=1, col=col)
-    fig.update_xaxes(type="log" if x in ("lr", "weight_decay") else "linear",
-                     title_text=LABELS[x], row=1, col=col)
-    fig.update_yaxes(title_text=LABELS[y] if col == 1 else None, row=1, col=col)
+    fig.update_xaxes(type="log" if hparams.is_log(x) else "linear",
+                     title_text=label(x), row=1, col=col)
+    fig.update_yaxes(title_text=label(y) if col == 1 else None, row=1, col=col)
 
 
 def lr_sensitivity_figure(data: StudyData) -> go.Figure:
@@ -327,8 +329,8 @@ def lr_sensitivity_figure(data: StudyData) -> go.Figure:
                     legendgroup=opt, marker={"symbol": "x", "size": 11, "color": color(opt)},
                     hovertemplate="lr=%{x:g}<br>diverged in every seed<extra>" + opt +
                                   "</extra>"))
-    fig.update_xaxes(type="log", title_text=LABELS["lr"])
-    fig.update_yaxes(title_text=f"final {LABELS.get(data.metric, data.metric)}",
+    fig.update_xaxes(type="log", title_text=label("lr"))
+    fig.update_yaxes(title_text=f"final {label(data.metric)}",
                      type="log" if log_y else "linear")
     fig.update_layout(title=f"Sensitivity to the inner learning rate {where} (best over the "
                             "other hyperparameters; band: 95% interval over seeds; ✕ = diverged)",
@@ -349,9 +351,10 @@ def _best_config_trials(data: StudyData) -> dict[str, pd.DataFrame]:
 
 def curves_figure(data: StudyData, analytic: dict[str, np.ndarray] | None = None) -> go.Figure:
     """Learning curves of each optimizer's best configuration, mean ± sd over seeds."""
-    metrics = ["test_acc", "test_loss"] if data.maximize else ["test_loss"]
+    metrics = list(dict.fromkeys([data.metric, "test_loss"]))
+    metrics = [m for m in metrics if m in data.curves and data.curves[m].notna().any()]
     fig = make_subplots(rows=1, cols=len(metrics),
-                        subplot_titles=[LABELS[m] for m in metrics])
+                        subplot_titles=[label(m) for m in metrics])
     for opt, runs in _best_config_trials(data).items():
         curves = data.curves[data.curves["trial"].isin(runs["trial"])]
         c = color(opt)
@@ -390,7 +393,7 @@ def expected_best_figure(data: StudyData) -> go.Figure:
 
     analysis = data.analysis
     fig = go.Figure()
-    metric = LABELS.get(data.metric, data.metric)
+    metric = label(data.metric)
     if analysis.sampler == "tpe":
         for opt in data.optimizers:
             curve = best_so_far(analysis.scores[analysis.scores.optimizer == opt], data.maximize)
@@ -478,7 +481,7 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
     if len(finite):  # a log axis: only positive losses can set its range
         top = float(np.quantile(finite, 0.9)) * 1.5
         fig.update_yaxes(range=[math.log10(max(finite.min() * 0.9, 1e-12)), math.log10(top)])
-    fig.update_xaxes(type="log", title_text=LABELS["lr"])
+    fig.update_xaxes(type="log", title_text=label("lr"))
     fig.update_yaxes(type="log", title_text="expected loss (Eq. 5)")
     fig.update_layout(title="Noisy quadratic: measured final loss (markers), expected loss "
                             "after the same steps (solid) and steady state (dashed)",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lookbench.hparams import format_config
 from lookbench.report.metrics import (
     EPSILONS,
     LOOKAHEAD_OWN,
@@ -251,7 +252,7 @@ def _unmatched(la: pd.DataFrame, runs: pd.DataFrame, baseline: str, base_keys: s
     shared = sorted(set(la["shared"]) & base_keys) if len(la) else []
     if not shared:
         return Unmatched(baseline, f"Lookahead and {baseline} share no configuration of the inner "
-                                   "learning rate, momentum and weight decay, so their robustness "
+                                   "optimizer's hyperparameters, so their robustness "
                                    "cannot be compared on equal terms; each is shown over its own "
                                    "grid.")
     key = shared[0]
@@ -263,9 +264,7 @@ def _unmatched(la: pd.DataFrame, runs: pd.DataFrame, baseline: str, base_keys: s
     best = la_cfg.iloc[int(np.argmax(la_cfg["score"]) if maximize else np.argmin(la_cfg["score"]))]
     diff = seed_paired_difference(la_runs[matching(la_runs, best[LOOKAHEAD_OWN])],
                                   at[at["optimizer"] == baseline])
-    lr, mom, wd = key
-    where = f"lr {lr:g}" + (f", momentum {mom:g}" if mom != _NONE else "") + (
-        f", weight decay {wd:g}" if wd != _NONE else "")
+    where = format_config({c: v for c, v in zip(SHARED, key) if v != _NONE})
     return Unmatched(baseline, f"Lookahead and {baseline} share only one configuration ({where}), "
                                "so their robustness cannot be ranked from this study's grids: "
                                "each is shown over its own grid, and the two are compared at "

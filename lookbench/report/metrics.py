@@ -40,10 +40,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-CONFIG_COLUMNS = ["optimizer", "inner", "lr", "momentum", "weight_decay", "k", "alpha",
-                  "alpha_adaptive", "inner_state"]
-SHARED = ["lr", "momentum", "weight_decay"]  # what Lookahead and its baseline both take
-LOOKAHEAD_OWN = ["k", "alpha", "alpha_adaptive", "inner_state"]
+from lookbench import hparams
+
+# A configuration's key columns, from lookbench.hparams: what Lookahead and its baselines share
+# (the inner optimizer's hyperparameters), and what is Lookahead's own (and an average's own).
+CONFIG_COLUMNS = ["optimizer", "inner", *hparams.columns()]
+SHARED = hparams.columns("inner")
+LOOKAHEAD_OWN = hparams.columns("lookahead")
+AVERAGING_OWN = hparams.columns("averaging")
 EPSILONS = (0.01, 0.05)
 LEVEL = 0.95
 TOLERANCE = 1e-9  # a gap this small is zero: the best configuration is always within ε

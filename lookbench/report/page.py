@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from lookbench import __version__
+from lookbench.hparams import HYPERPARAMETERS, label
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 from lookbench.report import figures, verdict
 from lookbench.report.data import StudyData
 from lookbench.report.matched import Matched, describe_setting
-from lookbench.report.metrics import EPSILONS, EXPLANATIONS, eps_key
+from lookbench.report.metrics import EPSILONS, EXPLANATIONS, config_keys, eps_key
 from lookbench.report.paper import paper_results
 
 STYLE = """
@@ -75,15 +76,15 @@ def header(data: StudyData) -> str:
     for opt in data.optimizers:
         rows = t[t.optimizer == opt]
         parts = []
-        for field in ("lr", "momentum", "weight_decay", "k", "alpha", "inner_state"):
-            if rows[field].notna().any():
-                parts.append(f"{field}: {_values(rows[field])}")
-        if rows["alpha_adaptive"].any():
-            parts.append("alpha: adaptive")
-        configs = len(rows.groupby(["lr", "momentum", "weight_decay", "k", "alpha",
-                                    "inner_state"], dropna=False))
-        label = opt if opt != "lookahead" else f"lookahead (around {rows['inner'].iloc[0]})"
-        grids.append(f"<dt>{_esc(label)}: {configs} configurations</dt>"
+        for h in HYPERPARAMETERS:
+            values = [_values(rows[h.name])] if h.name in rows and rows[h.name].notna().any() \
+                else []
+            values += [w for w, c in zip(h.words, h.columns()[1:]) if c in rows and rows[c].any()]
+            if values:
+                parts.append(f"{h.name}: {', '.join(values)}")
+        configs = len(rows.groupby(config_keys(rows), dropna=False))
+        name = opt if opt != "lookahead" else f"lookahead (around {rows['inner'].iloc[0]})"
+        grids.append(f"<dt>{_esc(name)}: {configs} configurations</dt>"
                      f"<dd>{_esc('; '.join(parts))}</dd>")
     seeds = sorted(t["seed"].unique())
     states = t["state"].value_counts().to_dict()
@@ -97,7 +98,7 @@ def header(data: StudyData) -> str:
         f"{' (' + _esc(json.dumps(options)) + ')' if options else ''}; "
         f"{int(first['epochs'])} epochs, batch {int(first['batch_size'])}, "
         f"{_esc(first['schedule'])} schedule; seeds {_esc(', '.join(map(str, seeds)))}; "
-        f"ranked by final {_esc(figures.LABELS.get(data.metric, data.metric))} on the "
+        f"ranked by final {_esc(figures.label(data.metric))} on the "
         f"evaluation weights.<br>{len(t)} runs: "
         f"{_esc(', '.join(f'{n} {s}' for s, n in sorted(states.items())))}; "
         f"{gpu_hours:.2f} device-hours on {_esc(', '.join(sorted(t['device'].unique())))} "
@@ -269,18 +270,27 @@ def robustness_table(data: StudyData) -> str:
             f"<p class=\"note\">{_esc(note)}</p>")
 
 
-CONFIG_TABLE_COLUMNS = ["optimizer", "lr", "momentum", "weight_decay", "k", "alpha",
-                        "inner_state", "score", "ci_low", "ci_high", "gap", "seeds", "diverged",
-                        "good_0.01", "good_0.05"]
+SCORE_COLUMNS = ["score", "ci_low", "ci_high", "gap", "seeds", "diverged", "good_0.01",
+                 "good_0.05"]
 
 
 def config_frame(data: StudyData) -> pd.DataFrame:
-    """Every configuration's score, interval, gap and ε-good flags (the CSV and the table)."""
+    """Every configuration's score, interval, gap and ε-good flags (the CSV and the table):
+    the hyperparameters any configuration of the study sets, each in one column (a number's
+    words, α's ``adaptive``, in the number's column)."""
     s = data.analysis.scores.copy()
-    s["k"] = s["k"].astype("Int64")
-    s["alpha"] = s["alpha"].astype(object).where(~s["alpha_adaptive"].fillna(False).astype(bool),
-                                                 "adaptive")
-    return s[CONFIG_TABLE_COLUMNS].sort_values(
+    shown = []
+    for h in HYPERPARAMETERS:
+        if h.name not in s:
+            continue
+        column = s[h.name].astype("Int64") if h.kind == "int" else s[h.name].astype(object)
+        for word, flag in zip(h.words if h.numeric else (), h.columns()[1:]):
+            if flag in s:
+                column = column.astype(object).where(~s[flag].fillna(False).astype(bool), word)
+        s[h.name] = column
+        if s[h.name].notna().any():
+            shown.append(h.name)
+    return s[["optimizer", *shown, *SCORE_COLUMNS]].sort_values(
         "score", ascending=not data.maximize, kind="stable").reset_index(drop=True)
 
 
@@ -299,8 +309,8 @@ def config_table(data: StudyData) -> str:
     """A sortable table of every configuration (click a heading to sort)."""
     frame = config_frame(data)
     heads = {"ci_low": "95% low", "ci_high": "95% high", "good_0.01": "1%-good",
-             "good_0.05": "5%-good", "weight_decay": "weight decay", "inner_state": "inner state"}
-    head = "".join(f'<th data-col="{i}">{_esc(heads.get(c, c))}</th>'
+             "good_0.05": "5%-good"}
+    head = "".join(f'<th data-col="{i}">{_esc(heads.get(c) or label(c))}</th>'
                    for i, c in enumerate(frame.columns))
     body = []
     for row in frame.itertuples(index=False):

@@ -10,7 +10,8 @@ from typing import Any
 from lookbench.report.analysis import Analysis
 from lookbench.report.data import StudyData
 from lookbench.report.matched import Matched, Unmatched, describe_setting
-from lookbench.report.metrics import EPSILONS, EXPLANATIONS, Difference, eps_key
+from lookbench.hparams import label
+from lookbench.report.metrics import EPSILONS, EXPLANATIONS, SHARED, Difference, eps_key
 
 PRIMARY = 0.01  # the ε the headline counts learning rates at
 
@@ -61,13 +62,7 @@ def _lr_phrase(side, eps: float, total: int) -> str:
 
 
 def matched_sentences(m: Matched, data: StudyData, seeds: int) -> list[str]:
-    axes = ["inner learning rate"]
-    moms = {k[1] for k in m.keys}
-    wds = {k[2] for k in m.keys}
-    if len(moms) > 1:
-        axes.append("momentum")
-    if len(wds) > 1:
-        axes.append("weight decay")
+    axes = [label(c) for i, c in enumerate(SHARED) if c == "lr" or len({k[i] for k in m.keys}) > 1]
     total = len(m.learning_rates)
     b = m.baseline
     out = [

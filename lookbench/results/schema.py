@@ -7,9 +7,11 @@ DuckDB read them without lookbench. Nullable columns are null where a field does
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
+
+from lookbench.hparams import HYPERPARAMETERS
 
 TRIAL_STATES = ("complete", "diverged", "failed")
 
@@ -26,15 +28,34 @@ def study_metric(task: str, recorded: Sequence[str] = ()) -> str:
         return max(set(recorded), key=list(recorded).count) if recorded else "test_acc"
 
 
-def higher_is_better(task: str, metric: str) -> bool:
-    """The direction a study ranks by: its task's, where this version knows the task; else
-    the metric's name says (accuracy up, anything else down)."""
+def higher_is_better(task: str, metric: str, recorded: Sequence[bool | None] = ()) -> bool:
+    """The direction a study ranks by: as its rows recorded it (the task declared it when the
+    trial ran); for rows of earlier versions, the task's, where this version knows the task;
+    else the metric's name (accuracy up, anything else down)."""
+    stored = [bool(v) for v in recorded if v is not None]
+    if stored:
+        return max(set(stored), key=stored.count)
     from lookbench.tasks import task_class
 
     try:
         return bool(task_class(task).higher_is_better)
     except ValueError:
         return metric == "test_acc"
+
+
+def _hyperparameter_fields() -> list[pa.Field]:
+    """The hyperparameter columns, from ``lookbench.hparams`` (null where a field does not
+    apply; a number's words, α's ``adaptive``, as boolean columns ``<name>_<word>``)."""
+    types = {"float": pa.float64(), "int": pa.int64(), "choice": pa.string()}
+    fields = []
+    for h in HYPERPARAMETERS:
+        fields.append(pa.field(h.name, types[h.kind], nullable=h.name != "lr"))
+        fields.extend(pa.field(c, pa.bool_()) for c in h.columns()[1:])
+    return fields
+
+
+# Per-epoch metrics every task has columns for; any other a task reports gets its own.
+FIXED_METRICS = ("test_loss", "test_acc")
 
 
 TRIALS = pa.schema(
@@ -44,13 +65,7 @@ TRIALS = pa.schema(
         pa.field("task", pa.string(), nullable=False),
         pa.field("optimizer", pa.string(), nullable=False),  # lookahead, sgd, adam, ...
         pa.field("inner", pa.string()),  # what lookahead wraps; the baseline's own name else
-        pa.field("lr", pa.float64(), nullable=False),
-        pa.field("momentum", pa.float64()),
-        pa.field("weight_decay", pa.float64()),
-        pa.field("k", pa.int64()),
-        pa.field("alpha", pa.float64()),  # null for baselines and for adaptive α
-        pa.field("alpha_adaptive", pa.bool_()),
-        pa.field("inner_state", pa.string()),
+        *_hyperparameter_fields(),
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("epochs", pa.int64(), nullable=False),
         pa.field("batch_size", pa.int64(), nullable=False),
@@ -65,6 +80,7 @@ TRIALS = pa.schema(
         pa.field("best_test_loss", pa.float64()),
         pa.field("best_epoch", pa.int64()),
         pa.field("metric", pa.string(), nullable=False),  # the task's ranking metric
+        pa.field("higher_is_better", pa.bool_()),  # its direction, as the task declared it
         pa.field("wall_s", pa.float64(), nullable=False),
         pa.field("resumes", pa.int64(), nullable=False),  # times it continued from a checkpoint
         pa.field("device", pa.string(), nullable=False),
@@ -91,3 +107,28 @@ CURVES = pa.schema(
         pa.field("diverged", pa.bool_(), nullable=False),
     ]
 )
+
+CURVE_COLUMNS = frozenset(CURVES.names)
+
+
+def with_metrics(schema: pa.Schema, rows: Iterable[dict]) -> pa.Schema:
+    """``schema`` plus a float column for each further metric the rows hold (a task's own
+    metrics: ``final_<m>``/``best_<m>`` in the trials table, ``<m>`` in the curves table)."""
+    names = dict.fromkeys(k for row in rows for k in row if k not in schema.names)
+    return _append(schema, [pa.field(n, pa.float64()) for n in names])
+
+
+def _append(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
+    for f in fields:
+        if f.name not in schema.names:
+            schema = schema.append(f)
+    return schema
+
+
+def check_metric_name(name: str) -> str | None:
+    """Why ``name`` cannot be a per-epoch metric's column (``None`` if it can)."""
+    if not name or not name.replace("_", "").isalnum() or not name.isascii():
+        return f"metric {name!r}: use letters, digits and '_'"
+    if name in CURVE_COLUMNS and name not in FIXED_METRICS:
+        return f"metric {name!r} would overwrite the curves table's own column of that name"
+    return None

@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from lookbench._messages import first_line
-from lookbench.results.schema import CURVES, TRIALS
+from lookbench.results.schema import CURVES, TRIALS, with_metrics
 
 TRIALS_DIR = "trials"
 CURVES_DIR = "curves"
@@ -59,8 +59,10 @@ class StudyResults:
     def write_trial(self, trial_row: dict, curve_rows: list[dict]) -> None:
         """Record one finished trial: its curve first, then the row that marks it done."""
         trial = trial_row["trial"]
-        write_part(self.curves_dir, trial, pa.Table.from_pylist(curve_rows, schema=CURVES))
-        write_part(self.trials_dir, trial, pa.Table.from_pylist([trial_row], schema=TRIALS))
+        curves = with_metrics(CURVES, curve_rows)
+        write_part(self.curves_dir, trial, pa.Table.from_pylist(curve_rows, schema=curves))
+        trials = with_metrics(TRIALS, [trial_row])
+        write_part(self.trials_dir, trial, pa.Table.from_pylist([trial_row], schema=trials))
 
     def recorded(self) -> set[str]:
         """Ids of the trials that have a row (their part file exists)."""
@@ -77,7 +79,14 @@ class StudyResults:
         if not directory.is_dir():
             return schema.empty_table()
         try:
-            return ds.dataset(directory, format="parquet", schema=schema).to_table()
+            # Every part's columns: the fixed ones (null where a part of an earlier version
+            # lacks one) and any metric of the task's own (pyarrow reads only the first part's
+            # schema unless asked to inspect them all).
+            found = ds.dataset(directory, format="parquet")
+            parts = ds.FileSystemDatasetFactory(
+                found.filesystem, found.files, ds.ParquetFileFormat()).inspect()
+            full = pa.unify_schemas([schema, parts]) if found.files else schema
+            return ds.dataset(directory, format="parquet", schema=full).to_table()
         except (pa.ArrowException, OSError) as e:  # a damaged part (parts are written whole)
             raise ResultsUnreadable(
                 f"cannot read the results in {directory}: {first_line(e).rstrip('.')}; restore "

@@ -1,7 +1,9 @@
 """One trial's configuration: a flat, validated record.
 
-The same mapping is a row of the trials table and (later) an Optuna trial's parameters, so it
-is flat data, checked by pydantic with messages that name the bad field. Fields an optimizer
+The same mapping is a row of the trials table and an Optuna trial's parameters, so it is flat
+data, checked by pydantic with messages that name the bad field. Its hyperparameter fields are
+made from ``lookbench.hparams.HYPERPARAMETERS`` (one field each, checked by the table's own
+bounds), so a hyperparameter added there is a field here without an edit. Fields an optimizer
 does not use stay ``None`` (``k`` for a plain SGD trial).
 """
 
@@ -9,18 +11,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from lookbench.choices import InnerStatePolicy, Schedule
+from lookbench.choices import Schedule
+from lookbench.hparams import BY_NAME, HYPERPARAMETERS, MAX_COUNT, NAMES, Hyperparameter
 
-MAX_COUNT = 2**31 - 1  # counts (k, epochs, seeds, batch) must fit the tables' integer columns
+__all__ = ["MAX_COUNT", "OPTIMIZER_FIELDS", "TrialConfig"]
 
-# Fields that are hyperparameters of the optimizer (passed to lookbench.optim.build).
-OPTIMIZER_FIELDS = ("inner", "lr", "momentum", "weight_decay", "k", "alpha", "inner_state")
+# Fields passed to lookbench.optim.build: what a wrapper wraps, and every hyperparameter.
+OPTIMIZER_FIELDS = ("inner", *NAMES)
 
 
-class TrialConfig(BaseModel):
-    """Everything that determines a trial's result, besides the device."""
+class _TrialBase(BaseModel):
+    """Everything that determines a trial's result besides the device and the hyperparameters
+    (which :data:`TrialConfig` adds from the table)."""
 
     # Strict: a study file's `lr = [true]` or `alpha = ["0.5"]` is refused, not coerced; and
     # finite numbers only (`--lr inf` used to create a study that broke `status`).
@@ -29,12 +41,6 @@ class TrialConfig(BaseModel):
     task: str
     optimizer: str
     inner: str | None = None
-    lr: float = Field(gt=0, description="(inner) learning rate")
-    momentum: float | None = Field(None, ge=0, lt=1, description="heavy-ball momentum / Adam β1")
-    weight_decay: float | None = Field(None, ge=0)
-    k: int | None = Field(None, ge=1, le=MAX_COUNT, description="Lookahead: inner steps per sync")
-    alpha: float | Literal["adaptive"] | None = Field(None, description="Lookahead: slow step")
-    inner_state: InnerStatePolicy | None = None
     seed: int = Field(0, ge=0, le=MAX_COUNT)
     epochs: int = Field(ge=1, le=MAX_COUNT)
     batch_size: int | None = Field(None, ge=1, le=MAX_COUNT,
@@ -43,19 +49,50 @@ class TrialConfig(BaseModel):
     deterministic: bool = Field(True, description="deterministic cuDNN kernels on CUDA")
     task_options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("alpha")
-    @classmethod
-    def _alpha_in_range(cls, alpha: float | str | None) -> float | str | None:
-        if isinstance(alpha, float) and not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        return alpha
-
     @model_validator(mode="after")
-    def _lookahead_fields(self) -> TrialConfig:
-        if self.optimizer != "lookahead" and (self.k is not None or self.alpha is not None):
-            raise ValueError(f"k and alpha apply to lookahead only, not to {self.optimizer}")
+    def _lookahead_fields(self) -> _TrialBase:
+        for h in HYPERPARAMETERS:
+            if (h.role == "lookahead" and self.optimizer != "lookahead"
+                    and getattr(self, h.name) is not None):
+                raise ValueError(f"{h.name} applies to lookahead only, not to {self.optimizer}")
         return self
 
     def optimizer_hparams(self) -> dict[str, Any]:
         """Keyword arguments for ``lookbench.optim.build(self.optimizer, params, ...)``."""
         return {f: getattr(self, f) for f in OPTIMIZER_FIELDS if getattr(self, f) is not None}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters that are set, by name."""
+        return {n: getattr(self, n) for n in NAMES if getattr(self, n) is not None}
+
+
+def _in_bounds(cls: type, value: Any, info: ValidationInfo) -> Any:
+    """The table's check of one hyperparameter (its bounds, in the message every layer uses)."""
+    problem = None if value is None else BY_NAME[str(info.field_name)].check(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _annotation(h: Hyperparameter) -> Any:
+    """The field's type (its bounds are checked by ``Hyperparameter.check``, one message)."""
+    if h.kind == "choice":
+        return Literal[h.words]  # type: ignore[valid-type]
+    number: Any = int if h.kind == "int" else float
+    return number | Literal[h.words] if h.words else number  # type: ignore[valid-type]
+
+
+def _field(h: Hyperparameter) -> tuple[Any, Any]:
+    if h.name == "lr":  # every optimizer has a learning rate, and every trial sets it
+        return _annotation(h), Field(description=h.label)
+    return _annotation(h) | None, Field(None, description=h.label)
+
+
+# pydantic's create_model: the fields come from the table (see the module's docstring).
+TrialConfig = create_model(  # type: ignore[misc]
+    "TrialConfig", __base__=_TrialBase, __module__=__name__,
+    __validators__={"_in_bounds": field_validator(*NAMES)(_in_bounds)},
+    **{h.name: _field(h) for h in HYPERPARAMETERS},
+)
+TrialConfig.__doc__ = "Everything that determines a trial's result, besides the device."
+assert set(BY_NAME) <= set(TrialConfig.model_fields)

@@ -8,7 +8,6 @@ recorded trials are kept, interrupted ones resume from their checkpoints.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,28 +22,17 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lookbench.results import DEFINITION_FILE, StudyResults
+from lookbench.hparams import format_config
+from lookbench.results import StudyResults
+from lookbench.study import definition
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
+from lookbench.study.definition import StudyConflict
 from lookbench.study.queue import TrialQueue
-from lookbench.study.spec import StudySpec, grid_tables, plan, planned_runs, trial_id
+from lookbench.study.spec import StudySpec, plan, planned_runs, trial_id
 from lookbench.study.storage import open_storage, study_lock
-from lookbench.study.worker import (
-    SPEC_ATTR,
-    WorkerOptions,
-    WorkerReport,
-    WorkerStopped,
-    run_worker,
-    stored_spec,
-)
+from lookbench.study.worker import WorkerOptions, WorkerReport, WorkerStopped, run_worker
 
-# Everything that defines a study: re-running it with other values would mix two studies.
-DEFINING_FIELDS = ("task", "inner", "baselines", "epochs", "seeds", "sampler", "trials",
-                   "batch_size", "schedule", "task_options", "grid")
-
-
-class StudyConflict(ValueError):
-    """The study exists with another budget; the message says what differs."""
-
+__all__ = ["RunResult", "StudyConflict", "prepare", "run_study"]
 
 @dataclass
 class Placement:
@@ -85,51 +73,6 @@ def placements(devices: str, workers: int | None) -> list[Placement]:
     return [Placement("cuda:0", d, threads) for d in indices for _ in range(per)]
 
 
-def _grid_difference(old: dict, new: dict) -> tuple[str, object, object] | None:
-    """The first grid entry in which two definitions differ: (its name, old, new)."""
-    for opt in sorted(set(old) | set(new)):
-        a, b = old.get(opt, {}), new.get(opt, {})
-        if a == b:
-            continue
-        ta, tb = grid_tables(a), grid_tables(b)
-        if len(ta) != len(tb):
-            return f"grid.{opt}", a, b
-        for i, (va, vb) in enumerate(zip(ta, tb)):
-            where = f"grid.{opt}" if len(ta) == 1 else f"grid.{opt}[{i}]"
-            for name in sorted(set(va) | set(vb)):
-                if va.get(name) != vb.get(name):
-                    return f"{where}.{name}", va.get(name), vb.get(name)
-    return None
-
-
-def _check_same_definition(old: StudySpec, new: StudySpec) -> None:
-    for f in DEFINING_FIELDS:
-        a, b = getattr(old, f), getattr(new, f)
-        if f == "grid":
-            diff = _grid_difference(a, b)
-            if diff is None:
-                continue
-            f, a, b = diff
-        if a != b:
-            raise StudyConflict(
-                f"study {new.study_name!r} already exists with {f}={a!r}, not {b!r}; run it "
-                f"with the options it was created with, or give another --study name"
-            )
-
-
-def _write_definition(study_dir: Path, spec: StudySpec) -> None:
-    """The study's definition as ``study.json`` beside its tables, so a report (which reads the
-    folder only, never Optuna) knows how the trials were chosen (grid, random or TPE)."""
-    path = study_dir / DEFINITION_FILE
-    text = json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    if path.exists() and path.read_text(encoding="utf-8", errors="replace") == text:
-        return
-    study_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def prepare(spec: StudySpec, out: Path, storage_url: str | None,
             data_dir: Path | None = None) -> tuple[TrialQueue, dict]:
     """Create or reopen the study and plan its trials; returns the queue and the plan."""
@@ -139,15 +82,14 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     tasks.get(spec.task, **spec.task_options).check_data(data_dir)  # before creating anything
     storage = open_storage(storage_url, study_dir)
     with study_lock(storage, study_dir, spec.study_name):
-        old = stored_spec(storage, spec.study_name)
+        old = definition.stored_spec(storage, spec.study_name)
         if old is not None:
-            _check_same_definition(old, spec)
-        direction = "maximize" if tasks.task_class(spec.task).higher_is_better else "minimize"
+            definition.check_same_definition(old, spec)
+        direction = definition.ranking(spec).direction
         queue = TrialQueue(storage, spec.study_name, spec.optimizers, direction, study_dir)
         if old is None:
-            for study in queue.studies.values():
-                study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
-        _write_definition(study_dir, old or spec)
+            definition.store_spec(queue.studies.values(), spec)
+        definition.write_file(study_dir, old or spec)
     planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     recorded = StudyResults(study_dir).recorded()
     queue.sync(planned, recorded)
@@ -156,18 +98,10 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
 
 
 def _describe(config) -> str:
-    parts = [config.optimizer if config.optimizer != "lookahead" else f"lookahead({config.inner})",
-             f"lr={config.lr:g}"]
-    if config.momentum is not None:
-        parts.append(f"mom={config.momentum:g}")
-    if config.weight_decay:
-        parts.append(f"wd={config.weight_decay:g}")
-    if config.k is not None:
-        parts.append(f"k={config.k}")
-    if config.alpha is not None:
-        parts.append(f"α={config.alpha if isinstance(config.alpha, str) else f'{config.alpha:g}'}")
-    parts.append(f"seed {config.seed}")
-    return " ".join(parts)
+    """``lookahead(sgd) lr=0.1 momentum=0.9 k=5 alpha=0.5 seed 0``: one running trial."""
+    who = config.optimizer if config.optimizer == (config.inner or config.optimizer) \
+        else f"{config.optimizer}({config.inner})"
+    return f"{who} {format_config(config.hyperparameters())} seed {config.seed}"
 
 
 class ProgressView:

@@ -29,16 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from lookbench.choices import INNER_STATE_POLICIES
+from lookbench.hparams import BY_NAME, HYPERPARAMETERS
 from lookbench.study.config import TrialConfig
+from lookbench.study.spec import distribution
 from lookbench.study.storage import study_lock
 
 ID_ATTR = "lookbench_id"
@@ -94,27 +90,27 @@ def owner_alive(owner: dict | None, heartbeat: float | None, started: float | No
 
 
 def distributions(configs: Iterable[TrialConfig]) -> dict[str, BaseDistribution]:
-    """One distribution per parameter over all planned configs, for optuna-dashboard.
+    """One distribution per hyperparameter over all planned configs, for optuna-dashboard
+    (``lookbench.study.spec.distribution``: the table's scale and choices).
 
-    Ranges come from the values planned; categorical choices are fixed lists, so a study
-    whose grid grows later stays compatible with the trials already stored. The seed is not a
-    parameter: nothing searches it, and optuna-dashboard would count it in the parameters'
-    importance; each trial carries it as the user attribute ``lookbench_seed``.
+    Categorical choices are the table's full lists, so a study whose grid grows later stays
+    compatible with the trials already stored. The seed is not a parameter: nothing searches
+    it, and optuna-dashboard would count it in the parameters' importance; each trial carries
+    it as the user attribute ``lookbench_seed``.
     """
     values: dict[str, list] = {}
     for c in configs:
-        for field in ("lr", "momentum", "weight_decay", "k", "alpha"):
-            v = getattr(c, field)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                values.setdefault(field, []).append(v)
-    out: dict[str, BaseDistribution] = {}
+        for field, v in c.hyperparameters().items():
+            values.setdefault(field, []).append(v)
+        if c.optimizer == "lookahead":  # its unset policy is a value too (recorded as such)
+            for h in HYPERPARAMETERS:
+                if h.unset is not None and getattr(c, h.name) is None:
+                    values.setdefault(h.name, []).append(h.unset)
+    out = {}
     for field, vals in values.items():
-        lo, hi = min(vals), max(vals)
-        if field == "k":
-            out[field] = IntDistribution(int(lo), int(hi))
-        else:
-            out[field] = FloatDistribution(float(lo), float(hi), log=field == "lr" and lo > 0)
-    out["inner_state"] = CategoricalDistribution(list(INNER_STATE_POLICIES))
+        dist = distribution(field, vals)
+        if dist is not None:
+            out[field] = dist
     return out
 
 
@@ -122,9 +118,11 @@ def _params(config: TrialConfig, dists: dict[str, BaseDistribution]) -> dict[str
     params: dict[str, object] = {}
     for field, dist in dists.items():
         v = getattr(config, field)
-        if field == "inner_state":
-            if config.optimizer == "lookahead":
-                params[field] = v or "maintain"
+        if v is None and config.optimizer == "lookahead":
+            v = BY_NAME[field].unset
+        if isinstance(dist, CategoricalDistribution):
+            if v in dist.choices:
+                params[field] = v
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             params[field] = int(v) if isinstance(dist, IntDistribution) else float(v)
     return params

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lookbench import __version__
+from lookbench.hparams import HYPERPARAMETERS
+from lookbench.results.schema import FIXED_METRICS
 from lookbench.study.config import TrialConfig
 from lookbench.study.trial import EpochRecord
 
@@ -28,36 +30,60 @@ def trial_state(records: list[EpochRecord], error: str | None) -> str:
     return "complete"
 
 
-def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str, batch_size: int,
-              schedule: str, records: list[EpochRecord], device: str, resumes: int,
+def hyperparameter_columns(config: TrialConfig) -> dict[str, Any]:
+    """A configuration's hyperparameter columns (``lookbench.hparams``): its values, a number's
+    words as boolean columns (``alpha_adaptive``), and for Lookahead the value an unset policy
+    means (``inner_state`` ``maintain``), so equal configurations share a row key."""
+    out: dict[str, Any] = {}
+    for h in HYPERPARAMETERS:
+        v = getattr(config, h.name)
+        if v is None and h.unset is not None and h.role == "lookahead" == config.optimizer:
+            v = h.unset
+        words = h.words if h.numeric else ()
+        out[h.name] = None if v in words else v
+        for w in words:
+            out[f"{h.name}_{w}"] = v == w
+    return out
+
+
+def metric_series(records: list[EpochRecord], name: str) -> list[tuple[float, int]]:
+    """(value, epoch) of metric ``name`` in the epochs that did not diverge."""
+    out = []
+    for r in records:
+        if not r.diverged:
+            v = _finite(r.metrics().get(name))
+            if v is not None:
+                out.append((v, r.epoch))
+    return out
+
+
+def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
+              higher_is_better: bool, batch_size: int, schedule: str,
+              records: list[EpochRecord], device: str, resumes: int,
               error: str | None = None) -> dict[str, Any]:
-    """One row of the trials table."""
+    """One row of the trials table: its configuration, outcome, and for every metric the
+    final value and the best over the epochs (the best epoch by the ranking ``metric``)."""
     import torch
 
-    good = [r for r in records if not r.diverged]
-    accs = [(r.test_acc, r.epoch) for r in good if r.test_acc is not None]
-    losses = [(r.test_loss, r.epoch) for r in good if _finite(r.test_loss) is not None]
-    best_epoch = None
-    if metric == "test_acc" and accs:
-        best_epoch = max(accs)[1]
-    elif losses:
-        best_epoch = min(losses)[1]
     last = records[-1] if records else None
-    alpha = config.alpha
+    names = dict.fromkeys([*FIXED_METRICS, metric, *(k for r in records for k in r.extra)])
+    summary: dict[str, Any] = {}
+    best_epoch = None
+    for name in names:
+        series = metric_series(records, name)
+        up = higher_is_better if name == metric else name == "test_acc"
+        best = (max if up else min)(series) if series else None
+        if name == metric and best is not None:
+            best_epoch = best[1]
+        summary[f"final_{name}"] = _finite(last.metrics().get(name)) if last else None
+        summary[f"best_{name}"] = best[0] if best else None
     return {
         "trial": trial,
         "study": study,
         "task": config.task,
         "optimizer": config.optimizer,
         "inner": config.inner or config.optimizer,  # what a wrapper wraps; else itself
-        "lr": config.lr,
-        "momentum": config.momentum,
-        "weight_decay": config.weight_decay,
-        "k": config.k,
-        "alpha": alpha if isinstance(alpha, float) else None,
-        "alpha_adaptive": alpha == "adaptive",
-        "inner_state": config.inner_state or ("maintain" if config.optimizer == "lookahead"
-                                              else None),
+        **hyperparameter_columns(config),
         "seed": config.seed,
         "epochs": config.epochs,
         "batch_size": batch_size,
@@ -65,13 +91,11 @@ def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str, batch
         "task_options": json.dumps(config.task_options, sort_keys=True),
         "state": trial_state(records, error),
         "epochs_done": len(records),
-        "final_test_acc": _finite(last.test_acc) if last else None,
-        "final_test_loss": _finite(last.test_loss) if last else None,
         "final_train_loss": _finite(last.train_loss) if last else None,
-        "best_test_acc": max(a for a, _ in accs) if accs else None,
-        "best_test_loss": min(v for v, _ in losses) if losses else None,
+        **summary,
         "best_epoch": best_epoch,
         "metric": metric,
+        "higher_is_better": higher_is_better,
         "wall_s": last.wall_s if last else 0.0,
         "resumes": resumes,
         "device": device,
@@ -98,6 +122,7 @@ def curve_rows(trial: str, records: list[EpochRecord]) -> list[dict[str, Any]]:
             "steps": r.steps,
             "wall_s": r.wall_s,
             "diverged": r.diverged,
+            **{k: _finite(v) for k, v in r.extra.items()},
         }
         for r in records
     ]

@@ -25,12 +25,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lookbench.choices import Schedule
+from lookbench.hparams import BY_NAME, HYPERPARAMETERS, LOOKAHEAD_OWN, NAMES
 from lookbench.study.config import MAX_COUNT, OPTIMIZER_FIELDS, TrialConfig
 
 Sampler = Literal["grid", "random", "tpe"]
-# The hyperparameters a study may sweep, and for which optimizers they mean something.
-SWEEPABLE = ("lr", "momentum", "weight_decay", "k", "alpha", "inner_state")
-LOOKAHEAD_ONLY = ("k", "alpha", "inner_state")
+SWEEPABLE = NAMES  # the hyperparameters a study may sweep: lookbench.hparams' table
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # One optimizer's grid: a table of values to cross, or several whose products are united.
@@ -192,6 +191,11 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str)
     for field in grid_overrides:
         if field not in SWEEPABLE:
             raise SpecError(f"{where}: cannot sweep {field!r}; sweepable: {', '.join(SWEEPABLE)}")
+    takes = {opt: _takes(spec, opt) for opt in spec.optimizers}
+    for field in grid_overrides:
+        if not any(field in t for t in takes.values()):
+            raise SpecError(f"{where}: {BY_NAME[field].option}: no optimizer of this study "
+                            f"({', '.join(spec.optimizers)}) takes {field}")
     defaults = task.default_grid(spec.inner)
     for baseline in spec.baselines:  # averaging runs the inner optimizer over the same grid
         defaults.setdefault(baseline, spec.grid.get(spec.inner) or defaults.get(spec.inner, {}))
@@ -201,7 +205,7 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str)
         tables = [dict(t) for t in grid_tables(given)]
         for values in tables:
             for field, override in grid_overrides.items():
-                if opt == "lookahead" or field not in LOOKAHEAD_ONLY:
+                if field in takes[opt]:  # e.g. --beta2 for adam, lookahead(adam) and polyak
                     values[field] = list(override)
         # One table is stored as a table, as before lists of tables existed: a study defined
         # with one is the same study whichever form its file used.
@@ -234,15 +238,13 @@ def _check_table(spec: StudySpec, task: Any, opt: str, values: GridTable, where:
     for field, vals in values.items():
         if field not in SWEEPABLE:
             raise SpecError(f"{where}.{field}: not a sweepable field ({', '.join(SWEEPABLE)})")
-        if opt != "lookahead" and field in LOOKAHEAD_ONLY:
+        if opt != "lookahead" and field in LOOKAHEAD_OWN:
             raise SpecError(f"{where}.{field}: applies to lookahead only")
         if not isinstance(vals, list) or not vals:
             raise SpecError(f"{where}.{field}: give a non-empty list of values")
     if "lr" not in values:
         raise SpecError(f"{where}.lr: every optimizer needs learning rates")
-    from lookbench.optim import hyperparameters
-
-    takes = hyperparameters(opt, spec.inner if opt != spec.inner else None)
+    takes = _takes(spec, opt)
     for field in values:
         if field not in takes:  # e.g. momentum for Adagrad: refused now, not in every trial
             raise SpecError(f"{where}.{field}: {opt}"
@@ -260,6 +262,13 @@ def _check_table(spec: StudySpec, task: Any, opt: str, values: GridTable, where:
             task.check_config(config)
         except ValueError as e:
             raise SpecError(f"{where}: {e}") from None
+
+
+def _takes(spec: StudySpec, opt: str) -> dict[str, Any]:
+    """The hyperparameters ``opt`` takes in this study (a wrapper: with the inner's)."""
+    from lookbench.optim import hyperparameters
+
+    return hyperparameters(opt, spec.inner if opt != spec.inner else None)
 
 
 def grid_points(spec: StudySpec, optimizer: str) -> list[dict[str, Any]]:
@@ -293,30 +302,59 @@ def _config(spec: StudySpec, optimizer: str, point: dict[str, Any], seed: int) -
 
 
 def trial_id(config: TrialConfig) -> str:
-    """A stable id for a configuration: the same config always gets the same id."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """A stable id for a configuration: the same config always gets the same id, in every
+    version (a hyperparameter added to the table is hashed only when set)."""
+    fields = config.model_dump(mode="json")
+    for h in HYPERPARAMETERS:
+        if not h.hashed_when_unset and fields[h.name] is None:
+            del fields[h.name]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _random_points(values: dict[str, list[Any]], n: int, rng: np.random.Generator
                    ) -> list[dict[str, Any]]:
-    """``n`` points drawn from the ranges the grid values span (log scale for lr, decay)."""
+    """``n`` points drawn from the ranges the grid values span, each on its table scale (log
+    where the table says so and every value is positive, whole numbers for integers)."""
     points = []
     for _ in range(n):
         point: dict[str, Any] = {}
         for field, vals in sorted(values.items()):
-            numeric = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            if len(set(vals)) == 1 or len(numeric) != len(vals):
+            h = BY_NAME[field]
+            if len(set(vals)) == 1 or not _numeric(vals):
                 point[field] = vals[int(rng.integers(len(vals)))]
-            elif field == "k":
+            elif h.kind == "int":
                 point[field] = int(rng.integers(min(vals), max(vals) + 1))
-            elif field in ("lr", "weight_decay") and min(vals) > 0:
+            elif h.log and min(vals) > 0:
                 lo, hi = np.log(min(vals)), np.log(max(vals))
                 point[field] = float(np.exp(rng.uniform(lo, hi)))
             else:
                 point[field] = float(rng.uniform(min(vals), max(vals)))
         points.append(point)
     return points
+
+
+def _numeric(vals: list[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+
+
+def distribution(field: str, vals: list[Any]) -> Any:
+    """The Optuna distribution of one hyperparameter over the numbers ``vals`` holds, on its
+    table scale: log where the table says so and every value is positive, integers for
+    integers; a choice offers all its words. ``None`` if ``vals`` holds no number (α given
+    only as ``adaptive``). The queue stores it with every trial, for optuna-dashboard."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    h = BY_NAME[field]
+    if h.kind == "choice":
+        return CategoricalDistribution(list(h.words))
+    numbers = [v for v in vals if _numeric([v])]
+    if not numbers:
+        return None
+    lo, hi = min(numbers), max(numbers)
+    if h.kind == "int":
+        return IntDistribution(int(lo), int(hi))
+    return FloatDistribution(float(lo), float(hi), log=h.log and lo > 0)
 
 
 def plan(spec: StudySpec) -> list[TrialConfig]:
@@ -354,20 +392,16 @@ def _one_table(spec: StudySpec, optimizer: str) -> GridTable:
 
 
 def search_space(spec: StudySpec, optimizer: str) -> dict[str, Any]:
-    """Optuna distributions spanning the grid values, for the TPE sampler: log scale for
-    learning rates (and positive weight decays), integers for k, choices for the rest."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    """Optuna distributions spanning the grid values, for the TPE sampler (see
+    :func:`distribution`)."""
+    from optuna.distributions import CategoricalDistribution
 
     space: dict[str, Any] = {}
     for field, vals in sorted(_one_table(spec, optimizer).items()):
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
-        if len(set(vals)) == 1 or not numeric:
+        if len(set(vals)) == 1 or not _numeric(vals):  # the values listed, as choices
             space[field] = CategoricalDistribution(sorted(set(vals), key=str))
-        elif field == "k":
-            space[field] = IntDistribution(int(min(vals)), int(max(vals)))
         else:
-            log = field in ("lr", "weight_decay") and min(vals) > 0
-            space[field] = FloatDistribution(float(min(vals)), float(max(vals)), log=log)
+            space[field] = distribution(field, vals)
     return space
 
 

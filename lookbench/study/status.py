@@ -9,8 +9,12 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
+from lookbench.hparams import columns, format_config
 from lookbench.results import ResultsUnreadable, StudyResults, higher_is_better, study_metric
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
+
+
+CONFIG_COLUMNS = columns()  # a configuration's key: its hyperparameter columns
 
 
 class StatusError(Exception):
@@ -29,7 +33,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
     """Planned and running trials per optimizer, from the study's storage (if readable)."""
     from lookbench.study.queue import TrialQueue
     from lookbench.study.spec import planned_runs
-    from lookbench.study.worker import stored_spec
+    from lookbench.study.definition import stored_spec
 
     if storage_url is None and not (study_dir / JOURNAL_FILE).exists():
         return {}, {}, None
@@ -68,8 +72,7 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
         opt = r["optimizer"]
         counts[opt][r["state"]] += 1
         value = r["final_" + metric]
-        alpha = "adaptive" if r["alpha_adaptive"] else r["alpha"]
-        key = (r["lr"], r["momentum"], r["weight_decay"], r["k"], alpha, r["inner_state"])
+        key = tuple(r.get(c) for c in CONFIG_COLUMNS)
         if r["state"] == "complete" and value is not None:
             finals[opt][key].append(value)
         else:  # as in the report: a configuration that lost a seed is not a best one
@@ -97,9 +100,7 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
                 best = f"{means[key]:.4f}±{sd:.4f} n={len(vals)}"
             else:  # one seed has no spread to show: no "±0.0000"
                 best = f"{means[key]:.4f} n=1"
-            names = ("lr", "mom", "wd", "k", "α", "")
-            config = " ".join(f"{n}={v:g}" if isinstance(v, float) else (f"{n}={v}" if n else v)
-                              for n, v in zip(names, key) if v is not None)
+            config = format_config(dict(zip(CONFIG_COLUMNS, key)))
         table.add_row(opt, f"{done}/{planned.get(opt, '?')}", str(running.get(opt, 0)),
                       str(c["diverged"]), str(c["failed"]), best, config)
     return table

@@ -75,7 +75,30 @@ class EpochRecord:
     steps: int  # optimizer steps so far
     wall_s: float  # seconds of training and evaluation so far
     diverged: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)  # the task's further metrics
+
+    def metrics(self) -> dict[str, float | None]:
+        """Every held-out metric of the epoch by name: ``test_loss``, ``test_acc`` and the
+        task's own (``test_perplexity``, ...)."""
+        return {"test_loss": self.test_loss, "test_acc": self.test_acc, **self.extra}
+
+
+def _further_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """A task's metrics beyond ``test_loss``/``test_acc``, as floats; a name that cannot be a
+    column is an error of the task (one line, the trial fails)."""
+    from lookbench.results.schema import FIXED_METRICS, check_metric_name
+
+    if "test_loss" not in metrics:
+        raise ValueError("the task's evaluate() must return test_loss (and may return more)")
+    out = {}
+    for name, value in metrics.items():
+        if name in FIXED_METRICS:
+            continue
+        problem = check_metric_name(name)
+        if problem is not None:
+            raise ValueError(problem)
+        out[name] = math.nan if value is None else float(value)
+    return out
 
 
 class Trial:
@@ -188,15 +211,16 @@ class Trial:
                     and train_loss > BLOWUP_FACTOR * self.initial_loss)
 
         metrics: dict[str, float] = {"test_loss": math.nan}
-        train_eval = extra = None
+        train_eval = None
         if finite:
             wl.model.eval()
             with torch.no_grad(), evaluation_weights(opt), self._autocast():
-                metrics = wl.evaluate(wl.model)
+                metrics = dict(wl.evaluate(wl.model))
                 if wl.train_eval is not None:
                     train_eval = wl.train_eval(wl.model)
                 if wl.extra is not None:
-                    extra = wl.extra(wl.model)
+                    metrics.update(wl.extra(wl.model))
+        extra = _further_metrics(metrics)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.wall_s += time.perf_counter() - start
@@ -212,7 +236,7 @@ class Trial:
             steps=self.steps,
             wall_s=self.wall_s,
             diverged=diverged,
-            extra=extra or {},
+            extra=extra,
         )
         self.records.append(record)
         return record

@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from lookbench._messages import describe
-from lookbench.results import StudyResults, study_metric
+from lookbench.results import StudyResults
+from lookbench.study.definition import Ranking, ranking, stored_spec
 from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
     CheckpointError,
@@ -41,7 +41,6 @@ from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable
 
 PROGRESS_EVERY_S = 1.0  # a trial's epoch is written to the storage at most this often
-SPEC_ATTR = "lookbench_spec"
 
 
 class WorkerStopped(Exception):
@@ -77,37 +76,23 @@ class WorkerOptions:
     on_warning: Callable[[str], None] | None = None
 
 
-def stored_spec(storage: Any, name: str) -> StudySpec | None:
-    """The study's definition as ``lookbench run`` stored it in Optuna, if it exists."""
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=f"{name}.lookahead", storage=storage)
-    except KeyError:
-        return None
-    raw = study.user_attrs.get(SPEC_ATTR)
-    return None if raw is None else StudySpec.model_validate(raw)
-
-
 def open_queue(opts: WorkerOptions, spec: StudySpec | None = None) -> tuple[TrialQueue, StudySpec]:
     """The study's queue; its definition is read from the storage unless given."""
-    from lookbench import tasks
-
     storage = open_storage(opts.storage, opts.study_dir)
     if spec is None:
         spec = stored_spec(storage, opts.name)
         if spec is None:
             raise WorkerStopped(f"study {opts.name!r} has no definition in its storage")
-    task_cls = tasks.task_class(spec.task)
-    direction = "maximize" if task_cls.higher_is_better else "minimize"
     kwargs = {} if opts.grace_s is None else {"grace_s": opts.grace_s}
-    queue = TrialQueue(storage, opts.name, spec.optimizers, direction, opts.study_dir, **kwargs)
+    queue = TrialQueue(storage, opts.name, spec.optimizers, ranking(spec).direction,
+                       opts.study_dir, **kwargs)
     return queue, spec
 
 
 def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> WorkerReport:
     """Run planned trials until none is left (or ``stop`` is set)."""
     queue, spec = open_queue(opts)
+    rank = ranking(spec)
     results = StudyResults(opts.study_dir)
     planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     report = WorkerReport()
@@ -121,7 +106,7 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                 if queue.sync(planned, results.recorded()) == 0:
                     break  # nothing waiting, nothing stale: done (others may still be running)
                 continue
-            _run_claimed(queue, claimed, results, opts, report, interrupts)
+            _run_claimed(queue, claimed, results, rank, opts, report, interrupts)
     return report
 
 
@@ -137,7 +122,7 @@ def _propose(queue: TrialQueue, spec: StudySpec) -> Claimed | None:
     return None
 
 
-def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
+def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, rank: Ranking,
                  opts: WorkerOptions, report: WorkerReport, interrupts: Interrupts) -> None:
     why = queue.is_duplicate(claimed, results.recorded())
     if why is not None:
@@ -190,15 +175,14 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults,
         error = describe(e)
         records = trial.records if trial is not None else []
     state = trial_state(records, error)
-    metric = study_metric(config.task)  # also for a trial that failed before its task was built
     row = trial_row(
-        study=queue.name, trial=claimed.lookbench_id, config=config, metric=metric,
-        batch_size=trial.batch_size if trial else (config.batch_size or 0),
+        study=queue.name, trial=claimed.lookbench_id, config=config, metric=rank.metric,
+        higher_is_better=rank.higher_is_better, batch_size=trial.batch_size if trial else (config.batch_size or 0),
         schedule=trial.schedule if trial else (config.schedule or "constant"),
         records=records, device=str(trial.device if trial else opts.device), resumes=resumes,
         error=error,
     )
-    value = row["final_test_acc"] if metric == "test_acc" else row["final_test_loss"]
+    value = row[f"final_{rank.metric}"]
     curves = curve_rows(claimed.lookbench_id, records)
     if not queue.finish(claimed, state, value, lambda: results.write_trial(row, curves),
                         epochs=records[-1].epoch if records else 0):

@@ -224,4 +224,4 @@ def test_status_names_adaptive_alpha_and_never_ranks_a_configuration_that_lost_a
     console = Console(width=200, record=True)
     console.print(status_table(write_study(tmp_path, "s", rows)))
     line = [t for t in console.export_text().splitlines() if t.strip().startswith("lookahead")][0]
-    assert "0.9100±0.0141 n=2" in line and "lr=0.1" in line and "α=adaptive" in line
+    assert "0.9100±0.0141 n=2" in line and "lr=0.1" in line and "alpha=adaptive" in line

@@ -110,7 +110,7 @@ def test_grids_with_one_shared_configuration_have_no_matched_set(tmp_path):
     data = load_study(write_study(tmp_path, "cifar", rows))
     (u,) = data.analysis.comparisons
     assert isinstance(u, Unmatched)
-    assert "share only one configuration (lr 0.1, momentum 0.9, weight decay 0.001)" in u.reason
+    assert "share only one configuration (lr=0.1 momentum=0.9 weight_decay=0.001)" in u.reason
     assert u.shared_difference.estimate == pytest.approx(0.01)
     text = sentences(data.analysis, data)
     assert text[0] == u.reason and "not a robustness measure" in text[-1]

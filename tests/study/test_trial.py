@@ -117,9 +117,9 @@ def test_step_schedule_is_the_papers():
     [
         ({"alpha": 1.5}, "alpha must be in"),
         ({"alpha": 0.0}, "alpha must be in"),
-        ({"k": 0}, "greater than or equal to 1"),
-        ({"lr": -0.1}, "greater than 0"),
-        ({"momentum": 1.0}, "less than 1"),
+        ({"k": 0}, r"k must be in \[1, 2147483647\], got 0"),
+        ({"lr": -0.1}, r"lr must be in \(0, inf\), got -0.1"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
         ({"epochs": 0}, "greater than or equal to 1"),
         ({"colour": "red"}, "Extra inputs are not permitted"),
     ],
@@ -130,5 +130,5 @@ def test_bad_configs_name_the_field(fields, match):
 
 
 def test_k_and_alpha_only_for_lookahead():
-    with pytest.raises(ValidationError, match="apply to lookahead only"):
+    with pytest.raises(ValidationError, match="k applies to lookahead only, not to sgd"):
         digits("sgd", k=5)

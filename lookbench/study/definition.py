@@ -1,0 +1,125 @@
+"""A study's stored definition, and what it ranks by: written once, read by every part.
+
+``lookbench run`` stores the validated spec twice: as a user attribute of the study's Optuna
+studies (so workers and other machines sharing the storage run exactly that study) and as
+``study.json`` beside its tables (so a report, which reads the folder only, knows how the trials
+were chosen and what the metric means). The engine, the workers and ``status`` read it through
+this module; none of them works out the metric or its direction again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lookbench.results.store import DEFINITION_FILE
+from lookbench.study.spec import StudySpec, grid_tables
+
+SPEC_ATTR = "lookbench_spec"  # the spec, as a user attribute of each of the study's Optuna studies
+
+# Everything that defines a study: re-running it with other values would mix two studies.
+DEFINING_FIELDS = ("task", "inner", "baselines", "epochs", "seeds", "sampler", "trials",
+                   "batch_size", "schedule", "task_options", "grid")
+
+
+class StudyConflict(ValueError):
+    """The study exists with another definition; the message says what differs."""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What a study ranks configurations by: its task's metric and direction."""
+
+    metric: str
+    higher_is_better: bool
+
+    @property
+    def direction(self) -> str:
+        """Optuna's word for it."""
+        return "maximize" if self.higher_is_better else "minimize"
+
+
+def ranking(spec: StudySpec) -> Ranking:
+    """The task's own metric and direction (the task declares both)."""
+    from lookbench import tasks
+
+    cls = tasks.task_class(spec.task)
+    return Ranking(str(cls.metric), bool(cls.higher_is_better))
+
+
+def stored_spec(storage: Any, name: str) -> StudySpec | None:
+    """The study's definition as ``lookbench run`` stored it in Optuna, if it exists."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=f"{name}.lookahead", storage=storage)
+    except KeyError:
+        return None
+    raw = study.user_attrs.get(SPEC_ATTR)
+    return None if raw is None else StudySpec.model_validate(raw)
+
+
+def store_spec(studies: Any, spec: StudySpec) -> None:
+    """Store ``spec`` with each of the study's Optuna studies (``TrialQueue.studies``)."""
+    for study in studies:
+        study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+
+
+def _grid_difference(old: dict, new: dict) -> tuple[str, object, object] | None:
+    """The first grid entry in which two definitions differ: (its name, old, new)."""
+    for opt in sorted(set(old) | set(new)):
+        a, b = old.get(opt, {}), new.get(opt, {})
+        if a == b:
+            continue
+        ta, tb = grid_tables(a), grid_tables(b)
+        if len(ta) != len(tb):
+            return f"grid.{opt}", a, b
+        for i, (va, vb) in enumerate(zip(ta, tb)):
+            where = f"grid.{opt}" if len(ta) == 1 else f"grid.{opt}[{i}]"
+            for name in sorted(set(va) | set(vb)):
+                if va.get(name) != vb.get(name):
+                    return f"{where}.{name}", va.get(name), vb.get(name)
+    return None
+
+
+def check_same_definition(old: StudySpec, new: StudySpec) -> None:
+    """Raise :class:`StudyConflict` naming the first defining field that differs."""
+    for f in DEFINING_FIELDS:
+        a, b = getattr(old, f), getattr(new, f)
+        if f == "grid":
+            diff = _grid_difference(a, b)
+            if diff is None:
+                continue
+            f, a, b = diff
+        if a != b:
+            raise StudyConflict(
+                f"study {new.study_name!r} already exists with {f}={a!r}, not {b!r}; run it "
+                f"with the options it was created with, or give another --study name"
+            )
+
+
+def write_file(study_dir: Path, spec: StudySpec) -> None:
+    """``study.json`` beside the tables: the spec, and the metric and direction it ranks by."""
+    path = study_dir / DEFINITION_FILE
+    rank = ranking(spec)
+    content = {**spec.model_dump(mode="json"), "metric": rank.metric,
+               "higher_is_better": rank.higher_is_better}
+    text = json.dumps(content, indent=2, sort_keys=True) + "\n"
+    if path.exists() and path.read_text(encoding="utf-8", errors="replace") == text:
+        return
+    study_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_file(study_dir: Path) -> dict[str, Any]:
+    """``study.json`` as written (empty for a folder without one: older studies, hand-made
+    tables, or a damaged file; readers then fall back on the tables)."""
+    try:
+        content = json.loads((Path(study_dir) / DEFINITION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
