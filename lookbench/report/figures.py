@@ -33,8 +33,10 @@ def label(name: str) -> str:
     return METRIC_LABELS.get(name) or hparams.label(name)
 
 
-SURFACE_PAIRS = [("lr", "alpha"), ("k", "alpha"), ("lr", "momentum"), ("lr", "weight_decay"),
-                 ("lr", "k")]
+# The paper's lr × α and k × α, then the learning rate against each other hyperparameter.
+SURFACE_PAIRS = [("lr", "alpha"), ("k", "alpha"),
+                 *(("lr", h.name) for h in hparams.HYPERPARAMETERS
+                   if h.numeric and h.name not in ("lr", "alpha"))]
 MAX_HEATMAP_VALUES = 12  # more distinct values than this on an axis: a scatter, not a grid
 MIN_HEATMAP_FILL = 0.5  # fewer filled cells than this share (random/TPE points): a scatter
 GAP_CAP_PCT = 10.0  # accuracy-like metrics: colours span 0–10% below the best, worse is clipped
