@@ -118,6 +118,8 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    low=0, high=1, high_open=True, hashed_when_unset=True),
     Hyperparameter("weight_decay", "weight decay", "Weight decays to sweep.", log=True, low=0,
                    hashed_when_unset=True),
+    Hyperparameter("beta2", "β2 (second-moment decay)", "Adam-family beta2 values to sweep, "
+                   "e.g. 0.99,0.999.", low=0, high=1, high_open=True),
     Hyperparameter("k", "k (steps per sync)", "Lookahead sync periods, e.g. 5,10.", kind="int",
                    low=1, high=MAX_COUNT, role="lookahead", hashed_when_unset=True),
     Hyperparameter("alpha", "α (slow step)", "Lookahead slow step sizes in (0, 1], or adaptive.",
