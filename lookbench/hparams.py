@@ -120,6 +120,13 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    hashed_when_unset=True),
     Hyperparameter("beta2", "β2 (second-moment decay)", "Adam-family beta2 values to sweep, "
                    "e.g. 0.99,0.999.", low=0, high=1, high_open=True),
+    Hyperparameter("eps", "ε (denominator)", "Epsilons of Adam, RMSprop, Adagrad, Adadelta to "
+                   "sweep.", log=True, low=0, low_open=True),
+    Hyperparameter("smoothing", "RMSprop smoothing (its alpha)", "RMSprop's squared-gradient "
+                   "decay (torch's alpha) to sweep.", low=0, high=1, high_open=True),
+    Hyperparameter("rho", "Adadelta ρ", "Adadelta's rho to sweep.", low=0, high=1),
+    Hyperparameter("lr_decay", "Adagrad lr decay", "Adagrad's learning-rate decay to sweep.",
+                   log=True, low=0),
     Hyperparameter("k", "k (steps per sync)", "Lookahead sync periods, e.g. 5,10.", kind="int",
                    low=1, high=MAX_COUNT, role="lookahead", hashed_when_unset=True),
     Hyperparameter("alpha", "α (slow step)", "Lookahead slow step sizes in (0, 1], or adaptive.",
@@ -129,6 +136,11 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    + ", ".join(INNER_STATE_POLICIES) + ".", kind="choice",
                    words=INNER_STATE_POLICIES, role="lookahead", unset="maintain",
                    hashed_when_unset=True),
+    Hyperparameter("decay", "EMA decay", "EMA baseline: decays of the average to sweep.",
+                   low=0, high=1, high_open=True, role="averaging"),
+    Hyperparameter("start", "averaging start (step)", "Averaging baselines (polyak, ema, swa): "
+                   "the step the average starts at.", kind="int", low=0, high=MAX_COUNT,
+                   role="averaging"),
 )
 
 BY_NAME: dict[str, Hyperparameter] = {h.name: h for h in HYPERPARAMETERS}

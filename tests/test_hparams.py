@@ -85,3 +85,27 @@ def test_beta2_is_swept_from_the_command_line_stored_and_plotted(tmp_path: Path)
     assert f"{label} \\u00d7 inner learning rate" in page  # the surface of lr × β2
     header = (reports / "digits-adam-configs.csv").read_text().splitlines()[0]
     assert "beta2" in header.split(",")
+
+
+@pytest.mark.parametrize(("inner", "baselines", "field", "values"), [
+    ("rmsprop", [], "smoothing", [0.9, 0.99]),
+    ("adadelta", [], "rho", [0.8, 0.95]),
+    ("adagrad", [], "lr_decay", [0.0, 1e-4]),
+    ("adam", [], "eps", [1e-8, 1e-6]),
+    ("nadam", [], "beta2", [0.99, 0.999]),
+    ("sgd", ["ema"], "decay", [0.9, 0.99]),
+    ("sgd", ["polyak", "swa"], "start", [0, 100]),
+])
+def test_each_optimizers_own_hyperparameters_are_sweepable(inner, baselines, field, values):
+    import torch
+
+    from lookbench.optim import build
+
+    spec = load_spec(None, task="digits", inner=inner, baselines=baselines,
+                     grid_overrides={field: values})
+    configs = [c for c in plan(spec) if getattr(c, field) is not None]
+    takers = {c.optimizer for c in configs}
+    assert takers == ({"lookahead", inner} if not baselines else set(baselines))
+    assert {getattr(c, field) for c in configs} == set(values)
+    for c in configs[:2]:  # each builds, with the value where the optimizer keeps it
+        build(c.optimizer, [torch.nn.Parameter(torch.zeros(2))], **c.optimizer_hparams())

@@ -257,28 +257,39 @@ def register_optimizer(name: str, builder: Builder | type[Optimizer], summary: s
 
 
 def _class_builder(cls: type[Optimizer]) -> Builder:
-    """A builder for an optimizer class: lookbench's names mapped onto its constructor's."""
+    """A builder for an optimizer class: lookbench's names mapped onto its constructor's.
+
+    An inner-optimizer hyperparameter of lookbench's table (``lookbench.hparams``) that the
+    constructor takes under the same name (``lr``, ``weight_decay``, ``eps``, ``rho``, ...) is passed as is;
+    ``momentum`` is its ``momentum``, or ``betas[0]`` (and ``beta2`` ``betas[1]``) for an
+    Adam-like class.
+    """
+    from lookbench.hparams import SHARED
+
     if not issubclass(cls, Optimizer):
         raise TypeError(f"{cls.__name__} is not a torch.optim.Optimizer subclass")
     takes = inspect.signature(cls.__init__).parameters
-    names = {"lr"} & set(takes) | ({"weight_decay"} & set(takes))
-    momentum = "momentum" if "momentum" in takes else ("betas" if "betas" in takes else None)
+    direct = [n for n in SHARED if n in takes]  # (never Lookahead's own k, α: a class's
+    # ``alpha``, RMSprop's say, is not Lookahead's)
+    betas = "betas" in takes and "momentum" not in takes
+    default_betas = takes["betas"].default if betas else None
+    if not (isinstance(default_betas, tuple) and len(default_betas) == 2):
+        default_betas = (0.9, 0.999)
 
     def build_it(params: Params, **hparams: Any) -> Optimizer:
-        kwargs = {k: hparams[k] for k in names if k in hparams}
-        if momentum == "momentum" and "momentum" in hparams:
-            kwargs["momentum"] = hparams["momentum"]
-        elif momentum == "betas" and "momentum" in hparams:
-            beta2 = takes["betas"].default[1] if isinstance(takes["betas"].default, tuple) \
-                else 0.999
-            kwargs["betas"] = (hparams["momentum"], beta2)
+        kwargs = {k: hparams[k] for k in direct if k in hparams}
+        if betas and ("momentum" in hparams or "beta2" in hparams):
+            kwargs["betas"] = (hparams.get("momentum", default_betas[0]),
+                               hparams.get("beta2", default_betas[1]))
         return cls(params, **kwargs)
 
-    accepted = sorted(names | ({"momentum"} if momentum else set()))
+    accepted = direct + (["momentum", "beta2"] if betas else [])
+    defaults = {n: takes[n].default for n in direct
+                if takes[n].default is not inspect.Parameter.empty}
+    if betas:
+        defaults.update(momentum=default_betas[0], beta2=default_betas[1])
     params = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_ONLY)] + [
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
-                          default=takes[n].default if n in takes and takes[n].default
-                          is not inspect.Parameter.empty else None)
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(n))
         for n in accepted]
     build_it.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return build_it

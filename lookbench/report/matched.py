@@ -26,6 +26,7 @@ import pandas as pd
 
 from lookbench.hparams import format_config
 from lookbench.report.metrics import (
+    AVERAGING_OWN,
     EPSILONS,
     LOOKAHEAD_OWN,
     SHARED,
@@ -96,6 +97,7 @@ class Matched:
     lr_count_difference: dict[str, tuple[int, tuple[int, int] | None]] = field(
         default_factory=dict)  # ε key -> (difference, plausible range or None)
     cost_ratio: Difference | None = None  # wall time per epoch, Lookahead / baseline
+    baseline_setting: dict = field(default_factory=dict)  # its own swept values (EMA's decay)
 
     @property
     def configurations(self) -> int:
@@ -142,6 +144,26 @@ def _choose_setting(la: pd.DataFrame, base_keys: set,
         reason = ("the grid has no k = 5, α = 0.5 over the shared settings, so the setting that "
                   "covers the most of them, with the best median score")
     return chosen[0], reason, chosen[1]
+
+
+def _baseline_setting(base: pd.DataFrame, la_keys: set, maximize: bool
+                      ) -> tuple[pd.DataFrame, dict]:
+    """A baseline that sweeps hyperparameters of its own (an EMA's decay, an average's start)
+    is compared at one setting of them, as Lookahead is: the one covering the most of
+    Lookahead's shared configurations, ties broken by the best median score. Returns its
+    configurations at that setting and the setting (empty when it sweeps none)."""
+    own = [c for c in AVERAGING_OWN if c in base and base[c].nunique(dropna=True) > 1]
+    if not own or base.empty:
+        return base, {}
+
+    def rank(item: tuple) -> tuple[int, float]:
+        group = item[1]
+        median = float(np.median(group["score"]))
+        return len(set(group["shared"]) & la_keys), median if maximize else -median
+
+    values, group = max(base.groupby(own, dropna=False, sort=True), key=rank)
+    values = values if isinstance(values, tuple) else (values,)
+    return group, {c: (None if pd.isna(v) else v) for c, v in zip(own, values)}
 
 
 def _per_seed(runs: pd.DataFrame, keys: list[tuple]) -> pd.DataFrame:
@@ -198,6 +220,7 @@ def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
     la = annotated[annotated["optimizer"] == "lookahead"].copy()
     base = annotated[annotated["optimizer"] == baseline].copy()
     la["shared"], base["shared"] = _shared_key(la), _shared_key(base)
+    base, base_setting = _baseline_setting(base, set(la["shared"]), maximize)
     base_keys = set(base["shared"])
     chosen = _choose_setting(la, base_keys, maximize) if len(la) else None
     if chosen is None:
@@ -212,7 +235,8 @@ def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
     runs = runs.assign(shared=_shared_key(runs))
     setting_mask = matching(runs, setting)
     la_runs = runs[(runs["optimizer"] == "lookahead") & setting_mask & runs["shared"].isin(keyset)]
-    base_runs = runs[(runs["optimizer"] == baseline) & runs["shared"].isin(keyset)]
+    base_runs = runs[(runs["optimizer"] == baseline) & runs["shared"].isin(keyset)
+                     & matching(runs, base_setting)]
 
     la_side = _side("lookahead", la_m, la_runs, maximize)
     base_side = _side(baseline, base_m, base_runs, maximize)
@@ -243,7 +267,7 @@ def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
         learning_rates=sorted({k[0] for k in keys}), lookahead=la_side, base=base_side,
         lookahead_scores=la_m, base_scores=base_m, score_difference=score_diff,
         best_difference=best_diff, lr_count_difference=counts,
-        cost_ratio=_cost(la_runs, base_runs),
+        cost_ratio=_cost(la_runs, base_runs), baseline_setting=base_setting,
     )
 
 

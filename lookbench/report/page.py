@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from lookbench import __version__
-from lookbench.hparams import HYPERPARAMETERS, label
+from lookbench.hparams import HYPERPARAMETERS, format_config, label
 import math
 
 import numpy as np
@@ -128,8 +128,10 @@ def matched_table(m: Matched, data: StudyData) -> str:
     """The verdict's small table: each optimizer on the matched set, and the difference."""
     total = len(m.learning_rates)
     rows = []
+    base_name = m.baseline + (f" ({format_config(m.baseline_setting)})"
+                              if m.baseline_setting else "")
     for name, side in ((f"lookahead ({describe_setting(m.setting)})", m.lookahead),
-                       (m.baseline, m.base)):
+                       (base_name, m.base)):
         r = side.robustness
         cells = [name]
         for eps in EPSILONS:

@@ -189,6 +189,8 @@ def _comparison_json(c: Matched | Unmatched) -> dict[str, Any]:
     return {
         "baseline": c.baseline, "matched": True,
         "lookahead_setting": {**setting, "reason": c.setting_reason},
+        "baseline_setting": {k: (v.item() if hasattr(v, "item") else v)
+                             for k, v in c.baseline_setting.items()},
         "configurations": c.configurations, "learning_rates": c.learning_rates,
         "optimizers": {"lookahead": _side_json(c.lookahead, c.configurations),
                        c.baseline: _side_json(c.base, c.configurations)},

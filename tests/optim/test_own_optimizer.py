@@ -113,3 +113,19 @@ def test_a_task_and_an_optimizer_of_ones_own_run_with_two_workers(tmp_path):
     summary = json.loads((tmp_path / "reports" / "iris-heavyball.json").read_text())
     assert summary["matched"]["baseline"] == "my_opt.py:HeavyBall"
     assert summary["matched"]["configurations"] == 2
+
+
+def test_a_class_takes_the_tables_hyperparameters_it_has_under_their_names():
+    """An optimizer class named by reference: the inner optimizer's hyperparameters of the
+    table pass under their own names (eps, rho, ...), momentum and beta2 as Adam's betas, and
+    never Lookahead's own (RMSprop's ``alpha`` is not Lookahead's α)."""
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    takes = hyperparameters("torch.optim:RAdam")
+    assert {"lr", "momentum", "beta2", "eps", "weight_decay"} <= set(takes)
+    assert takes["beta2"] == 0.999
+    opt = build("torch.optim:RAdam", params, lr=0.01, beta2=0.95, eps=1e-6)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.95) and opt.param_groups[0]["eps"] == 1e-6
+    rms = hyperparameters("torch.optim:RMSprop")
+    assert "alpha" not in rms and "k" not in rms and {"momentum", "eps"} <= set(rms)
+    wrapped = build("lookahead", params, inner="torch.optim:Adadelta", lr=1.0, rho=0.5, alpha=0.8)
+    assert wrapped.inner.param_groups[0]["rho"] == 0.5

@@ -30,6 +30,13 @@ alpha = [0.5]
 lr = [0.03, 0.3]
 momentum = [0.9]
 """
+# EMA's own decay swept too: it is compared with Lookahead at one decay, as Lookahead at one k, α.
+EMA_DECAYS = """
+[grid.ema]
+lr = [0.03, 0.3]
+momentum = [0.9]
+decay = [0.5, 0.9]
+"""
 
 
 def test_baselines_join_the_study_on_the_inner_optimizers_grid(tmp_path):
@@ -54,14 +61,16 @@ def test_baselines_join_the_study_on_the_inner_optimizers_grid(tmp_path):
 @pytest.mark.slow
 def test_a_study_of_lookahead_sgd_polyak_and_ema_is_run_and_reported(tmp_path):
     path = tmp_path / "all.toml"
-    path.write_text(STUDY)
+    path.write_text(STUDY + EMA_DECAYS)
     out = tmp_path / "runs"
     result = runner.invoke(app, ["run", "--spec", str(path), "--out", str(out), "--devices",
                                  "cpu", "--workers", "1"])
     assert result.exit_code == 0, result.output + result.stderr
     trials = pd.read_parquet(out / "digits-all" / "trials")
     assert trials.groupby("optimizer").size().to_dict() == {
-        "lookahead": 4, "sgd": 4, "polyak": 4, "ema": 4}
+        "lookahead": 4, "sgd": 4, "polyak": 4, "ema": 8}
+    assert sorted(trials.loc[trials.optimizer == "ema", "decay"].unique()) == [0.5, 0.9]
+    assert trials.loc[trials.optimizer != "ema", "decay"].isna().all()
     assert set(trials.loc[trials.optimizer.isin(["polyak", "ema"]), "inner"]) == {"sgd"}
     report = runner.invoke(app, ["report", str(out / "digits-all"), "--out",
                                  str(tmp_path / "reports")])
@@ -69,6 +78,9 @@ def test_a_study_of_lookahead_sgd_polyak_and_ema_is_run_and_reported(tmp_path):
     summary = json.loads((tmp_path / "reports" / "digits-all.json").read_text())
     assert [c["baseline"] for c in summary["comparisons"]] == ["sgd", "ema", "polyak"]
     assert all(c["matched"] and c["configurations"] == 2 for c in summary["comparisons"])
+    ema = next(c for c in summary["comparisons"] if c["baseline"] == "ema")
+    assert ema["baseline_setting"]["decay"] in (0.5, 0.9)
+    assert all(c["baseline_setting"] == {} for c in summary["comparisons"] if c is not ema)
     for name in ("sgd", "ema", "polyak"):
         assert f"Lookahead − {name}" in summary["verdict"]
     html = (tmp_path / "reports" / "digits-all.html").read_text()
