@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
+
+import pandas as pd
 
 from rich import box
 from rich.table import Table
@@ -60,25 +61,12 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     if not planned and not study_dir.is_dir():
         raise StatusError(f"no study {study_dir.name!r} in the storage or at {study_dir}")
     try:
-        rows = StudyResults(study_dir).trials().to_pylist()
+        trials = StudyResults(study_dir).trials().to_pandas()
     except ResultsUnreadable as e:
         raise StatusError(str(e)) from None
-    metric = study_metric(rows[0]["task"], [r["metric"] for r in rows]) if rows else "test_acc"
-    maximize = higher_is_better(rows[0]["task"], metric) if rows else True
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    finals: dict[str, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
-    spoiled: set[tuple] = set()  # configurations with a diverged or failed seed
-    for r in rows:
-        opt = r["optimizer"]
-        counts[opt][r["state"]] += 1
-        value = r["final_" + metric]
-        key = tuple(r.get(c) for c in CONFIG_COLUMNS)
-        if r["state"] == "complete" and value is not None:
-            finals[opt][key].append(value)
-        else:  # as in the report: a configuration that lost a seed is not a best one
-            spoiled.add((opt, key))
-    for opt, key in spoiled:
-        finals[opt].pop(key, None)
+    metric, maximize = _ranking(study_dir, trials)
+    best_of = _best_configurations(trials, metric, maximize)
+    counts = trials.groupby(["optimizer", "state"]).size() if len(trials) else None
     table = Table(title=f"study {study_dir.name}", box=box.SIMPLE_HEAD,
                   caption=f"done/planned trials, running, diverged, failed; best: final {metric} "
                           f"of the best configuration (mean±sd over its n seeds, none of which "
@@ -86,21 +74,51 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     for col in ("optimizer", "done", "run", "div", "fail", "best", "configuration"):
         table.add_column(col, justify="left" if col in ("optimizer", "configuration")
                          else "right", no_wrap=col != "configuration")
-    for opt in sorted(set(counts) | set(planned) | set(running),
-                      key=lambda o: (o != "lookahead", o)):
-        c = counts[opt]
-        done = c["complete"] + c["diverged"] + c["failed"]
+    optimizers = set(trials["optimizer"]) | set(planned) | set(running)
+    for opt in sorted(optimizers, key=lambda o: (o != "lookahead", o)):
+        c = {s: int(counts.get((opt, s), 0)) if counts is not None else 0
+             for s in ("complete", "diverged", "failed")}
         best, config = "-", "-"
-        if finals[opt]:
-            means = {key: sum(v) / len(v) for key, v in finals[opt].items()}
-            key = (max if maximize else min)(means, key=means.get)
-            vals = finals[opt][key]
-            if len(vals) > 1:
-                sd = math.sqrt(sum((v - means[key]) ** 2 for v in vals) / (len(vals) - 1))
-                best = f"{means[key]:.4f}±{sd:.4f} n={len(vals)}"
-            else:  # one seed has no spread to show: no "±0.0000"
-                best = f"{means[key]:.4f} n=1"
-            config = format_config(dict(zip(CONFIG_COLUMNS, key)))
-        table.add_row(opt, f"{done}/{planned.get(opt, '?')}", str(running.get(opt, 0)),
-                      str(c["diverged"]), str(c["failed"]), best, config)
+        row = best_of.get(opt)
+        if row is not None:
+            n = int(row["seeds"])
+            # one seed has no spread to show: no "±0.0000"
+            best = f"{row['score']:.4f}±{row['std']:.4f} n={n}" if n > 1 else \
+                f"{row['score']:.4f} n=1"
+            config = format_config({c: row.get(c) for c in CONFIG_COLUMNS})
+        table.add_row(opt, f"{sum(c.values())}/{planned.get(opt, '?')}",
+                      str(running.get(opt, 0)), str(c["diverged"]), str(c["failed"]), best,
+                      config)
     return table
+
+
+def _ranking(study_dir: Path, trials: pd.DataFrame) -> tuple[str, bool]:
+    """The metric and direction: as the study's definition file says, else as its rows do."""
+    from lookbench.study.definition import read_file
+
+    stored = read_file(study_dir)
+    if "metric" in stored and "higher_is_better" in stored:
+        return str(stored["metric"]), bool(stored["higher_is_better"])
+    if trials.empty:
+        return "test_acc", True
+    task = str(trials["task"].iloc[0])
+    metric = study_metric(task, trials["metric"].astype(str).tolist())
+    recorded = [None if pd.isna(v) else bool(v) for v in trials.get("higher_is_better", [])]
+    return metric, higher_is_better(task, metric, recorded)
+
+
+def _best_configurations(trials: pd.DataFrame, metric: str, maximize: bool
+                         ) -> dict[str, pd.Series]:
+    """Each optimizer's best configuration, scored as the report scores (``config_scores``:
+    the mean over seeds), among those none of whose seeds diverged or failed."""
+    from lookbench.report.metrics import config_scores
+
+    if trials.empty or f"final_{metric}" not in trials:
+        return {}
+    scores = config_scores(trials, metric, maximize)
+    clean = scores[scores["diverged"] == 0]
+    out = {}
+    for opt, group in clean.groupby("optimizer"):
+        out[str(opt)] = group.loc[group["score"].idxmax() if maximize
+                                  else group["score"].idxmin()]
+    return out

@@ -55,6 +55,11 @@ def _resolve(reference: str, name: str) -> type[Task]:
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TaskNotFound(f"task {name!r}: {reference.rpartition(':')[2]} is not a "
                            "lookbench.Task subclass")
+    from lookbench.results.schema import check_metric_name
+
+    problem = check_metric_name(str(cls.metric))  # it names columns of the results tables
+    if problem is not None:
+        raise TaskNotFound(f"task {name!r}: {problem}")
     return cls
 
 
