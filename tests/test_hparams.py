@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from typer.testing import CliRunner
 
 from lookbench import hparams

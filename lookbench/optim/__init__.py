@@ -7,9 +7,18 @@ weights it should be judged by (slow weights, averages, or the weights themselve
 """
 
 from lookbench.optim.averaging import AveragedOptimizer
-from lookbench.optim.factory import available, build, hyperparameters, register_optimizer
+from lookbench.optim.factory import (
+    available,
+    build,
+    hyperparameters,
+    register_optimizer,
+)
 from lookbench.optim.lookahead import INNER_STATE_POLICIES, Lookahead, adaptive_alpha
-from lookbench.optim.wrapper import WrappedOptimizer, evaluation_weights, use_evaluation_weights
+from lookbench.optim.wrapper import (
+    WrappedOptimizer,
+    evaluation_weights,
+    use_evaluation_weights,
+)
 
 __all__ = [
     "INNER_STATE_POLICIES",

@@ -16,13 +16,13 @@ from lookbench.report.metrics import (
     Robustness,
     Scoring,
     annotate,
-    config_scores,
     config_keys,
+    config_scores,
     matching,
-    seed_paired_difference,
     reference_best,
     robustness_by_optimizer,
     run_values,
+    seed_paired_difference,
     worst_value,
 )
 

@@ -20,7 +20,13 @@ from plotly.subplots import make_subplots
 from lookbench import hparams
 from lookbench.report.data import StudyData
 from lookbench.report.matched import describe_setting
-from lookbench.report.metrics import SHARED, best_so_far, config_keys, expected_best, matching
+from lookbench.report.metrics import (
+    SHARED,
+    best_so_far,
+    config_keys,
+    expected_best,
+    matching,
+)
 
 COLORS = {"lookahead": "#d62728", "sgd": "#1f77b4", "adam": "#2ca02c", "adamw": "#9467bd",
           "polyak": "#8c564b", "ema": "#e377c2", "swa": "#7f7f7f"}
@@ -438,7 +444,12 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
     number of steps and Proposition 2's steady state, against the learning rate."""
     if data.task != "nqm":
         return None
-    from lookbench.tasks.nqm import NqmOptions, default_spectrum, expected_loss, steady_state_loss
+    from lookbench.tasks.nqm import (
+        NqmOptions,
+        default_spectrum,
+        expected_loss,
+        steady_state_loss,
+    )
 
     opts = NqmOptions(**data.task_options)
     a, sigma2 = default_spectrum(opts.dim)

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from lookbench import __version__
 from lookbench.hparams import HYPERPARAMETERS, format_config, label
-import math
-
-import numpy as np
-import pandas as pd
-
 from lookbench.report import figures, verdict
 from lookbench.report.data import StudyData
 from lookbench.report.matched import Matched, describe_setting

@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lookbench.hparams import label
 from lookbench.report.analysis import Analysis
 from lookbench.report.data import StudyData
 from lookbench.report.matched import Matched, Unmatched, describe_setting
-from lookbench.hparams import label
 from lookbench.report.metrics import EPSILONS, EXPLANATIONS, SHARED, Difference, eps_key
 
 PRIMARY = 0.01  # the ε the headline counts learning rates at

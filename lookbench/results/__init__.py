@@ -7,7 +7,12 @@ from lookbench.results.schema import (
     higher_is_better,
     study_metric,
 )
-from lookbench.results.store import DEFINITION_FILE, ResultsUnreadable, StudyResults, write_part
+from lookbench.results.store import (
+    DEFINITION_FILE,
+    ResultsUnreadable,
+    StudyResults,
+    write_part,
+)
 
 __all__ = ["CURVES", "DEFINITION_FILE", "TRIALS", "TRIAL_STATES", "ResultsUnreadable",
            "StudyResults", "higher_is_better", "study_metric", "write_part"]

@@ -20,7 +20,9 @@ def study_metric(task: str, recorded: Sequence[str] = ()) -> str:
     """The metric a study of ``task`` ranks by: the task's own (its class says), else the one
     most rows recorded. Rows are not trusted alone: results written by earlier versions hold
     ``test_acc`` for a trial that failed before its task was built, whatever the task."""
-    from lookbench.tasks import task_class  # the registry imports no task module until asked
+    from lookbench.tasks import (
+        task_class,  # the registry imports no task module until asked
+    )
 
     try:
         return task_class(task).metric

@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from lookbench.hparams import format_config
@@ -28,9 +34,9 @@ from lookbench.study import definition
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.definition import StudyConflict
 from lookbench.study.queue import TrialQueue
-from lookbench.study.spec import StudySpec, plan, planned_runs, trial_id
+from lookbench.study.spec import StudySpec, lookbench_id, plan, planned_runs
 from lookbench.study.storage import open_storage, study_lock
-from lookbench.study.worker import WorkerOptions, WorkerReport, WorkerStopped, run_worker
+from lookbench.study.worker import WorkerOptions, WorkerStopped, run_worker
 
 __all__ = ["RunResult", "StudyConflict", "prepare", "run_study"]
 
@@ -90,9 +96,9 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
         if old is None:
             definition.store_spec(queue.studies.values(), spec)
         definition.write_file(study_dir, old or spec)
-    planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
+    planned = {lookbench_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     recorded = StudyResults(study_dir).recorded()
-    queue.sync(planned, recorded)
+    queue.replan(planned, recorded)
     remove_recorded(study_dir / CHECKPOINTS_DIR, recorded)  # left by a worker killed at the end
     return queue, planned
 
@@ -148,6 +154,7 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     result = RunResult(planned=total, recorded=recorded_now())
     if result.recorded >= total:
         return result
+    before = results.recorded()
 
     view = ProgressView(console, total, spec.epochs or 0)
 
@@ -168,7 +175,19 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     if not console.is_terminal:
         console.print()  # a non-terminal Live leaves its last frame without a newline
     result.recorded = recorded_now()
+    result.failed = _failed_since(results, before)
     return result
+
+
+def _failed_since(results: StudyResults, before: set[str]) -> list[str]:
+    """The trials recorded as failed by this run, from the trials table (the record every
+    worker writes, on any machine), one line each: ``trial <id>: <error>``."""
+    new = results.recorded() - before
+    if not new:
+        return []
+    rows = results.trials().select(["trial", "state", "error"]).to_pylist()
+    return [f"trial {r['trial']}: {r['error']}" for r in sorted(rows, key=lambda r: r["trial"])
+            if r["trial"] in new and r["state"] == "failed"]
 
 
 def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, place: Placement,
@@ -192,14 +211,13 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
                          device=device, data_dir=data_dir, grace_s=grace_s, on_epoch=tick,
                          on_trial=tick, on_warning=result.warnings.append)
     try:
-        report: WorkerReport = run_worker(opts)
+        run_worker(opts)  # its failed trials are read from the tables, as for worker processes
     except KeyboardInterrupt:
         result.interrupted = True
         return
     except WorkerStopped as e:
         result.errors.append(str(e))
         return
-    result.failed.extend(report.failed)
 
 
 def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
@@ -245,7 +263,7 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
         return
     for p, log in zip(procs, logs):
         text = log.read_text(errors="replace").splitlines()
-        result.failed.extend(line[len("failed: "):] for line in text if line.startswith("failed: "))
+        # (failed trials are read from the tables; a worker's log says why it stopped)
         errors = [line[len("error: "):] for line in text if line.startswith("error: ")]
         result.warnings.extend(line[len("warning: "):] for line in text
                                if line.startswith("warning: ") and "database" not in line)

@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntDistribution,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from lookbench.hparams import BY_NAME, HYPERPARAMETERS
@@ -133,7 +137,7 @@ class Claimed:
     """A trial this worker owns: its Optuna trial, lookbench id and config."""
 
     study: optuna.Study
-    trial_id: int
+    storage_id: int  # Optuna's id of the trial in the storage (its number is per study)
     number: int
     lookbench_id: str
     config: TrialConfig
@@ -174,7 +178,7 @@ class TrialQueue:
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             pass  # finished meanwhile by its owner: nothing to supersede
 
-    def sync(self, planned: dict[str, TrialConfig], recorded: set[str]) -> int:
+    def replan(self, planned: dict[str, TrialConfig], recorded: set[str]) -> int:
         """Plan again what is missing: stale RUNNING trials are superseded and their configs
         queued again, then every planned id that is neither recorded (here, or finished in the
         storage by any machine), waiting, nor running live is queued. Returns how many trials
@@ -248,19 +252,21 @@ class TrialQueue:
                 self._waiting[opt] = [t._trial_id for t in self._trials(study, (TrialState.WAITING,))]
             queue = self._waiting[opt]
             while queue:
-                trial_id = queue.pop(0)
+                storage_id = queue.pop(0)
                 # RUNNING and its owner in one locked step: a RUNNING trial without an owner is
-                # then a claim cut off by a kill, which ``sync`` (also under the lock) takes back.
+                # then a claim cut off by a kill, which ``replan`` (also under the lock) takes back.
                 with study_lock(self.storage, self.study_dir, self.name):
                     try:
-                        if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                        if not self.storage.set_trial_state_values(storage_id,
+                                                                   TrialState.RUNNING):
                             continue  # another worker was faster
                     except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
                         continue
-                    self.storage.set_trial_system_attr(trial_id, OWNER_ATTR, this_owner())
-                frozen = self.storage.get_trial(trial_id)
+                    self.storage.set_trial_system_attr(storage_id, OWNER_ATTR, this_owner())
+                frozen = self.storage.get_trial(storage_id)
                 config = TrialConfig.model_validate(frozen.user_attrs[CONFIG_ATTR])
-                return Claimed(study, trial_id, frozen.number, frozen.user_attrs[ID_ATTR], config)
+                return Claimed(study, storage_id, frozen.number, frozen.user_attrs[ID_ATTR],
+                               config)
         return None
 
     def propose(self, opt: str, space: dict[str, BaseDistribution], seeds: int, budget: int,
@@ -302,7 +308,7 @@ class TrialQueue:
         if claimed.lookbench_id in recorded:
             return "already recorded"
         for t in self._trials(claimed.study):
-            if t._trial_id == claimed.trial_id or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id:
+            if t._trial_id == claimed.storage_id or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id:
                 continue
             if t.state.is_finished() and SUPERSEDED_ATTR not in t.user_attrs:
                 return f"already finished as trial {t.number}"
@@ -323,10 +329,10 @@ class TrialQueue:
     # -- while running ----------------------------------------------------------------------
 
     def heartbeat(self, claimed: Claimed) -> None:
-        self.storage.set_trial_system_attr(claimed.trial_id, HEARTBEAT_ATTR, time.time())
+        self.storage.set_trial_system_attr(claimed.storage_id, HEARTBEAT_ATTR, time.time())
 
     def progress(self, claimed: Claimed, epoch: int) -> None:
-        self.storage.set_trial_system_attr(claimed.trial_id, EPOCH_ATTR, epoch)
+        self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epoch)
 
     def finish(self, claimed: Claimed, state: str, value: float | None,
                record: Callable[[], None], epochs: int | None = None) -> bool:
@@ -342,31 +348,31 @@ class TrialQueue:
         discarded and False returned, so a trial is never recorded twice.
         """
         with study_lock(self.storage, self.study_dir, self.name):
-            current = self.storage.get_trial(claimed.trial_id)
+            current = self.storage.get_trial(claimed.storage_id)
             if current.state != TrialState.RUNNING or SUPERSEDED_ATTR in current.user_attrs:
                 return False
             record()
             if epochs is not None:
-                self.storage.set_trial_system_attr(claimed.trial_id, EPOCH_ATTR, epochs)
+                self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epochs)
             if state == "complete" and value is not None:
-                self.storage.set_trial_state_values(claimed.trial_id, TrialState.COMPLETE, [value])
+                self.storage.set_trial_state_values(claimed.storage_id, TrialState.COMPLETE, [value])
             elif state == "failed":
-                self.storage.set_trial_state_values(claimed.trial_id, TrialState.FAIL)
+                self.storage.set_trial_state_values(claimed.storage_id, TrialState.FAIL)
             else:  # diverged, or no finite metric: stopped early, not an error
-                self.storage.set_trial_state_values(claimed.trial_id, TrialState.PRUNED)
+                self.storage.set_trial_state_values(claimed.storage_id, TrialState.PRUNED)
         return True
 
     def release(self, claimed: Claimed, reason: str) -> None:
         """Give a claimed trial back (interrupted, bad checkpoint): superseded, planned again."""
         with study_lock(self.storage, self.study_dir, self.name):
-            frozen = self.storage.get_trial(claimed.trial_id)
+            frozen = self.storage.get_trial(claimed.storage_id)
             self._supersede(frozen, reason)
             self._enqueue(claimed.study, claimed.lookbench_id, claimed.config,
                           dict(frozen.distributions), point=frozen.user_attrs.get(POINT_ATTR))
 
     def abandon(self, claimed: Claimed, reason: str) -> None:
         """Drop a claimed duplicate without planning it again."""
-        self._supersede(self.storage.get_trial(claimed.trial_id), reason)
+        self._supersede(self.storage.get_trial(claimed.storage_id), reason)
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -278,7 +278,7 @@ def grid_points(spec: StudySpec, optimizer: str) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for values in spec.tables(optimizer):
         for point in _points(values):
-            key = trial_id(_config(spec, optimizer, point, seed=0))
+            key = lookbench_id(_config(spec, optimizer, point, seed=0))
             if key not in seen:
                 seen.add(key)
                 points.append(point)
@@ -301,7 +301,7 @@ def _config(spec: StudySpec, optimizer: str, point: dict[str, Any], seed: int) -
     )
 
 
-def trial_id(config: TrialConfig) -> str:
+def lookbench_id(config: TrialConfig) -> str:
     """A stable id for a configuration: the same config always gets the same id, in every
     version (a hyperparameter added to the table is hashed only when set)."""
     fields = config.model_dump(mode="json")
@@ -343,7 +343,11 @@ def distribution(field: str, vals: list[Any]) -> Any:
     table scale: log where the table says so and every value is positive, integers for
     integers; a choice offers all its words. ``None`` if ``vals`` holds no number (α given
     only as ``adaptive``). The queue stores it with every trial, for optuna-dashboard."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     h = BY_NAME[field]
     if h.kind == "choice":

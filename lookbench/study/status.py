@@ -6,14 +6,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
-
 from rich import box
 from rich.table import Table
 
 from lookbench.hparams import columns, format_config
-from lookbench.results import ResultsUnreadable, StudyResults, higher_is_better, study_metric
+from lookbench.results import (
+    ResultsUnreadable,
+    StudyResults,
+    higher_is_better,
+    study_metric,
+)
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
-
 
 CONFIG_COLUMNS = columns()  # a configuration's key: its hyperparameter columns
 
@@ -32,9 +35,9 @@ def find_studies(out: Path) -> list[str]:
 
 def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict, str | None]:
     """Planned and running trials per optimizer, from the study's storage (if readable)."""
+    from lookbench.study.definition import stored_spec
     from lookbench.study.queue import TrialQueue
     from lookbench.study.spec import planned_runs
-    from lookbench.study.definition import stored_spec
 
     if storage_url is None and not (study_dir / JOURNAL_FILE).exists():
         return {}, {}, None

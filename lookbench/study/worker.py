@@ -25,17 +25,23 @@ import torch
 
 from lookbench._messages import describe
 from lookbench.results import StudyResults
-from lookbench.study.definition import Ranking, ranking, stored_spec
 from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
     CheckpointError,
     CheckpointWriter,
     load_checkpoint,
 )
+from lookbench.study.definition import Ranking, ranking, stored_spec
 from lookbench.study.interrupts import Interrupts
 from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
 from lookbench.study.records import curve_rows, trial_row, trial_state
-from lookbench.study.spec import StudySpec, config_from_point, plan, search_space, trial_id
+from lookbench.study.spec import (
+    StudySpec,
+    config_from_point,
+    lookbench_id,
+    plan,
+    search_space,
+)
 from lookbench.study.storage import open_storage
 from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable
@@ -94,7 +100,7 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
     queue, spec = open_queue(opts)
     rank = ranking(spec)
     results = StudyResults(opts.study_dir)
-    planned = {trial_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
+    planned = {lookbench_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     report = WorkerReport()
     with Interrupts() as interrupts:  # Ctrl-C stops training at once, never a storage update
         while stop is None or not stop.is_set():
@@ -103,7 +109,7 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
             if claimed is None and spec.sampler == "tpe":
                 claimed = _propose(queue, spec)
             if claimed is None:
-                if queue.sync(planned, results.recorded()) == 0:
+                if queue.replan(planned, results.recorded()) == 0:
                     break  # nothing waiting, nothing stale: done (others may still be running)
                 continue
             _run_claimed(queue, claimed, results, rank, opts, report, interrupts)
@@ -115,7 +121,7 @@ def _propose(queue: TrialQueue, spec: StudySpec) -> Claimed | None:
     for opt in spec.optimizers:
         claimed = queue.propose(
             opt, search_space(spec, opt), spec.seeds, spec.trials or 0,
-            lambda point, seed, opt=opt: config_from_point(spec, opt, point, seed), trial_id,
+            lambda point, seed, opt=opt: config_from_point(spec, opt, point, seed), lookbench_id,
         )
         if claimed is not None:
             return claimed

@@ -16,8 +16,12 @@ import torch
 
 from lookbench.optim import Lookahead, _fused
 from lookbench.optim._tensor_ops import ChunkPlans, _plan
-from tests.optim.test_algorithm1 import _problem, reference_adam, reference_sgd, run_lookbench
-
+from tests.optim.test_algorithm1 import (
+    _problem,
+    reference_adam,
+    reference_sgd,
+    run_lookbench,
+)
 
 # Inductor's default C++ compiler; without one every test here still checks the results, which
 # then come from the eager fall-back.

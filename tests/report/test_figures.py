@@ -66,9 +66,8 @@ def test_the_matched_figure_puts_both_optimizers_on_the_same_settings(grid_study
 def test_a_diverged_loss_run_never_sets_a_colour_or_an_axis(tmp_path):
     """One quadratic study had a diverged run's last loss at 5e88: it set the colour range and
     every real cell became one colour. Now it counts as the worst completed loss."""
-    from tests.report.conftest import write_study
-
     from lookbench.report.figures import matched_figure
+    from tests.report.conftest import write_study
 
     rows = []
     for lr, seed in itertools.product([0.01, 0.1, 1.0], range(2)):
@@ -150,9 +149,8 @@ def test_learning_curves_and_expected_best(grid_study):
 
 
 def test_nqm_figure_overlays_the_analysis(tmp_path):
-    from tests.report.conftest import write_study
-
     from lookbench.tasks.nqm import NqmOptions, default_spectrum, expected_loss
+    from tests.report.conftest import write_study
 
     opts = NqmOptions(dim=10, steps_per_epoch=10)
     a, s2 = default_spectrum(10)
@@ -180,10 +178,9 @@ def test_nqm_figure_overlays_the_analysis(tmp_path):
 def test_a_loss_study_is_read_as_one_whatever_its_failed_rows_say(tmp_path):
     """Earlier versions recorded ``test_acc`` for a trial that failed before its task was
     built; the study's metric comes from its task, and such rows break no figure."""
-    from tests.report.conftest import write_study
-
     from lookbench.report import build_reports
     from lookbench.study.status import status_table
+    from tests.report.conftest import write_study
 
     rows = [{"optimizer": "lookahead", "lr": 0.1, "momentum": 0.9, "seed": 0,
              "state": "failed", "value": None, "metric": "test_acc"}]
@@ -207,9 +204,9 @@ def test_a_loss_study_is_read_as_one_whatever_its_failed_rows_say(tmp_path):
 
 def test_status_names_adaptive_alpha_and_never_ranks_a_configuration_that_lost_a_seed(tmp_path):
     from rich.console import Console
-    from tests.report.conftest import write_study
 
     from lookbench.study.status import status_table
+    from tests.report.conftest import write_study
 
     rows = [
         # The highest mean among completed seeds, but its other seed diverged.

@@ -10,7 +10,11 @@ import torch
 
 from lookbench.optim import build
 from lookbench.study import checkpoints
-from lookbench.study.checkpoints import CheckpointWriter, load_checkpoint, save_checkpoint
+from lookbench.study.checkpoints import (
+    CheckpointWriter,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def _model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -25,7 +25,7 @@ from lookbench.cli import app
 from lookbench.results import CURVES, TRIALS, StudyResults
 from lookbench.study.config import TrialConfig
 from lookbench.study.queue import OWNER_ATTR, SUPERSEDED_ATTR, TrialQueue
-from lookbench.study.spec import trial_id
+from lookbench.study.spec import lookbench_id
 from lookbench.study.storage import open_storage
 
 runner = CliRunner()
@@ -184,8 +184,8 @@ def test_a_trial_that_fails_before_its_task_is_built_records_the_tasks_metric(tm
 def _queue(tmp_path: Path, config: TrialConfig) -> tuple[TrialQueue, str]:
     storage = open_storage(None, tmp_path)
     queue = TrialQueue(storage, "s", ["lookahead", "sgd"], "maximize", tmp_path, grace_s=1.0)
-    tid = trial_id(config)
-    queue.sync({tid: config}, set())
+    tid = lookbench_id(config)
+    queue.replan({tid: config}, set())
     return queue, tid
 
 
@@ -197,22 +197,22 @@ def test_a_trial_whose_worker_died_is_taken_over(tmp_path):
     # Make the owner a process that has exited.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    owner = dict(queue.storage.get_trial(claimed.trial_id).system_attrs[OWNER_ATTR])
+    owner = dict(queue.storage.get_trial(claimed.storage_id).system_attrs[OWNER_ATTR])
     owner["pid"] = dead.pid
-    queue.storage.set_trial_system_attr(claimed.trial_id, OWNER_ATTR, owner)
+    queue.storage.set_trial_system_attr(claimed.storage_id, OWNER_ATTR, owner)
     assert queue.claim() is None  # nothing waiting: the dead one still looks RUNNING
-    assert queue.sync({tid: config}, set()) == 1  # stale: superseded and planned again
+    assert queue.replan({tid: config}, set()) == 1  # stale: superseded and planned again
     again = queue.claim()
-    assert again is not None and again.lookbench_id == tid and again.trial_id != claimed.trial_id
-    old = queue.storage.get_trial(claimed.trial_id)
+    assert again is not None and again.lookbench_id == tid and again.storage_id != claimed.storage_id
+    old = queue.storage.get_trial(claimed.storage_id)
     assert old.state == TrialState.FAIL and "stale" in old.user_attrs[SUPERSEDED_ATTR]
     # A live owner on another host is left alone until its heartbeat is older than the grace.
     owner = {"host": "elsewhere", "pid": 1, "start": None}
-    queue.storage.set_trial_system_attr(again.trial_id, OWNER_ATTR, owner)
+    queue.storage.set_trial_system_attr(again.storage_id, OWNER_ATTR, owner)
     queue.heartbeat(again)
-    assert queue.sync({tid: config}, set()) == 0
+    assert queue.replan({tid: config}, set()) == 0
     time.sleep(1.2)
-    assert queue.sync({tid: config}, set()) == 1
+    assert queue.replan({tid: config}, set()) == 1
 
 
 def test_a_claim_cut_off_between_running_and_owner_is_taken_back_at_once(tmp_path):
@@ -222,10 +222,10 @@ def test_a_claim_cut_off_between_running_and_owner_is_taken_back_at_once(tmp_pat
     queue, tid = _queue(tmp_path, config)
     waiting = [t for t in queue.studies["sgd"].trials if t.state == TrialState.WAITING]
     queue.storage.set_trial_state_values(waiting[0]._trial_id, TrialState.RUNNING)  # then killed
-    assert queue.sync({tid: config}, set()) == 1
+    assert queue.replan({tid: config}, set()) == 1
     again = queue.claim()
     assert again is not None and again.lookbench_id == tid
-    assert OWNER_ATTR in queue.storage.get_trial(again.trial_id).system_attrs
+    assert OWNER_ATTR in queue.storage.get_trial(again.storage_id).system_attrs
 
 
 def test_a_recorded_trial_is_never_run_again(tmp_path):
@@ -233,7 +233,7 @@ def test_a_recorded_trial_is_never_run_again(tmp_path):
     queue, tid = _queue(tmp_path, config)
     claimed = queue.claim()
     assert queue.is_duplicate(claimed, {tid}) == "already recorded"
-    assert queue.sync({tid: config}, {tid}) == 0
+    assert queue.replan({tid: config}, {tid}) == 0
 
 
 def test_a_corrupt_checkpoint_is_one_line_and_keeps_the_results(tmp_path):
@@ -358,7 +358,9 @@ def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path):
 
 
 def test_optuna_dashboard_opens_the_study_journal(tmp_path):
-    from optuna_dashboard._cli import get_storage  # how `optuna-dashboard PATH` opens a file
+    from optuna_dashboard._cli import (
+        get_storage,  # how `optuna-dashboard PATH` opens a file
+    )
 
     assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
     storage = get_storage(str(tmp_path / "digits-sgd" / "optuna.journal"))
@@ -518,7 +520,7 @@ def test_a_run_that_ends_with_trials_running_elsewhere_says_so(tmp_path):
                      grid_overrides={"lr": [0.1, 1000.0], "k": [5], "alpha": [0.5]})
     queue, _ = prepare(spec, tmp_path, None)
     claimed = queue.claim()  # now owned by a live worker on another machine
-    queue.storage.set_trial_system_attr(claimed.trial_id, OWNER_ATTR,
+    queue.storage.set_trial_system_attr(claimed.storage_id, OWNER_ATTR,
                                         {"host": "elsewhere", "pid": 1, "start": None})
     queue.heartbeat(claimed)
     result = invoke("run", *TINY, "--out", str(tmp_path))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lookbench.study.spec import SpecError, load_spec, plan, planned_runs, trial_id
+from lookbench.study.spec import SpecError, load_spec, lookbench_id, plan, planned_runs
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
@@ -22,7 +22,7 @@ def test_the_papers_cifar_grid_is_planned_as_appendix_c_gives_it():
     assert {c.lr for c in sgd} == {0.01, 0.03, 0.05, 0.1, 0.2, 0.3}
     assert {c.weight_decay for c in sgd} == {3e-4, 1e-3, 3e-3}
     assert {c.epochs for c in configs} == {200} and {c.seed for c in configs} == {0, 1, 2}
-    assert len({trial_id(c) for c in configs}) == len(configs)
+    assert len({lookbench_id(c) for c in configs}) == len(configs)
 
 
 @pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
@@ -47,7 +47,7 @@ def test_the_file_is_overridden_by_options(tmp_path):
 def test_ids_are_stable_and_random_plans_are_reproducible():
     a = plan(load_spec(None, task="digits", sampler="random", trials=5))
     b = plan(load_spec(None, task="digits", sampler="random", trials=5))
-    assert [trial_id(c) for c in a] == [trial_id(c) for c in b]
+    assert [lookbench_id(c) for c in a] == [lookbench_id(c) for c in b]
     lrs = [c.lr for c in a if c.optimizer == "sgd"]
     assert len(set(lrs)) == 5 and all(0.003 <= lr <= 1.0 for lr in lrs)
 
@@ -150,7 +150,7 @@ def test_several_tables_plan_the_union_of_their_products_once_each_in_order(tmp_
     assert _la_points(configs) == first + [p for p in second if p not in first]
     assert len(first) + len(second) - 1 == 9
     assert planned_runs(spec) == {"lookahead": 9 * 2, "sgd": 6 * 2}
-    assert len({trial_id(c) for c in configs}) == len(configs) == 30
+    assert len({lookbench_id(c) for c in configs}) == len(configs) == 30
     # The baseline and Lookahead's first table share the inner grid exactly.
     sgd = {(c.lr, c.momentum) for c in configs if c.optimizer == "sgd"}
     assert sgd == {(lr, m) for lr, m, _, _ in first}
@@ -175,7 +175,9 @@ def test_command_line_overrides_apply_to_every_table(tmp_path):
 
 def test_a_union_study_definition_round_trips_through_its_stored_form(tmp_path):
     from lookbench.study.definition import StudyConflict
-    from lookbench.study.definition import check_same_definition as _check_same_definition
+    from lookbench.study.definition import (
+        check_same_definition as _check_same_definition,
+    )
     from lookbench.study.spec import StudySpec
 
     spec = load_spec(_toml(tmp_path, UNION))
@@ -256,8 +258,8 @@ def test_trial_ids_are_those_of_earlier_versions():
     results are pinned here, and a hyperparameter added to the table since (hashed only when
     set) leaves them alone."""
     spec = load_spec(None, task="digits", inner="sgd", seeds=2)
-    ids = [trial_id(c) for c in plan(spec)]
+    ids = [lookbench_id(c) for c in plan(spec)]
     assert ids[:3] == ["52c9729b9dd913c6", "1624b3ed6b47c0c7", "6edf4bc365d3acd3"]
     adaptive = load_spec(None, task="digits", inner="adam",
                          grid_overrides={"alpha": [0.5, "adaptive"], "inner_state": ["reset"]})
-    assert trial_id(plan(adaptive)[-1]) == "299fce454dc03676"
+    assert lookbench_id(plan(adaptive)[-1]) == "299fce454dc03676"

@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lookbench.tasks.augment import augmented_batches, normalize, plain_batches, random_crop_flip
+from lookbench.tasks.augment import (
+    augmented_batches,
+    normalize,
+    plain_batches,
+    random_crop_flip,
+)
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)

@@ -24,7 +24,11 @@ from lookbench import tasks
 from lookbench.tasks import cifar_data
 from lookbench.tasks.base import DataUnavailable, TaskSize
 from lookbench.tasks.cifar import Cifar10, Cifar100
-from lookbench.tasks.cifar_data import DOWNLOAD_TIMEOUT_S, load_cifar, write_synthetic_cifar
+from lookbench.tasks.cifar_data import (
+    DOWNLOAD_TIMEOUT_S,
+    load_cifar,
+    write_synthetic_cifar,
+)
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
