@@ -11,4 +11,3 @@ INNER_STATE_POLICIES: tuple[str, ...] = get_args(InnerStatePolicy)
 
 # Learning-rate schedules of a trial (see lookbench.study.trial).
 Schedule = Literal["constant", "step", "cosine"]
-SCHEDULES: tuple[str, ...] = get_args(Schedule)

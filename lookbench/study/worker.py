@@ -55,10 +55,8 @@ class WorkerStopped(Exception):
 
 @dataclass
 class WorkerReport:
-    """What a worker did, for the run's summary."""
+    """What a worker did, for its own log (``lookbench run`` reads the tables instead)."""
 
-    finished: int = 0
-    diverged: int = 0
     failed: list[str] = field(default_factory=list)  # one line per failed trial
 
 
@@ -196,9 +194,6 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
                     f"this one was presumed dead; its result here is discarded")
         return
     ckpt.unlink(missing_ok=True)
-    report.finished += 1
-    if state == "diverged":
-        report.diverged += 1
     if error is not None:
         report.failed.append(f"trial {claimed.lookbench_id}: {error}")
     if opts.on_trial is not None:

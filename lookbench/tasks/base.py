@@ -84,7 +84,7 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     default_epochs: ClassVar[int] = 10
     default_batch_size: ClassVar[int] = 64
-    default_schedule: ClassVar[str] = "constant"  # one of lookbench.choices.SCHEDULES
+    default_schedule: ClassVar[str] = "constant"  # one of lookbench.choices.Schedule
     Options: ClassVar[type[BaseModel]] = NoOptions
     options: BaseModel = field(default_factory=NoOptions)
 
