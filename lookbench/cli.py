@@ -16,9 +16,10 @@ import typer
 
 from lookbench import __version__
 
-# Exit codes: 0 done; 1 the run failed (a trial failed, data or storage unusable);
-# 2 bad input (options, study file); 130 interrupted (Ctrl-C).
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+# Exit codes: 0 done (every planned trial recorded); 1 the run failed (a trial failed, data,
+# disk or storage unusable, a worker stopped); 2 bad input (options, study file); 3 not
+# finished here: the remaining trials are still running on other machines; 130 interrupted.
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 app = typer.Typer(
     name="lookbench",
@@ -215,7 +216,10 @@ def run(
     out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
     devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices like 0,1.")] = "auto",
     workers: Annotated[int | None, typer.Option(min=1, help="Workers per device (CPU default: "
-                                                "one per core).")] = None,
+                                                "cores ÷ --threads).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads per trial on the CPU "
+                                                "(default 1; part of the study's definition, "
+                                                "since results depend on it).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several "
                                                 "machines, e.g. postgresql://user@host/db "
                                                 "(default: a journal file under --out).")] = None,
@@ -227,6 +231,11 @@ def run(
                                               "resnet20).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option "
                                                      "KEY=VALUE (repeatable).")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Run the trials recorded as failed "
+                                               "again (their old rows are kept under "
+                                               "<study>/retried/).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Plan a study of more than 10,000 trials "
+                                      "without asking.")] = False,
     grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
@@ -254,20 +263,22 @@ def run(
     overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds, "epochs": epochs,
                                  "baselines": _names("--baselines", baselines),
                                  "batch_size": batch_size, "sampler": sampler, "trials": trials,
-                                 "name": study, "grid_overrides": grid}
+                                 "name": study, "grid_overrides": grid, "threads": threads}
     if task_options:
         overrides["task_options"] = task_options
     try:
-        study_spec = load_spec(spec, **overrides)
+        study_spec = load_spec(spec, allow_large=yes, **overrides)
     except SpecError as e:
         fail(str(e))
     out_console = console()
     try:
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
                            workers=workers, data_dir=data_dir, console=out_console,
-                           grace_s=stale_after)
+                           grace_s=stale_after, retry_failed=retry_failed)
     except (StudyConflict, ValueError) as e:
         fail(str(e))
+    except OSError as e:  # the study folder itself: a file in the way, read-only, forbidden
+        fail(_os_error(e), EXIT_FAILED)
     except (StorageUnavailable, DataUnavailable) as e:
         fail(str(e), EXIT_FAILED)
     except KeyboardInterrupt:
@@ -282,16 +293,33 @@ def run(
         typer.echo(f"failed: {line}", err=True)
     for line in result.errors:
         typer.echo(f"error: {line}", err=True)
-    if result.recorded < result.planned and not (result.errors or result.failed):
-        typer.echo(f"warning: {result.planned - result.recorded} trials are still running "
-                   f"elsewhere (another machine, or a worker that stopped less than "
-                   f"--stale-after ago); run the same command again later to finish them",
-                   err=True)
+    missing = result.planned - result.recorded - result.elsewhere
+    if missing > 0 and not (result.errors or result.failed):
+        if result.running_elsewhere:
+            typer.echo(f"warning: {result.running_elsewhere} trials are still running elsewhere "
+                       f"(another machine, or a worker that stopped less than --stale-after "
+                       f"ago); run the same command again later to finish them", err=True)
+        else:
+            typer.echo(f"error: {missing} planned trials were not run; run the same command "
+                       f"again", err=True)
+    if result.retried:
+        out_console.print(f"{result.retried} failed trials were run again (their earlier "
+                          f"rows are under {out / study_spec.study_name / 'retried'})")
+    elsewhere = f" ({result.elsewhere} more by other machines)" if result.elsewhere else ""
     out_console.print(f"{result.recorded} of {result.planned} trials recorded in "
-                      f"{out / study_spec.study_name}")
+                      f"{out / study_spec.study_name}{elsewhere}")
     _print_status(out_console, out, [study_spec.study_name], storage)
-    if result.errors or result.failed:
+    if result.errors or result.failed or (missing > 0 and not result.running_elsewhere):
         raise typer.Exit(EXIT_FAILED)
+    if missing > 0:
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _os_error(error: OSError) -> str:
+    """One line for an error of the file system: the path, the reason, what to do."""
+    from lookbench._messages import describe_os_error, what_to_do
+
+    return f"{describe_os_error(error)}; {what_to_do(error)} (or choose another folder)"
 
 
 def _option_value(text: str) -> Any:
@@ -364,6 +392,8 @@ def report(
         pages = build_reports(dirs, out, compare=compare)
     except ReportError as e:
         fail(str(e), EXIT_FAILED)
+    except OSError as e:  # the report folder: read-only, forbidden, a file in the way
+        fail(_os_error(e), EXIT_FAILED)
     out_console = console()
     for path in pages:
         out_console.print(f"wrote {path}")

@@ -64,6 +64,17 @@ class StudyResults:
         trials = with_metrics(TRIALS, [trial_row])
         write_part(self.trials_dir, trial, pa.Table.from_pylist([trial_row], schema=trials))
 
+    def set_aside(self, trial: str, where: Path) -> None:
+        """Move a trial's part files to ``where/trials`` and ``where/curves``, out of the
+        tables. The row goes first: a kill in between leaves a curve without a row, which no
+        reader counts as a trial and the trial's next run replaces."""
+        for directory in (self.trials_dir, self.curves_dir):
+            part = directory / _part_name(trial)
+            if part.exists():
+                target = where / directory.name
+                target.mkdir(parents=True, exist_ok=True)
+                os.replace(part, target / part.name)
+
     def recorded(self) -> set[str]:
         """Ids of the trials that have a row (their part file exists)."""
         if not self.trials_dir.is_dir():

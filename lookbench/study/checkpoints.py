@@ -15,6 +15,7 @@ checkpoint, or the end of the trial), which one explicit thread makes plain.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import uuid
@@ -37,9 +38,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    # Serialised in memory first, then written as plain bytes: torch's zip writer reports a
+    # full disk as "unexpected pos ...", a plain write as an OSError with its errno, which
+    # tells the worker the machine is at fault (the trial runs again), not the trial.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,9 +61,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             raise ValueError("not a lookbench trial checkpoint")
         return state
     except Exception as e:  # truncated, garbage, wrong format: all mean "unusable"
+        reason = first_line(e)[:200]
+        if "weights only load failed" in reason.lower():
+            # torch's message advises loading with weights_only=False, which runs the file's
+            # code: unsafe for a file from a shared folder, so it is never quoted.
+            reason = "it holds objects other than tensors and plain data, which are not loaded"
         raise CheckpointError(
-            f"checkpoint {path} is unreadable ({first_line(e)[:200]}); delete it to restart that "
-            f"trial from scratch"
+            f"checkpoint {path} is unreadable ({reason}); delete it to restart that trial from "
+            f"scratch"
         ) from None
 
 

@@ -21,7 +21,7 @@ SPEC_ATTR = "lookbench_spec"  # the spec, as a user attribute of each of the stu
 
 # Everything that defines a study: re-running it with other values would mix two studies.
 DEFINING_FIELDS = ("task", "inner", "baselines", "epochs", "seeds", "sampler", "trials",
-                   "batch_size", "schedule", "task_options", "grid")
+                   "batch_size", "schedule", "threads", "task_options", "grid")
 
 
 class StudyConflict(ValueError):

@@ -36,7 +36,7 @@ from lookbench.study.definition import StudyConflict
 from lookbench.study.queue import TrialQueue
 from lookbench.study.spec import StudySpec, lookbench_id, plan, planned_runs
 from lookbench.study.storage import open_storage, study_lock
-from lookbench.study.worker import WorkerOptions, WorkerStopped, run_worker
+from lookbench.study.worker import STORAGE_ENV, WorkerOptions, WorkerStopped, run_worker
 
 __all__ = ["RunResult", "StudyConflict", "prepare", "run_study"]
 
@@ -51,22 +51,35 @@ class Placement:
 
 @dataclass
 class RunResult:
+    """What a run did. ``recorded``: trials with a row in this study folder; ``elsewhere``:
+    trials other machines finished and recorded in theirs; ``running_elsewhere``: trials that
+    live workers elsewhere still hold. The run is complete when recorded + elsewhere reach
+    ``planned``."""
+
     planned: int
     recorded: int
+    elsewhere: int = 0
+    running_elsewhere: int = 0
+    retried: int = 0
     failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
 
 
-def placements(devices: str, workers: int | None) -> list[Placement]:
-    """Workers for ``--devices`` (auto, cpu, or GPU indices "0,1") and ``--workers``."""
+def placements(devices: str, workers: int | None, threads: int = 1) -> list[Placement]:
+    """Workers for ``--devices`` (auto, cpu, or GPU indices "0,1") and ``--workers``.
+
+    On the CPU every trial uses the study's ``threads`` whatever the number of workers (a
+    result depends on it: a matmul split over more threads sums in another order), and the
+    default is as many workers as the cores hold at that count.
+    """
     cores = os.cpu_count() or 1
     if devices == "auto":
         devices = ",".join(str(i) for i in range(torch.cuda.device_count())) or "cpu"
     if devices == "cpu":
-        n = workers or cores
-        return [Placement("cpu", None, max(1, cores // n)) for _ in range(n)]
+        n = workers or max(1, cores // threads)
+        return [Placement("cpu", None, threads) for _ in range(n)]
     indices = [d.strip() for d in devices.split(",") if d.strip()]
     if not indices or not all(d.isdigit() for d in indices):
         raise ValueError(f"--devices takes auto, cpu, or GPU indices like 0,1; got {devices!r}")
@@ -80,27 +93,48 @@ def placements(devices: str, workers: int | None) -> list[Placement]:
 
 
 def prepare(spec: StudySpec, out: Path, storage_url: str | None,
-            data_dir: Path | None = None) -> tuple[TrialQueue, dict]:
-    """Create or reopen the study and plan its trials; returns the queue and the plan."""
+            data_dir: Path | None = None, retry_failed: bool = False
+            ) -> tuple[TrialQueue, dict, int]:
+    """Create or reopen the study and plan its trials; returns the queue, the plan, and how
+    many failed trials were set to run again (``retry_failed``)."""
     from lookbench import tasks
 
     study_dir = out / spec.study_name
     tasks.get(spec.task, **spec.task_options).check_data(data_dir)  # before creating anything
+    study_dir.mkdir(parents=True, exist_ok=True)  # (a file in the way: one line, from the CLI)
     storage = open_storage(storage_url, study_dir)
     with study_lock(storage, study_dir, spec.study_name):
         old = definition.stored_spec(storage, spec.study_name)
         if old is not None:
             definition.check_same_definition(old, spec)
         direction = definition.ranking(spec).direction
-        queue = TrialQueue(storage, spec.study_name, spec.optimizers, direction, study_dir)
+        queue = TrialQueue(storage, spec.study_name, spec.optimizers, direction, study_dir,
+                           local=storage_url is None)
         if old is None:
             definition.store_spec(queue.studies.values(), spec)
         definition.write_file(study_dir, old or spec)
     planned = {lookbench_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
-    recorded = StudyResults(study_dir).recorded()
+    results = StudyResults(study_dir)
+    retried = _set_failed_aside(queue, results) if retry_failed else 0
+    recorded = results.recorded()
     queue.replan(planned, recorded)
     remove_recorded(study_dir / CHECKPOINTS_DIR, recorded)  # left by a worker killed at the end
-    return queue, planned
+    return queue, planned, retried
+
+
+def _set_failed_aside(queue: TrialQueue, results: StudyResults) -> int:
+    """``--retry-failed``: the trials recorded as ``failed`` run again. Their part files move
+    to ``<study>/retried/`` (kept, out of the tables' folders) and their Optuna trials are
+    voided, so every worker and machine plans them again. Returns how many."""
+    failed = {r["trial"] for r in results.trials().select(["trial", "state"]).to_pylist()
+              if r["state"] == "failed"}
+    for trial in sorted(failed):
+        results.set_aside(trial, results.root / RETRIED_DIR)
+    queue.void(failed)
+    return len(failed)
+
+
+RETRIED_DIR = "retried"  # failed results set aside by --retry-failed
 
 
 def _describe(config) -> str:
@@ -140,10 +174,11 @@ class ProgressView:
 
 def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: str,
               workers: int | None, data_dir: Path | None, console: Console,
-              grace_s: float | None = None) -> RunResult:
-    """Run (or continue) the study to the end; Ctrl-C stops it cleanly."""
-    where = placements(devices, workers)  # checked before anything is created or changed
-    queue, planned = prepare(spec, out, storage_url, data_dir)
+              grace_s: float | None = None, retry_failed: bool = False) -> RunResult:
+    """Run (or continue) the study to the end; Ctrl-C stops it cleanly. ``retry_failed``:
+    trials recorded as failed run again."""
+    where = placements(devices, workers, spec.threads)  # checked before anything is created
+    queue, planned, retried = prepare(spec, out, storage_url, data_dir, retry_failed)
     study_dir = out / spec.study_name
     results = StudyResults(study_dir)
     total = len(planned) if planned else sum(planned_runs(spec).values())  # TPE: no plan
@@ -151,8 +186,9 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     def recorded_now() -> int:
         return len(results.recorded() & set(planned)) if planned else len(results.recorded())
 
-    result = RunResult(planned=total, recorded=recorded_now())
-    if result.recorded >= total:
+    result = RunResult(planned=total, recorded=recorded_now(), retried=retried)
+    _account(result, queue, results, planned)
+    if result.recorded + result.elsewhere >= total:
         return result
     before = results.recorded()
 
@@ -176,7 +212,16 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
         console.print()  # a non-terminal Live leaves its last frame without a newline
     result.recorded = recorded_now()
     result.failed = _failed_since(results, before)
+    _account(result, queue, results, planned)
     return result
+
+
+def _account(result: RunResult, queue: TrialQueue, results: StudyResults, planned: dict) -> None:
+    """How many trials other machines recorded, and how many live workers still hold."""
+    here = results.recorded()
+    done = queue.finished_ids(here) - here
+    result.elsewhere = len(done & set(planned)) if planned else len(done)
+    result.running_elsewhere = len(queue.running())
 
 
 def _failed_since(results: StudyResults, before: set[str]) -> list[str]:
@@ -235,8 +280,8 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
         cmd = [sys.executable, "-m", "lookbench.study.worker", "--study-dir", str(study_dir),
                "--name", spec.study_name, "--device", place.device,
                "--threads", str(place.threads)]
-        if storage_url:
-            cmd += ["--storage", storage_url]
+        if storage_url:  # in the environment, not argv: a password stays out of `ps`
+            env[STORAGE_ENV] = storage_url
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]
         if grace_s is not None:
@@ -267,7 +312,10 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
         errors = [line[len("error: "):] for line in text if line.startswith("error: ")]
         result.warnings.extend(line[len("warning: "):] for line in text
                                if line.startswith("warning: ") and "database" not in line)
-        if p.returncode not in (0, 130) and not errors:
+        if p.returncode == 130 and not errors:  # a signal this command did not send
+            errors = [f"worker {log.stem.split('-')[-1]} was stopped by a signal before the "
+                      f"study finished (see {log}); run the same command again to finish it"]
+        elif p.returncode != 0 and not errors:
             tail = next((line for line in reversed(text) if line.strip()), "no output")
             errors = [f"worker exited with code {p.returncode}: {tail} (see {log})"]
         for e in errors:

@@ -46,6 +46,7 @@ CONFIG_ATTR = "lookbench_config"
 SUPERSEDED_ATTR = "lookbench_superseded"
 POINT_ATTR = "lookbench_point"  # TPE: which proposed configuration a seed run belongs to
 SEED_ATTR = "lookbench_seed"  # the seed: an attribute, not a parameter (it is not searched)
+VOIDED_ATTR = "lookbench_voided"  # study attribute: numbers of finished trials to run again
 OWNER_ATTR = "lookbench:owner"
 HEARTBEAT_ATTR = "lookbench:heartbeat"
 EPOCH_ATTR = "lookbench:epoch"
@@ -147,11 +148,16 @@ class TrialQueue:
     """The planned trials of one lookbench study, on one Optuna storage."""
 
     def __init__(self, storage: optuna.storages.BaseStorage, name: str, optimizers: Iterable[str],
-                 direction: str, study_dir: Path, *, grace_s: float = GRACE_S) -> None:
+                 direction: str, study_dir: Path, *, grace_s: float = GRACE_S,
+                 local: bool = False) -> None:
+        """``local``: the storage is this study folder's own journal, so every finished trial
+        wrote its part file here, and one that has none (deleted) runs again. On a shared
+        database a trial finished by another machine has its part file there."""
         self.storage = storage
         self.name = name
         self.study_dir = study_dir
         self.grace_s = grace_s
+        self.local = local
         self.studies = {
             opt: optuna.create_study(storage=storage, study_name=f"{name}.{opt}",
                                      direction=direction, load_if_exists=True)
@@ -171,6 +177,46 @@ class TrialQueue:
         return owner_alive(t.system_attrs.get(OWNER_ATTR), t.system_attrs.get(HEARTBEAT_ATTR),
                            started, self.grace_s)
 
+    def _voided(self, study: optuna.Study) -> set[int]:
+        """Numbers of finished trials whose result the user asked to run again."""
+        attrs = self.storage.get_study_user_attrs(study._study_id)
+        return set(attrs.get(VOIDED_ATTR, []))
+
+    def _done(self, t: FrozenTrial, recorded: set[str], voided: set[int]) -> bool:
+        """Whether finished trial ``t`` counts as done: not superseded nor voided, and its
+        result is here, or (on a shared database) recorded by the machine that ran it."""
+        if not t.state.is_finished() or SUPERSEDED_ATTR in t.user_attrs or t.number in voided:
+            return False
+        tid = t.user_attrs.get(ID_ATTR)
+        if tid in recorded:
+            return True
+        owner = t.system_attrs.get(OWNER_ATTR) or {}
+        ran_here = self.local or owner.get("host") == socket.gethostname()
+        return not ran_here  # ran here, yet no part file: lost (deleted), so it runs again
+
+    def finished_ids(self, recorded: set[str]) -> set[str]:
+        """Ids of the trials done by any machine (see :meth:`_done`)."""
+        out = set()
+        for study in self.studies.values():
+            voided = self._voided(study)
+            out |= {t.user_attrs[ID_ATTR] for t in self._trials(study)
+                    if ID_ATTR in t.user_attrs and self._done(t, recorded, voided)}
+        return out
+
+    def void(self, ids: set[str]) -> int:
+        """Mark the finished trials with these ids to be run again (``--retry-failed``): their
+        numbers join the study attribute every worker and machine reads. Returns how many."""
+        count = 0
+        with study_lock(self.storage, self.study_dir, self.name):
+            for study in self.studies.values():
+                voided = self._voided(study)
+                new = {t.number for t in self._trials(study)
+                       if t.state.is_finished() and t.user_attrs.get(ID_ATTR) in ids}
+                if new - voided:
+                    study.set_user_attr(VOIDED_ATTR, sorted(voided | new))
+                    count += len(new - voided)
+        return count
+
     def _supersede(self, t: FrozenTrial, reason: str) -> None:
         try:
             self.storage.set_trial_user_attr(t._trial_id, SUPERSEDED_ATTR, reason)
@@ -188,10 +234,11 @@ class TrialQueue:
             for opt, study in self.studies.items():
                 covered: set[str] = set()
                 orphans: dict[str, FrozenTrial] = {}
+                voided = self._voided(study)
                 for t in self._trials(study):
                     tid = t.user_attrs.get(ID_ATTR)
                     if t.state.is_finished():
-                        if tid is not None and SUPERSEDED_ATTR not in t.user_attrs:
+                        if tid is not None and self._done(t, recorded, voided):
                             covered.add(tid)  # done (recorded by whichever machine ran it)
                         continue
                     if t.state == TrialState.RUNNING and not self._alive(t):
@@ -307,10 +354,12 @@ class TrialQueue:
         machine, or an earlier trial with the same id is running live."""
         if claimed.lookbench_id in recorded:
             return "already recorded"
+        voided = self._voided(claimed.study)
         for t in self._trials(claimed.study):
-            if t._trial_id == claimed.storage_id or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id:
+            if (t._trial_id == claimed.storage_id
+                    or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id):
                 continue
-            if t.state.is_finished() and SUPERSEDED_ATTR not in t.user_attrs:
+            if self._done(t, recorded, voided):
                 return f"already finished as trial {t.number}"
             if t.state == TrialState.RUNNING and t.number < claimed.number and self._alive(t):
                 return f"already running as trial {t.number}"
@@ -343,15 +392,18 @@ class TrialQueue:
         shows its last epoch: during training that attribute is written at most once a second,
         and a short trial may finish before it ever was.
 
-        Under the study lock, and only while the trial is still ours: if it was superseded
-        while we ran (we were presumed dead and another worker took it over), the result is
-        discarded and False returned, so a trial is never recorded twice.
+        Only while the trial is still ours: if it was superseded while we ran (we were presumed
+        dead and another worker took it over), the result is discarded and False returned. The
+        part files are written *outside* the study lock (a slow disk must not stall every
+        machine), after a check that the trial is still ours; should it be taken over in that
+        moment, the part files are named by the trial's id, so it is still recorded once.
         """
+        if not self._still_ours(claimed):
+            return False
+        record()
         with study_lock(self.storage, self.study_dir, self.name):
-            current = self.storage.get_trial(claimed.storage_id)
-            if current.state != TrialState.RUNNING or SUPERSEDED_ATTR in current.user_attrs:
+            if not self._still_ours(claimed):
                 return False
-            record()
             if epochs is not None:
                 self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epochs)
             if state == "complete" and value is not None:
@@ -361,6 +413,10 @@ class TrialQueue:
             else:  # diverged, or no finite metric: stopped early, not an error
                 self.storage.set_trial_state_values(claimed.storage_id, TrialState.PRUNED)
         return True
+
+    def _still_ours(self, claimed: Claimed) -> bool:
+        current = self.storage.get_trial(claimed.storage_id)
+        return current.state == TrialState.RUNNING and SUPERSEDED_ATTR not in current.user_attrs
 
     def release(self, claimed: Claimed, reason: str) -> None:
         """Give a claimed trial back (interrupted, bad checkpoint): superseded, planned again."""

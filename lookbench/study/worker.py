@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from lookbench._messages import describe
+from lookbench._messages import describe, describe_os_error, environmental, what_to_do
 from lookbench.results import StudyResults
 from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
@@ -47,6 +47,7 @@ from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable
 
 PROGRESS_EVERY_S = 1.0  # a trial's epoch is written to the storage at most this often
+STORAGE_ENV = "LOOKBENCH_STORAGE_URL"  # how `lookbench run` hands its workers the storage URL
 
 
 class WorkerStopped(Exception):
@@ -89,7 +90,7 @@ def open_queue(opts: WorkerOptions, spec: StudySpec | None = None) -> tuple[Tria
             raise WorkerStopped(f"study {opts.name!r} has no definition in its storage")
     kwargs = {} if opts.grace_s is None else {"grace_s": opts.grace_s}
     queue = TrialQueue(storage, opts.name, spec.optimizers, ranking(spec).direction,
-                       opts.study_dir, **kwargs)
+                       opts.study_dir, local=opts.storage is None, **kwargs)
     return queue, spec
 
 
@@ -124,6 +125,20 @@ def _propose(queue: TrialQueue, spec: StudySpec) -> Claimed | None:
         if claimed is not None:
             return claimed
     return None
+
+
+def _stop_if_environmental(queue: TrialQueue, claimed: Claimed, error: BaseException) -> None:
+    """A full disk, a read-only or forbidden folder: the machine is at fault, not the trial.
+    The trial is handed back (it runs again on the next invocation) and the worker stops
+    with one line naming the path; nothing is recorded as the trial's outcome."""
+    cause = environmental(error)
+    if cause is None:
+        return
+    with contextlib.suppress(Exception):  # the journal may sit on the same full disk: then
+        queue.release(claimed, f"stopped: {describe_os_error(cause)}")  # it goes stale instead
+    raise WorkerStopped(f"{describe_os_error(cause)}; {what_to_do(cause)} and run the same "
+                        f"command again: the trial it interrupted was not recorded and runs "
+                        f"again") from None
 
 
 def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, rank: Ranking,
@@ -176,6 +191,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
             raise
         raise WorkerStopped(str(e)) from None
     except Exception as e:  # the trial itself failed: that is a result, recorded as such
+        _stop_if_environmental(queue, claimed, e)
         error = describe(e)
         records = trial.records if trial is not None else []
     state = trial_state(records, error)
@@ -188,8 +204,13 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
     )
     value = row[f"final_{rank.metric}"]
     curves = curve_rows(claimed.lookbench_id, records)
-    if not queue.finish(claimed, state, value, lambda: results.write_trial(row, curves),
-                        epochs=records[-1].epoch if records else 0):
+    try:
+        finished = queue.finish(claimed, state, value, lambda: results.write_trial(row, curves),
+                                epochs=records[-1].epoch if records else 0)
+    except OSError as e:  # the result could not be written: the trial is not an outcome yet
+        _stop_if_environmental(queue, claimed, e)
+        raise
+    if not finished:
         _warn(opts, f"trial {claimed.lookbench_id} was taken over by another worker while "
                     f"this one was presumed dead; its result here is discarded")
         return
@@ -227,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lookbench.study.worker")
     parser.add_argument("--study-dir", type=Path, required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--storage")
+    parser.add_argument("--storage", help=f"(or the environment variable {STORAGE_ENV}, "
+                        "which keeps a password out of the process list)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--data-dir", type=Path)
@@ -237,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if args.threads:
         torch.set_num_threads(args.threads)
-    opts = WorkerOptions(study_dir=args.study_dir, name=args.name, storage=args.storage,
+    storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    opts = WorkerOptions(study_dir=args.study_dir, name=args.name, storage=storage,
                          device=args.device, data_dir=args.data_dir, grace_s=args.grace_s)
     try:
         report = run_worker(opts)
