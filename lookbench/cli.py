@@ -220,9 +220,11 @@ def run(
     threads: Annotated[int | None, typer.Option(min=1, help="Threads per trial on the CPU "
                                                 "(default 1; part of the study's definition, "
                                                 "since results depend on it).")] = None,
-    storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several "
-                                                "machines, e.g. postgresql://user@host/db "
-                                                "(default: a journal file under --out).")] = None,
+    storage: Annotated[str | None, typer.Option(
+        envvar="LOOKBENCH_STORAGE_URL", show_envvar=True,
+        help="Optuna storage URL shared by several machines, e.g. postgresql://user@host/db "
+             "(default: a journal file under --out); in the environment, a password stays "
+             "out of the process list.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the task's data files.")] = None,
     stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat after which "
                                                "a trial whose worker is on another machine is "
@@ -351,7 +353,8 @@ def status(
     study: Annotated[str | None, typer.Argument(help="Study name (default: every study "
                                                 "under --out).")] = None,
     out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
-    storage: Annotated[str | None, typer.Option(help="Optuna storage URL, if not the "
+    storage: Annotated[str | None, typer.Option(envvar="LOOKBENCH_STORAGE_URL",
+                                                help="Optuna storage URL, if not the "
                                                 "journal file.")] = None,
 ) -> None:
     """Progress of a study: done, running, diverged, failed; the best config per optimizer."""
