@@ -34,26 +34,47 @@ def find_studies(out: Path) -> list[str]:
 
 
 def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict, str | None]:
-    """Planned and running trials per optimizer, from the study's storage (if readable)."""
+    """Planned and running trials per optimizer, from the study's storage (if readable).
+
+    Read-only: a status must not change the study it reports on, and must work where it cannot
+    write (so no ``TrialQueue``, whose ``create_study(load_if_exists=True)`` appends to the
+    journal); the queue's studies are read through the storage directly.
+    """
+    from optuna.trial import TrialState
+
     from lookbench.study.definition import stored_spec
-    from lookbench.study.queue import TrialQueue
+    from lookbench.study.queue import (
+        CONFIG_ATTR,
+        GRACE_S,
+        HEARTBEAT_ATTR,
+        OWNER_ATTR,
+        owner_alive,
+    )
     from lookbench.study.spec import planned_runs
 
     if storage_url is None and not (study_dir / JOURNAL_FILE).exists():
         return {}, {}, None
     try:
-        storage = open_storage(storage_url, study_dir)
+        storage = open_storage(storage_url, study_dir, read_only=True)
+        spec = stored_spec(storage, study_dir.name)
+        if spec is None:
+            return {}, {}, None
+        running: dict[str, int] = defaultdict(int)
+        for opt in spec.optimizers:
+            try:
+                study_id = storage.get_study_id_from_name(f"{spec.study_name}.{opt}")
+            except KeyError:  # not created yet
+                continue
+            for t in storage.get_all_trials(study_id, deepcopy=False,
+                                            states=(TrialState.RUNNING,)):
+                started = t.datetime_start.timestamp() if t.datetime_start else None
+                if CONFIG_ATTR in t.user_attrs and owner_alive(
+                        t.system_attrs.get(OWNER_ATTR), t.system_attrs.get(HEARTBEAT_ATTR),
+                        started, GRACE_S):
+                    running[opt] += 1
     except StorageUnavailable as e:
         raise StatusError(str(e)) from None
-    spec = stored_spec(storage, study_dir.name)
-    if spec is None:
-        return {}, {}, None
-    planned = planned_runs(spec)
-    queue = TrialQueue(storage, spec.study_name, spec.optimizers, "maximize", study_dir)
-    running: dict[str, int] = defaultdict(int)
-    for config, _ in queue.running():
-        running[config.optimizer] += 1
-    return planned, running, spec.task
+    return planned_runs(spec), running, spec.task
 
 
 def status_table(study_dir: Path, storage_url: str | None = None) -> Table:

@@ -8,6 +8,8 @@ Optuna storages, so optuna-dashboard opens them as they are.
 The lock serialises the few operations that must not interleave across workers or machines
 (adding the planned trials, taking over a stale one): a ``flock`` on a file beside the journal,
 or a PostgreSQL advisory lock for a database.
+
+The journal file itself, safe against kills and full disks, is ``lookbench.study.journal``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import fcntl
 import functools
 import hashlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,11 +35,24 @@ JOURNAL_FILE = "optuna.journal"
 LOCK_FILE = ".lock"
 RETRY_FOR_S = 300.0  # how long a database outage is waited out before giving up
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0  # exponential backoff between attempts
+LOCK_TIMEOUT_ENV = "LOOKBENCH_LOCK_TIMEOUT"
+LOCK_TIMEOUT_S = 600.0  # how long the study lock is waited for before giving up
+LOCK_WARN_AFTER_S = 5.0  # when a wait for the study lock is worth a line on stderr
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class StorageUnavailable(Exception):
     """The storage URL cannot be used; the message says why, in one line."""
+
+
+class ReadOnlyStorage(StorageUnavailable):
+    """A storage opened read-only (for ``lookbench status``) was asked to write."""
+
+
+class LockTimeout(StorageUnavailable):
+    """Another lookbench process held the study lock for longer than we may wait."""
 
 
 def quiet_optuna() -> None:
@@ -45,37 +61,61 @@ def quiet_optuna() -> None:
     logging.getLogger("optuna").setLevel(logging.WARNING)
 
 
-def open_storage(url: str | None, study_dir: Path) -> optuna.storages.BaseStorage:
-    """The journal file in ``study_dir`` (``url`` None) or the RDB storage at ``url``."""
+def open_storage(url: str | None, study_dir: Path, *, read_only: bool = False,
+                 retry_for_s: float | None = None) -> optuna.storages.BaseStorage:
+    """The journal file in ``study_dir`` (``url`` None) or the RDB storage at ``url``.
+
+    ``read_only``: for commands that only look (``status``): the journal is read without
+    creating, locking or appending anything, so it works on a folder this process cannot
+    write. A database server that is down is waited for up to ``retry_for_s`` (default
+    ``RETRY_FOR_S``), as every later call is, so a worker that starts during an outage lives.
+    """
     quiet_optuna()
     if url is None:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from lookbench.study.journal import open_journal  # (it imports this module)
 
-        study_dir.mkdir(parents=True, exist_ok=True)
-        path = study_dir / JOURNAL_FILE
-        try:
-            return JournalStorage(JournalFileBackend(str(path)))  # replays the whole journal
-        except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
-            raise StorageUnavailable(
-                f"the study's Optuna journal {path} is unreadable ({first_line(e)}); move it "
-                f"aside and run the same command again: finished trials are kept in the Parquet "
-                f"results and only the others run"
-            ) from None
+        return open_journal(study_dir, read_only)
     if not url.startswith(("postgresql", "mysql", "sqlite")):
         raise StorageUnavailable(
             f"unsupported storage URL {url!r}: use postgresql://user@host/db (or leave "
             f"--storage out for the journal file under --out)"
         )
+    redacted = _redact(url)
+    # SQLite is a file, not a server that restarts: its errors are not waited out.
+    deadline = 0.0 if url.startswith("sqlite") else (
+        RETRY_FOR_S if retry_for_s is None else retry_for_s)
+
+    def waiting(e: BaseException) -> str:
+        return (f"warning: waiting for the database at {redacted} ({_reason(e)}); "
+                f"retrying for up to {deadline:.0f} s")
+
     try:
-        return RetryingStorage(_create_rdb_storage(url), url=_redact(url))
+        inner = retry(lambda: _create_rdb_storage(url), f"the database {redacted}", deadline,
+                      waiting=waiting)
+        return RetryingStorage(inner, url=redacted)
     except ModuleNotFoundError as e:
         raise StorageUnavailable(
             f"the driver for {url.split(':', 1)[0]} is not installed ({e.name}); "
             f"pip install 'lookbench[postgres]'"
         ) from None
     except Exception as e:  # sqlalchemy.exc.OperationalError and friends
-        reason = first_line(getattr(e, "orig", None) or e)
-        raise StorageUnavailable(f"cannot open storage {_redact(url)}: {reason}") from None
+        if deadline > 0 and is_transient(e):
+            raise StorageUnavailable(f"cannot open storage {redacted}: still unreachable after "
+                                     f"{deadline:g} s ({_reason(e)})") from None
+        raise StorageUnavailable(f"cannot open storage {redacted}: {_reason(e)}") from None
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of the driver's own message in ``error``'s chain, else of ``error``."""
+    e: BaseException | None = error
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        orig = getattr(e, "orig", None)
+        if isinstance(orig, BaseException):
+            return first_line(orig)
+        e = e.__cause__ or e.__context__
+    return first_line(error)
 
 
 def _create_rdb_storage(url: str) -> optuna.storages.RDBStorage:
@@ -100,39 +140,105 @@ def _create_rdb_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
+# -- waiting out a database outage -------------------------------------------------------------
+
+# Errors that a retry cannot cure: the server answered, and refused (or there is no such host).
+_PERMANENT = ("authentication failed", "no password supplied", "no pg_hba.conf entry",
+              "does not exist", "not permitted to log in", "permission denied",
+              "name or service not known", "nodename nor servname", "no address associated",
+              "ssl was required", "does not support ssl", "access denied for user",
+              "unknown database")
+_PERMANENT_SQLSTATE = ("28", "3D")  # invalid authorization, invalid database name (prefixes)
+
+
+held_flocks: set[int] = set()  # descriptors of the flocks this process holds now
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker, say): close the parent's held lock files. A
+    flock belongs to the open file, which the child shares; were its copy kept open, the lock
+    would outlive the parent's release for as long as the child lives."""
+    for fd in list(held_flocks):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    held_flocks.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
+def open_flock(path: Path) -> int:
+    """A new descriptor of ``path`` (created if need be), registered for ``close_flock``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    held_flocks.add(fd)  # before the lock is taken: a fork from now on must close it
+    return fd
+
+
+def close_flock(fd: int) -> None:
+    """Close a descriptor from ``open_flock``, which releases its lock (unless a fork already
+    closed it in this process)."""
+    if fd in held_flocks:
+        held_flocks.discard(fd)
+        os.close(fd)
+
+
 def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+# -- the journal file ---------------------------------------------------------------------------
+
+
+def _permanent(error: BaseException) -> bool:
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    if isinstance(code, str) and code.startswith(_PERMANENT_SQLSTATE):
+        return True
+    text = str(error).lower()
+    return any(p in text for p in _PERMANENT)
+
+
 def is_transient(error: BaseException) -> bool:
-    """Whether ``error`` means the database is briefly unreachable (restart, network blip)."""
+    """Whether ``error`` means the database is briefly unreachable (restart, network blip),
+    not that it refuses us (wrong password, no such database or host), which waiting would
+    not change."""
     import sqlalchemy.exc as sa
 
     seen: set[int] = set()
+    chain: list[BaseException] = []
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:  # the driver's own error, as SQLAlchemy wraps it
+        if isinstance(e, sa.DBAPIError) and isinstance(e.orig, BaseException) \
+                and _permanent(e.orig):
+            return False
+    for e in chain:
         if isinstance(e, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
             return True
         if isinstance(e, sa.DBAPIError) and e.connection_invalidated:
             return True
-        e = e.__cause__ or e.__context__
     return False
 
 
-def retry(call: Callable[[], T], what: str, deadline_s: float = RETRY_FOR_S) -> T:
+def retry(call: Callable[[], T], what: str, deadline_s: float | None = None, *,
+          waiting: Callable[[BaseException], str] | None = None) -> T:
     """Run ``call``, retrying with exponential backoff while the database is unreachable
-    (``what`` names it in the warning printed while waiting)."""
+    (``what`` names it in the warning printed while waiting; ``waiting`` may word that line
+    itself), for up to ``deadline_s`` (default ``RETRY_FOR_S``, read at the call)."""
+    deadline = RETRY_FOR_S if deadline_s is None else deadline_s
     wait, start, warned = RETRY_FIRST_S, time.monotonic(), False
     while True:
         try:
             result = call()
         except Exception as e:
-            if not is_transient(e) or time.monotonic() - start > deadline_s:
+            if not is_transient(e) or time.monotonic() - start > deadline:
                 raise
             if not warned:
-                print(f"warning: {what} is unreachable; retrying for up to "
-                      f"{deadline_s:.0f} s", file=sys.stderr, flush=True)
+                line = waiting(e) if waiting is not None else (
+                    f"warning: {what} is unreachable; retrying for up to {deadline:.0f} s")
+                print(line, file=sys.stderr, flush=True)
                 warned = True
             interrupts.sleep(wait)  # Ctrl-C ends the wait; nothing is half-written
             wait = min(wait * 2, RETRY_MAX_S)
@@ -179,20 +285,82 @@ def _redact(url: str) -> str:
     return url
 
 
+# -- the study lock -----------------------------------------------------------------------------
+
+
+def lock_timeout() -> float:
+    """How long the study lock is waited for: ``LOOKBENCH_LOCK_TIMEOUT`` seconds, else 600."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise StorageUnavailable(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, "
+                                 f"not {text!r}")
+    return value
+
+
+class _LockWait:
+    """Polls for a lock until ``timeout_s``, saying once (after ``warn_after_s``) what it waits
+    for: a silent wait on another process looks like a hang."""
+
+    def __init__(self, what: str, timeout_s: float, warn_after_s: float) -> None:
+        self.what, self.timeout_s, self.warn_after_s = what, timeout_s, warn_after_s
+        self.start = time.monotonic()
+        self.warned = False
+
+    def until(self, try_lock: Callable[[], bool]) -> None:
+        pause = 0.005
+        while not try_lock():
+            waited = time.monotonic() - self.start
+            if waited >= self.timeout_s:
+                raise LockTimeout(
+                    f"gave up after {self.timeout_s:g} s waiting for {self.what}, which "
+                    f"another lookbench process has held all that time: let it finish (or stop "
+                    f"it) and run the same command again, or wait longer with "
+                    f"{LOCK_TIMEOUT_ENV}=SECONDS")
+            if not self.warned and waited >= self.warn_after_s:
+                print(f"warning: waiting for {self.what}, which another lookbench process "
+                      f"holds; giving up after {self.timeout_s:g} s", file=sys.stderr,
+                      flush=True)
+                self.warned = True
+            time.sleep(min(pause, max(0.0, self.timeout_s - waited)))
+            pause = min(pause * 2, 0.2)
+
+
 @contextlib.contextmanager
-def study_lock(storage: optuna.storages.BaseStorage, study_dir: Path, name: str) -> Iterator[None]:
-    """Hold the study-wide lock: an advisory lock in PostgreSQL, else a file lock."""
+def study_lock(storage: optuna.storages.BaseStorage, study_dir: Path, name: str, *,
+               timeout_s: float | None = None,
+               warn_after_s: float = LOCK_WARN_AFTER_S) -> Iterator[None]:
+    """Hold the study-wide lock: an advisory lock in PostgreSQL, else a file lock.
+
+    Waits for it at most ``timeout_s`` (default ``lock_timeout()``), then raises
+    ``LockTimeout``; after ``warn_after_s`` of waiting it says so on stderr.
+    """
+    limit = lock_timeout() if timeout_s is None else timeout_s
     engine = getattr(storage, "engine", None)
     if engine is not None and engine.dialect.name == "postgresql":
         from sqlalchemy import text
 
         key = _lock_key(f"lookbench:{name}")
+        wait = _LockWait(f"the database advisory lock of study {name!r}", limit, warn_after_s)
 
         def acquire() -> Any:
             conn = engine.connect()
+
+            def try_lock() -> bool:
+                got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                        {"k": key}).scalar())
+                if not got:
+                    conn.rollback()  # not idle in a transaction while we wait
+                return got
+
             try:
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            except Exception:
+                wait.until(try_lock)
+            except BaseException:
                 conn.close()
                 raise
             return conn
@@ -210,9 +378,18 @@ def study_lock(storage: optuna.storages.BaseStorage, study_dir: Path, name: str)
                 conn.close()
         return
     study_dir.mkdir(parents=True, exist_ok=True)
-    with open(study_dir / LOCK_FILE, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    path = study_dir / LOCK_FILE
+    fd = open_flock(path)
+
+    def try_flock() -> bool:
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    try:
+        _LockWait(f"the study lock {path}", limit, warn_after_s).until(try_flock)
+        yield
+    finally:
+        close_flock(fd)  # releases the lock

@@ -42,7 +42,7 @@ from lookbench.study.spec import (
     plan,
     search_space,
 )
-from lookbench.study.storage import open_storage
+from lookbench.study.storage import StorageUnavailable, open_storage
 from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable
 
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_worker(opts)
     except KeyboardInterrupt:
         return 130
-    except WorkerStopped as e:
+    except (WorkerStopped, StorageUnavailable) as e:  # (a lock timeout, a database gone for good)
         print(f"error: {e}", file=sys.stderr)
         return 1
     for line in report.failed:
