@@ -233,3 +233,28 @@ def test_bad_paths_are_one_line_not_a_traceback(tmp_path, setup, args, code, mat
     assert result.exit_code == code, result.output + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], lines
+
+
+def test_part_files_are_written_outside_the_study_lock(tmp_path, monkeypatch):
+    """A slow disk must not stall every worker and machine: the study lock is free while a
+    trial's part files are written."""
+    import fcntl
+
+    from lookbench.study.storage import LOCK_FILE
+
+    held_during_write = []
+    original = StudyResults.write_trial
+
+    def checking_write(self, row, curves):
+        with open(self.root / LOCK_FILE, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                held_during_write.append(False)
+            except BlockingIOError:
+                held_during_write.append(True)
+        original(self, row, curves)
+
+    monkeypatch.setattr(StudyResults, "write_trial", checking_write)
+    assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
+    assert held_during_write == [False] * 4
