@@ -19,6 +19,7 @@ of what is done: an id with a part file is never run again, whatever Optuna says
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -50,6 +51,7 @@ VOIDED_ATTR = "lookbench_voided"  # study attribute: numbers of finished trials 
 OWNER_ATTR = "lookbench:owner"
 HEARTBEAT_ATTR = "lookbench:heartbeat"
 EPOCH_ATTR = "lookbench:epoch"
+RECORDED_IN_ATTR = "lookbench:recorded_in"  # host and study folder that hold its part files
 
 HEARTBEAT_S = 15.0
 GRACE_S = 120.0
@@ -190,9 +192,14 @@ class TrialQueue:
         tid = t.user_attrs.get(ID_ATTR)
         if tid in recorded:
             return True
-        owner = t.system_attrs.get(OWNER_ATTR) or {}
-        ran_here = self.local or owner.get("host") == socket.gethostname()
-        return not ran_here  # ran here, yet no part file: lost (deleted), so it runs again
+        # Recorded in this very folder, yet no part file: lost (deleted), so it runs again.
+        # (On the study's own journal every trial is recorded here; on a shared database,
+        # trials of other machines, or of other folders of this one, are theirs to keep.)
+        return not (self.local or t.system_attrs.get(RECORDED_IN_ATTR) == self._here)
+
+    @functools.cached_property
+    def _here(self) -> str:
+        return f"{socket.gethostname()}:{self.study_dir.resolve()}"
 
     def finished_ids(self, recorded: set[str]) -> set[str]:
         """Ids of the trials done by any machine (see :meth:`_done`)."""
@@ -404,6 +411,7 @@ class TrialQueue:
         with study_lock(self.storage, self.study_dir, self.name):
             if not self._still_ours(claimed):
                 return False
+            self.storage.set_trial_system_attr(claimed.storage_id, RECORDED_IN_ATTR, self._here)
             if epochs is not None:
                 self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epochs)
             if state == "complete" and value is not None:
