@@ -43,6 +43,9 @@ def write_part(directory: Path, trial: str, table: pa.Table) -> Path:
         with open(tmp, "rb") as f:  # the data must be on disk before the name points to it
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except OSError as e:  # (pyarrow's message names the temporary file, or none)
+        raise OSError(e.errno, os.strerror(e.errno) if e.errno else e.strerror,
+                      str(final)) from e
     finally:
         tmp.unlink(missing_ok=True)
     return final

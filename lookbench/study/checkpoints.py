@@ -49,6 +49,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a failed write names no file: name the checkpoint
+        raise OSError(e.errno, os.strerror(e.errno) if e.errno else e.strerror, str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
 

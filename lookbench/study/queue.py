@@ -303,7 +303,8 @@ class TrialQueue:
         study = self.studies[opt]
         for refresh in (False, True):
             if refresh or opt not in self._waiting:
-                self._waiting[opt] = [t._trial_id for t in self._trials(study, (TrialState.WAITING,))]
+                waiting = self._trials(study, (TrialState.WAITING,))
+                self._waiting[opt] = [t._trial_id for t in waiting]
             queue = self._waiting[opt]
             while queue:
                 storage_id = queue.pop(0)
@@ -415,7 +416,8 @@ class TrialQueue:
             if epochs is not None:
                 self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epochs)
             if state == "complete" and value is not None:
-                self.storage.set_trial_state_values(claimed.storage_id, TrialState.COMPLETE, [value])
+                self.storage.set_trial_state_values(claimed.storage_id, TrialState.COMPLETE,
+                                                    [value])
             elif state == "failed":
                 self.storage.set_trial_state_values(claimed.storage_id, TrialState.FAIL)
             else:  # diverged, or no finite metric: stopped early, not an error

@@ -258,3 +258,39 @@ def test_part_files_are_written_outside_the_study_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(StudyResults, "write_trial", checking_write)
     assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
     assert held_during_write == [False] * 4
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs with about 200 kB left: a real full disk (needs root and mount rights)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        st = os.statvfs(mount)
+        (mount / "filler").write_bytes(b"x" * (st.f_bavail * st.f_frsize - 200_000))
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_costs_no_trial(small_disk):
+    args = ["run", "digits", "--lr", "0.03,0.3", "--k", "5", "--alpha", "0.5", "--epochs", "3",
+            "--devices", "cpu", "--workers", "1", "--out", str(small_disk / "runs")]
+    full = subprocess.run([sys.executable, "-m", "lookbench", *args], capture_output=True,
+                          text=True, timeout=300)
+    assert full.returncode == 1, full.stderr
+    errors = [line for line in full.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "No space left on device" in errors[0]
+    assert str(small_disk) in errors[0]  # names the file it could not write
+    assert "failed" not in set(_states(small_disk / "runs" / "digits-sgd").values())
+    (small_disk / "filler").unlink()  # space is back
+    again = subprocess.run([sys.executable, "-m", "lookbench", *args], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    states = _states(small_disk / "runs" / "digits-sgd")
+    assert len(states) == 4 and set(states.values()) == {"complete"}
