@@ -9,6 +9,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,11 @@ class Postgres:
         subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
                         *args], check=True, capture_output=True, timeout=120)
 
+    def start(self) -> None:
+        root = self.datadir.parent
+        self.ctl("-o", f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1",
+                 "-l", str(root / "server.log"), "-w", "start")
+
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
@@ -61,8 +68,10 @@ class Postgres:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Postgres:
+@contextlib.contextmanager
+def postgres_server(password: str | None = None) -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server on a free port: trusting every local connection, or
+    checking ``password`` over TCP. Skips (fails, in CI) where PostgreSQL is not installed."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
         if REQUIRE_POSTGRES:
@@ -75,15 +84,29 @@ def postgres() -> Postgres:
     if os.geteuid() == 0:  # initdb refuses to run as root
         shutil.chown(root, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
+    auth = ["-A", "trust"]
+    if password is not None:
+        pwfile = root / "pw"
+        pwfile.write_text(password + "\n")
+        if as_user:
+            shutil.chown(pwfile, "postgres")
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
     datadir = root / "data"
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(datadir), "-A", "trust",
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(datadir), *auth,
                     "-U", "postgres"], check=True, capture_output=True, timeout=120)
     server = Postgres(bindir, datadir, _free_port(), as_user)
-    server.ctl("-o", f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1",
-               "-l", str(root / "server.log"), "-w", "start")
-    yield server
-    server.ctl("-m", "immediate", "stop")
-    shutil.rmtree(root, ignore_errors=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.ctl("-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with postgres_server() as server:
+        yield server
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:

@@ -10,7 +10,6 @@ tests/study/test_distributed.py starts its own.
 from __future__ import annotations
 
 import builtins
-import glob
 import hashlib
 import io
 import json
@@ -20,10 +19,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -43,7 +42,7 @@ from lookbench.study.storage import (
     open_storage,
     study_lock,
 )
-from tests.study.test_distributed import REQUIRE_POSTGRES, Postgres, _free_port
+from tests.study.test_distributed import Postgres, _free_port, postgres_server
 
 runner = CliRunner()
 TINY = ["digits", "--lr", "0.1,1000", "--k", "5", "--alpha", "0.5", "--epochs", "2",
@@ -404,38 +403,14 @@ PASSWORD = "s3cret-pw"
 
 
 @pytest.fixture(scope="module")
-def pg() -> Postgres:
+def pg() -> Iterator[Postgres]:
     """A throwaway PostgreSQL server that checks passwords (the shared one trusts anyone)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL's server is not installed (apt-get install postgresql)")
-        pytest.skip("PostgreSQL's server is not installed")
-    bindir = Path(found[-1]).parent
-    root = Path(tempfile.mkdtemp(prefix="lookbench-postgres-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    pwfile = root / "pw"
-    pwfile.write_text(PASSWORD + "\n")
-    if as_user:
-        shutil.chown(pwfile, "postgres")
-    datadir = root / "data"
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
-                    "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
-                   check=True, capture_output=True, timeout=120)
-    server = Postgres(bindir, datadir, _free_port(), as_user)
-    start_server(server)
-    yield server
-    server.ctl("-m", "immediate", "stop")
-    shutil.rmtree(root, ignore_errors=True)
+    with postgres_server(PASSWORD) as server:
+        yield server
 
 
 def start_server(server: Postgres) -> None:
-    root = server.datadir.parent
-    server.ctl("-o", f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1",
-               "-l", str(root / "server.log"), "-w", "start")
+    server.start()
 
 
 def url_of(server: Postgres, database: str, password: str = PASSWORD, user: str = "postgres",
