@@ -28,6 +28,9 @@ from lookbench.study.config import TrialConfig
 # Step schedule of the paper (Appendix C.1): ×0.2 at 60/120/160 of 200 epochs.
 STEP_MILESTONES = (0.3, 0.6, 0.8)
 STEP_GAMMA = 0.2
+# The paper's ImageNet schedule (Appendix C.2): ×0.1 at epochs 30 and 60 of 90.
+THIRDS_MILESTONES = (1 / 3, 2 / 3)
+THIRDS_GAMMA = 0.1
 # How often (in steps) the running loss is checked for NaN/inf: each check is a device sync.
 DIVERGENCE_CHECK_EVERY = 50
 # A trial has diverged when its loss is NaN/inf, or when an epoch's mean training loss is this
@@ -43,6 +46,9 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "step":
         passed = sum(epoch >= round(m * epochs) for m in STEP_MILESTONES)
         return STEP_GAMMA**passed
+    if schedule == "thirds":
+        passed = sum(epoch >= round(m * epochs) for m in THIRDS_MILESTONES)
+        return THIRDS_GAMMA**passed
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
     raise ValueError(f"unknown schedule {schedule!r}")

@@ -30,6 +30,8 @@ _REGISTRY: dict[str, str] = {
     "digits": "lookbench.tasks.digits:Digits",
     "cifar10": "lookbench.tasks.cifar:Cifar10",
     "cifar100": "lookbench.tasks.cifar:Cifar100",
+    "imagefolder": "lookbench.tasks.imagefolder:ImageFolder",
+    "imagenet": "lookbench.tasks.imagefolder:ImageNet",
 }
 
 

@@ -1,0 +1,145 @@
+"""Reading a class-per-subfolder image folder (``train/<class>/*.jpg``, ``val/<class>/*.png``:
+ImageNet after the usual re-foldering of its validation set, or a folder of your own photos)
+into uint8 tensors, decoded once per process.
+
+A trial's epochs then cost no decoding at all: the images sit on the device as one uint8
+tensor and are augmented there in batches (``lookbench.tasks.augment``), as the CIFAR tasks
+do. Decoding is torchvision's (libjpeg-turbo, libpng), resized to the study's image size with
+antialiasing and centre-cropped to a square, on a pool of threads (the decoders and the
+resize release the GIL). The decoded set must fit in memory: at 64 px an image is 12 kB, at
+224 px 150 kB (ImageNet's 1.28 M training images at 224 px would need 190 GB: use a subset,
+a smaller size, or a machine with the memory).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lookbench.tasks.base import DataUnavailable
+
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+# torchvision 0.29 (the newest this project's pins allow) deprecates its image decoders in
+# favour of TorchCodec; they work, and one warning per decoded image would drown the output.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
+                        "TorchVision are deprecated", category=DeprecationWarning)
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's files and labels, in a fixed order (classes sorted, files sorted)."""
+
+    files: list[Path]
+    labels: list[int]
+
+
+@dataclass(frozen=True)
+class ImageFolderArrays:
+    """A decoded folder: uint8 ``(N, 3, S, S)`` images and int64 labels per split."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    classes: list[str]
+
+
+def layout_hint(root: Path) -> str:
+    return (f"expected {root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg (JPEG or PNG, one "
+            f"folder per class, the same class folders in both)")
+
+
+def list_split(root: Path, classes: int | None = None, per_class: int | None = None
+               ) -> tuple[list[str], dict[str, Split]]:
+    """The class names and each split's files: the first ``classes`` classes (sorted by name)
+    and the first ``per_class`` images of each (sorted), for budget runs. Raises
+    :class:`DataUnavailable` saying what was expected where."""
+    if not root.is_dir():
+        raise DataUnavailable(f"no image folder at {root}: {layout_hint(root)}")
+    found = {}
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise DataUnavailable(f"{folder} is missing: {layout_hint(root)}")
+        found[split] = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not found["train"]:
+        raise DataUnavailable(f"{root / 'train'} has no class folders: {layout_hint(root)}")
+    if found["train"] != found["val"]:
+        only = sorted(set(found["train"]) ^ set(found["val"]))
+        raise DataUnavailable(f"train/ and val/ in {root} hold different classes (e.g. "
+                              f"{only[0]!r}): {layout_hint(root)}")
+    names = found["train"][:classes]
+    splits = {}
+    for split in SPLITS:
+        files: list[Path] = []
+        labels: list[int] = []
+        for label, name in enumerate(names):
+            images = sorted(p for p in (root / split / name).iterdir()
+                            if p.suffix.lower() in EXTENSIONS)[:per_class]
+            if not images:
+                raise DataUnavailable(f"{root / split / name} holds no .jpg/.jpeg/.png image")
+            files += images
+            labels += [label] * len(images)
+        splits[split] = Split(files, labels)
+    return names, splits
+
+
+def decode(path: Path, size: int) -> torch.Tensor:
+    """One image as uint8 ``(3, size, size)``: decoded as RGB, its shorter side resized to
+    ``size`` (antialiased), centre-cropped."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.transforms.v2 import functional as TF
+
+    try:
+        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        raise DataUnavailable(f"cannot decode {path} ({str(e).splitlines()[0]})") from None
+    image = TF.resize(image, size, antialias=True)
+    return TF.center_crop(image, [size, size])
+
+
+def decode_all(files: list[Path], size: int, threads: int | None = None) -> torch.Tensor:
+    """Every file decoded into one uint8 ``(N, 3, size, size)`` tensor, on a thread pool."""
+    out = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
+    threads = threads or min(32, os.cpu_count() or 1)
+
+    def one(i: int) -> None:
+        out[i] = decode(files[i], size)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, range(len(files))))
+    return out
+
+
+_CACHE: dict[tuple, ImageFolderArrays] = {}
+
+
+def load_image_folder(root: Path, size: int, classes: int | None = None,
+                      per_class: int | None = None) -> ImageFolderArrays:
+    """The folder decoded at ``size`` px, cached per process (the trials of one worker decode
+    it once)."""
+    root = Path(root).expanduser().resolve()
+    key = (root, size, classes, per_class)
+    if key not in _CACHE:
+        names, splits = list_split(root, classes, per_class)
+        torch_threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)  # the pool's threads decode in parallel instead
+            arrays = {s: decode_all(splits[s].files, size) for s in SPLITS}
+        finally:
+            torch.set_num_threads(torch_threads)
+        _CACHE[key] = ImageFolderArrays(
+            arrays["train"], torch.tensor(splits["train"].labels, dtype=torch.int64),
+            arrays["val"], torch.tensor(splits["val"].labels, dtype=torch.int64), names)
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Forget every decoded folder (tests; or to free memory)."""
+    _CACHE.clear()
