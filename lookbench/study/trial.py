@@ -49,6 +49,8 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "thirds":
         passed = sum(epoch >= round(m * epochs) for m in THIRDS_MILESTONES)
         return THIRDS_GAMMA**passed
+    if schedule == "plateau":  # (the halvings are applied by the Trial, which sees the metric)
+        return 1.0
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
     raise ValueError(f"unknown schedule {schedule!r}")
@@ -137,6 +139,7 @@ class Trial:
         self.steps = 0
         self.wall_s = 0.0
         self.initial_loss: float | None = None  # the first step's loss, for BLOWUP_FACTOR
+        self.plateau = {"best": None, "waited": 0, "halvings": 0}  # the "plateau" schedule
         self.records: list[EpochRecord] = []
 
     @property
@@ -165,7 +168,7 @@ class Trial:
         """
         cfg, wl, opt = self.config, self.workload, self.optimizer
         epoch = self.epoch
-        factor = lr_factor(self.schedule, epoch, cfg.epochs)
+        factor = lr_factor(self.schedule, epoch, cfg.epochs) * 0.5 ** self.plateau["halvings"]
         for group, base in zip(opt.param_groups, self._base_lrs):
             group["lr"] = base * factor
         torch.manual_seed(_stream_seed(cfg.seed, epoch, 0))  # dropout & co.
@@ -180,6 +183,8 @@ class Trial:
             with self._autocast():
                 loss = wl.loss(wl.model, batch)
             loss.backward()
+            if wl.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(wl.model.parameters(), wl.clip_grad_norm)
             opt.step()
             loss_sum += loss.detach().double()
             if self.initial_loss is None:
@@ -245,7 +250,25 @@ class Trial:
             extra=extra,
         )
         self.records.append(record)
+        if self.schedule == "plateau" and not diverged:
+            self._plateau_step(record)
         return record
+
+    def _plateau_step(self, record: EpochRecord) -> None:
+        """Halve the learning rate when the task's metric has not improved for
+        ``plateau_patience`` epochs (as ``ReduceLROnPlateau(factor=0.5)``, here so a resumed
+        trial continues with the same state)."""
+        value = record.metrics().get(self.task.metric)
+        if value is None or not math.isfinite(value):
+            return
+        best = self.plateau["best"]
+        better = best is None or (value > best if self.task.higher_is_better else value < best)
+        if better:
+            self.plateau.update(best=value, waited=0)
+            return
+        self.plateau["waited"] += 1
+        if self.plateau["waited"] >= self.task.plateau_patience:
+            self.plateau.update(waited=0, halvings=self.plateau["halvings"] + 1)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -257,6 +280,7 @@ class Trial:
             "steps": self.steps,
             "wall_s": self.wall_s,
             "initial_loss": self.initial_loss,
+            "plateau": dict(self.plateau),
             "records": [asdict(r) for r in self.records],
             "model": None if self.analytic is not None else self.workload.model.state_dict(),
             "optimizer": None if self.analytic is not None else self.optimizer.state_dict(),
@@ -274,6 +298,7 @@ class Trial:
         self.steps = int(state["steps"])
         self.wall_s = float(state["wall_s"])
         self.initial_loss = state["initial_loss"]
+        self.plateau = dict(state.get("plateau") or self.plateau)
         self.records = [EpochRecord(**r) for r in state["records"]]
 
 

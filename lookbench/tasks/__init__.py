@@ -32,6 +32,8 @@ _REGISTRY: dict[str, str] = {
     "cifar100": "lookbench.tasks.cifar:Cifar100",
     "imagefolder": "lookbench.tasks.imagefolder:ImageFolder",
     "imagenet": "lookbench.tasks.imagefolder:ImageNet",
+    "ptb": "lookbench.tasks.ptb:PennTreebank",
+    "wikitext2": "lookbench.tasks.ptb:WikiText2",
 }
 
 

@@ -47,6 +47,8 @@ class Workload:
         train_eval: optional ``model`` → training loss from a pass without updates (the
             paper's protocol, Appendix C.1), for tasks where that differs from the running mean.
         extra: optional ``model`` → further per-epoch metrics (e.g. analytic values).
+        clip_grad_norm: clip the gradient's global norm to this before every step (the
+            paper's language model: 0.25), for every optimizer alike.
         channels_last: whether image batches and the model use channels-last memory on CUDA.
         amp: whether the forward pass may run under bf16 autocast on CUDA (image models; not
             the quadratics, whose comparison with the analysis needs full precision).
@@ -59,6 +61,7 @@ class Workload:
     evaluate: Callable[[nn.Module], dict[str, float]]
     train_eval: Callable[[nn.Module], float] | None = None
     extra: Callable[[nn.Module], dict[str, float]] | None = None
+    clip_grad_norm: float | None = None
     channels_last: bool = False
     amp: bool = False
 
@@ -85,6 +88,7 @@ class Task(ABC):
     default_epochs: ClassVar[int] = 10
     default_batch_size: ClassVar[int] = 64
     default_schedule: ClassVar[str] = "constant"  # one of lookbench.choices.Schedule
+    plateau_patience: ClassVar[int] = 15  # "plateau": epochs without a better metric, then ×½
     Options: ClassVar[type[BaseModel]] = NoOptions
     options: BaseModel = field(default_factory=NoOptions)
 

@@ -1,0 +1,300 @@
+"""Word-level language modelling on Penn Treebank (paper section 5.3, Appendix C.3) and on
+WikiText-2, read from the files everyone has: Mikolov's ``ptb.{train,valid,test}.txt``, or
+WikiText's ``wiki.{train,valid,test}.tokens``.
+
+The model is Merity et al.'s AWD-LSTM, as the paper trained it: an embedding, LSTM layers whose
+hidden-to-hidden weights are dropped out (weight drop), locked (variational) dropout between
+layers, embedding dropout, activation (AR) and temporal activation (TAR) regularisation of the
+last layer, truncated back-propagation through variable-length sequences, gradient clipping
+at 0.25 and the learning rate halved after 15 epochs without a better validation perplexity
+(the ``plateau`` schedule). Ranked by validation perplexity, lower is better (the paper picks
+its models by validation); test perplexity is recorded beside it. ``-o size=small`` is a
+two-layer model that trains on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.func import functional_call
+
+from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload
+
+EOS = "<eos>"
+EVAL_BATCH = 10  # sequences evaluated side by side (Merity et al.'s validation batch)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The model's size and its regularisation (Appendix C.3 for ``paper``)."""
+
+    layers: int
+    hidden: int
+    embedding: int
+    bptt: int
+    dropout_output: float = 0.4  # locked dropout on the last layer's output
+    dropout_hidden: float = 0.3  # between layers
+    dropout_input: float = 0.65  # on the embedded input
+    dropout_embedding: float = 0.1  # whole words dropped from the embedding
+    weight_drop: float = 0.5  # on the hidden-to-hidden weights
+    ar: float = 2.0
+    tar: float = 1.0
+
+
+PRESETS = {
+    "paper": Preset(layers=3, hidden=1150, embedding=400, bptt=70),
+    "small": Preset(layers=2, hidden=200, embedding=100, bptt=35, dropout_input=0.3,
+                    weight_drop=0.2),
+}
+# The paper's grids (Appendix C.3): SGD without momentum and Adam at its default betas, each
+# over its learning rates; Lookahead k × α around the baseline's setting. The paper does not
+# say which baseline rates it picked: Lookahead wraps SGD at Merity et al.'s lr 30 and Adam at
+# 0.001, and weight decay is 1.2e-6 for all.
+_GRIDS: dict[str, dict[str, dict[str, list[Any]]]] = {
+    "sgd": {
+        "lookahead": {"lr": [30.0], "momentum": [0.0], "weight_decay": [1.2e-6],
+                      "k": [5, 10, 20], "alpha": [0.2, 0.5, 0.8]},
+        "sgd": {"lr": [50.0, 30.0, 10.0, 5.0, 2.5, 1.0, 0.1], "momentum": [0.0],
+                "weight_decay": [1.2e-6]},
+    },
+    "adam": {
+        "lookahead": {"lr": [0.001], "weight_decay": [1.2e-6], "k": [5, 10, 20],
+                      "alpha": [0.2, 0.5, 0.8]},
+        "adam": {"lr": [0.1, 0.05, 0.01, 0.005, 0.001, 0.0005, 0.0001],
+                 "weight_decay": [1.2e-6]},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenised corpus: word ids per split, and the vocabulary (train's words)."""
+
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    words: list[str]
+
+
+FILES = {"ptb": "ptb.{}.txt", "wikitext2": "wiki.{}.tokens"}
+_CACHE: dict[tuple[str, Path], Corpus] = {}
+
+
+def load_corpus(kind: str, data_dir: Path | None) -> Corpus:
+    """The three splits, each line's words followed by ``<eos>``; words are numbered by first
+    appearance in train. Cached per process."""
+    if data_dir is None:
+        raise DataUnavailable(f"{kind} reads {FILES[kind].format('{train,valid,test}')} from "
+                              f"--data-dir")
+    root = Path(data_dir).expanduser().resolve()
+    key = (kind, root)
+    if key in _CACHE:
+        return _CACHE[key]
+    texts = {}
+    for split in ("train", "valid", "test"):
+        path = root / FILES[kind].format(split)
+        if not path.is_file():
+            raise DataUnavailable(f"{path} is missing: expected "
+                                  f"{root}/{FILES[kind].format('{train,valid,test}')}")
+        texts[split] = [line.split() + [EOS] for line in
+                        path.read_text(encoding="utf-8", errors="replace").splitlines()
+                        if line.strip()]
+    vocab: dict[str, int] = {}
+    for line in texts["train"]:
+        for w in line:
+            vocab.setdefault(w, len(vocab))
+    unk = vocab.setdefault("<unk>", len(vocab))
+    ids = {s: torch.tensor([vocab.get(w, unk) for line in lines for w in line],
+                           dtype=torch.int64) for s, lines in texts.items()}
+    if len(ids["train"]) < 2 or len(ids["valid"]) < 2:
+        raise DataUnavailable(f"{root}: the train and valid files hold fewer than two words")
+    _CACHE[key] = Corpus(ids["train"], ids["valid"], ids["test"], list(vocab))
+    return _CACHE[key]
+
+
+def batchify(data: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(steps, batch)``: the corpus cut into ``batch`` parallel streams (the tail dropped)."""
+    steps = len(data) // batch
+    return data[: steps * batch].view(batch, steps).t().contiguous()
+
+
+class LockedDropout(nn.Module):
+    """Dropout with one mask per sequence, shared by every time step (variational)."""
+
+    def forward(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        if not self.training or p == 0:
+            return x
+        mask = x.new_empty(1, x.size(1), x.size(2)).bernoulli_(1 - p) / (1 - p)
+        return x * mask
+
+
+class AWDLSTM(nn.Module):
+    """Merity et al.'s AWD-LSTM language model (tied embedding and output weights)."""
+
+    def __init__(self, vocab: int, p: Preset) -> None:
+        super().__init__()
+        self.p = p
+        self.encoder = nn.Embedding(vocab, p.embedding)
+        sizes = [p.embedding] + [p.hidden] * (p.layers - 1) + [p.embedding]  # tie the last
+        self.rnns = nn.ModuleList(nn.LSTM(sizes[i], sizes[i + 1]) for i in range(p.layers))
+        self.decoder = nn.Linear(p.embedding, vocab)
+        self.decoder.weight = self.encoder.weight
+        self.lockdrop = LockedDropout()
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(self, words: torch.Tensor, hidden: list[tuple[torch.Tensor, torch.Tensor]]
+                ) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
+        """Logits, the new hidden state, and the last layer's output before and after its
+        dropout (for TAR and AR)."""
+        p = self.p
+        weight = self.encoder.weight
+        if self.training and p.dropout_embedding:  # drop whole words from the vocabulary
+            keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p.dropout_embedding)
+            weight = weight * keep / (1 - p.dropout_embedding)
+        x = self.lockdrop(F.embedding(words, weight), p.dropout_input)
+        new_hidden = []
+        raw = x
+        for i, rnn in enumerate(self.rnns):
+            w = rnn.weight_hh_l0
+            dropped = F.dropout(w, p.weight_drop, self.training) if p.weight_drop else w
+            raw, h = functional_call(rnn, {"weight_hh_l0": dropped}, (x, hidden[i]))
+            new_hidden.append(h)
+            last = i == len(self.rnns) - 1
+            x = self.lockdrop(raw, p.dropout_output if last else p.dropout_hidden)
+        return self.decoder(x), new_hidden, raw, x
+
+    def init_hidden(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        w = self.encoder.weight
+        return [(w.new_zeros(1, batch, rnn.hidden_size), w.new_zeros(1, batch, rnn.hidden_size))
+                for rnn in self.rnns]
+
+
+def _detach(hidden: list) -> list:
+    return [(h.detach(), c.detach()) for h, c in hidden]
+
+
+class PTBOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: Literal["paper", "small"] = Field("paper", description="paper: 3×1150 AWD-LSTM; "
+                                            "small: 2×200, minutes on a CPU")
+
+
+class PennTreebank(Task):
+    """AWD-LSTM on Penn Treebank, the paper's protocol."""
+
+    name = "ptb"
+    summary = "AWD-LSTM on Penn Treebank (paper §5.3); -o size=small for a CPU"
+    data = "ptb.train.txt, ptb.valid.txt, ptb.test.txt in --data-dir"
+    corpus: ClassVar[str] = "ptb"
+    metric = "valid_perplexity"
+    higher_is_better = False
+    default_epochs = 500
+    default_batch_size = 80
+    default_schedule = "plateau"
+    plateau_patience = 15
+    Options: ClassVar[type[BaseModel]] = PTBOptions
+
+    @property
+    def _preset(self) -> Preset:
+        size = getattr(self.options, "size", "paper")
+        return PRESETS[size]
+
+    def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
+        if inner not in _GRIDS:
+            return super().default_grid(inner)
+        return copy.deepcopy(_GRIDS[inner])
+
+    def size(self) -> TaskSize:
+        with torch.device("meta"):
+            model = AWDLSTM(10_000, self._preset)
+        return TaskSize(None, None, sum(p.numel() for p in model.parameters()))
+
+    def check_data(self, data_dir: Path | None) -> None:
+        load_corpus(self.corpus, data_dir)
+
+    def workload(self, *, batch_size: int, device: torch.device, seed: int,
+                 data_dir: Path | None = None) -> Workload:
+        corpus = load_corpus(self.corpus, data_dir)
+        p = self._preset
+        train = batchify(corpus.train, batch_size).to(device)
+        valid = batchify(corpus.valid, EVAL_BATCH).to(device)
+        test = batchify(corpus.test, EVAL_BATCH).to(device) if len(corpus.test) > EVAL_BATCH \
+            else valid
+        torch.manual_seed(seed)
+        model = AWDLSTM(len(corpus.words), p).to(device)
+        state: dict[str, Any] = {"hidden": None}
+
+        def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
+            """Variable-length windows (Merity et al.): mostly ``bptt`` long, sometimes half,
+            with normal jitter; the hidden state carries over between windows."""
+            state["hidden"] = model.init_hidden(batch_size)
+            # Every window's draws at once: one copy to the host per epoch, not per window.
+            draws = torch.rand(len(train) // 5 + 1, 3, generator=generator, device=device)
+            draws = draws.cpu().tolist()
+            i = w = 0
+            while i < len(train) - 2:
+                u, u1, u2 = draws[w]
+                w += 1
+                base = p.bptt if u < 0.95 else p.bptt / 2
+                normal = math.sqrt(-2 * math.log(max(u1, 1e-12))) * math.cos(2 * math.pi * u2)
+                length = min(max(5, int(base + 5 * normal)), len(train) - 1 - i)
+                yield i, length, length / p.bptt
+                i += length
+
+        def loss(model: nn.Module, batch: Any) -> torch.Tensor:
+            i, length, scale = batch
+            x, y = train[i: i + length], train[i + 1: i + 1 + length]
+            hidden = _detach(state["hidden"])
+            logits, hidden, raw, dropped = model(x, hidden)
+            state["hidden"] = hidden
+            out = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            out = out + p.ar * dropped.pow(2).mean() + p.tar * (raw[1:] - raw[:-1]).pow(2).mean()
+            # A shorter window counts for less: Merity et al. scale the learning rate by
+            # length / bptt; scaling the loss is the same for SGD (Adam is scale-free).
+            return out * scale
+
+        def cross_entropy(data: torch.Tensor) -> float:
+            hidden = model.init_hidden(data.size(1))
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            for i in range(0, len(data) - 1, p.bptt):
+                x, y = data[i: i + p.bptt], data[i + 1: i + 1 + p.bptt]
+                x = x[: len(y)]
+                logits, hidden, _, _ = model(x, hidden)
+                total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                                         reduction="sum").double()
+            return float(total) / ((len(data) - 1) * data.size(1))
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            v, t = cross_entropy(valid), cross_entropy(test)
+            return {"test_loss": t, "test_perplexity": _exp(t), "valid_loss": v,
+                    "valid_perplexity": _exp(v)}
+
+        return Workload(model=model, steps_per_epoch=max(1, len(train) // p.bptt),
+                        train_batches=train_batches, loss=loss, evaluate=evaluate,
+                        clip_grad_norm=0.25)
+
+
+def _exp(x: float) -> float:
+    return math.exp(min(x, 700.0))  # (a diverged model's perplexity stays a finite number)
+
+
+class WikiText2(PennTreebank):
+    """The same model and protocol on WikiText-2."""
+
+    name = "wikitext2"
+    summary = "AWD-LSTM on WikiText-2 (the PTB protocol); -o size=small for a CPU"
+    data = "wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens in --data-dir"
+    corpus = "wikitext2"
+
+
+__all__ = ["AWDLSTM", "PennTreebank", "WikiText2", "load_corpus"]
