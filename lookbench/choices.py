@@ -14,4 +14,6 @@ INNER_STATE_POLICIES: tuple[str, ...] = get_args(InnerStatePolicy)
 # paper's ImageNet, epochs 30 and 60 of 90); cosine: to zero over the epochs; plateau: halved
 # whenever the task's metric has not improved for its ``plateau_patience`` epochs (the paper's
 # language model).
-Schedule = Literal["constant", "step", "thirds", "cosine", "plateau"]
+# rsqrt: per step, linear warmup to the base rate over the workload's warmup_steps, then
+# ∝ 1/√step (Vaswani et al.'s Transformer schedule, peaking at the base rate).
+Schedule = Literal["constant", "step", "thirds", "cosine", "plateau", "rsqrt"]

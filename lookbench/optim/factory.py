@@ -175,6 +175,14 @@ def _adadelta(params: Params, *, lr: float = 1.0, rho: float = 0.9, eps: float =
                                 foreach=foreach)
 
 
+@_register("adafactor", "Adafactor (no momentum; factored second moments)")
+def _adafactor(params: Params, *, lr: float = 1e-2, beta2_decay: float = -0.8, d: float = 1.0,
+               weight_decay: float = 0.0, foreach: bool | None = None) -> Optimizer:
+    _check_common(lr, 0.0, weight_decay)
+    return torch.optim.Adafactor(params, lr=lr, beta2_decay=beta2_decay, d=d,
+                                 weight_decay=weight_decay, foreach=foreach)
+
+
 # -- wrappers -----------------------------------------------------------------------------
 
 
@@ -260,9 +268,9 @@ def _class_builder(cls: type[Optimizer]) -> Builder:
     """A builder for an optimizer class: lookbench's names mapped onto its constructor's.
 
     An inner-optimizer hyperparameter of lookbench's table (``lookbench.hparams``) that the
-    constructor takes under the same name (``lr``, ``weight_decay``, ``eps``, ``rho``, ...) is passed as is;
-    ``momentum`` is its ``momentum``, or ``betas[0]`` (and ``beta2`` ``betas[1]``) for an
-    Adam-like class.
+    constructor takes under the same name (``lr``, ``weight_decay``, ``eps``, ``rho``, ...) is
+    passed as is; ``momentum`` is its ``momentum``, or ``betas[0]`` (and ``beta2``
+    ``betas[1]``) for an Adam-like class.
     """
     from lookbench.hparams import SHARED
 

@@ -29,6 +29,7 @@ MOMENTUM_KEYS: dict[type[Optimizer], tuple[str, ...]] = {
     torch.optim.Adadelta: (),
     torch.optim.Rprop: (),
     torch.optim.ASGD: (),
+    torch.optim.Adafactor: (),  # second moments only (factored), no first moment
 }
 
 

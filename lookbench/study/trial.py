@@ -49,11 +49,18 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "thirds":
         passed = sum(epoch >= round(m * epochs) for m in THIRDS_MILESTONES)
         return THIRDS_GAMMA**passed
-    if schedule == "plateau":  # (the halvings are applied by the Trial, which sees the metric)
+    if schedule in ("plateau", "rsqrt"):  # (applied by the Trial: the metric, or each step)
         return 1.0
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def rsqrt_factor(step: int, warmup: int) -> float:
+    """The ``rsqrt`` schedule at 1-based ``step``: ``step/warmup`` up to the warmup, then
+    ``√(warmup/step)`` (1 at the end of the warmup: the base rate is the peak)."""
+    warmup = max(1, warmup)
+    return step / warmup if step < warmup else math.sqrt(warmup / step)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -178,7 +185,12 @@ class Trial:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         n_steps = 0
         finite = True
+        per_step = self.schedule == "rsqrt"
         for batch in wl.train_batches(epoch, generator):
+            if per_step:
+                f = rsqrt_factor(self.steps + n_steps + 1, wl.warmup_steps)
+                for group, base in zip(opt.param_groups, self._base_lrs):
+                    group["lr"] = base * f
             opt.zero_grad(set_to_none=True)
             with self._autocast():
                 loss = wl.loss(wl.model, batch)

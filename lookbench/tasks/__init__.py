@@ -34,6 +34,7 @@ _REGISTRY: dict[str, str] = {
     "imagenet": "lookbench.tasks.imagefolder:ImageNet",
     "ptb": "lookbench.tasks.ptb:PennTreebank",
     "wikitext2": "lookbench.tasks.ptb:WikiText2",
+    "wmt14": "lookbench.tasks.wmt:WMT14",
 }
 
 

@@ -49,6 +49,7 @@ class Workload:
         extra: optional ``model`` → further per-epoch metrics (e.g. analytic values).
         clip_grad_norm: clip the gradient's global norm to this before every step (the
             paper's language model: 0.25), for every optimizer alike.
+        warmup_steps: the warmup of the per-step ``rsqrt`` schedule (the Transformer's).
         channels_last: whether image batches and the model use channels-last memory on CUDA.
         amp: whether the forward pass may run under bf16 autocast on CUDA (image models; not
             the quadratics, whose comparison with the analysis needs full precision).
@@ -62,6 +63,7 @@ class Workload:
     train_eval: Callable[[nn.Module], float] | None = None
     extra: Callable[[nn.Module], dict[str, float]] | None = None
     clip_grad_norm: float | None = None
+    warmup_steps: int = 4000  # the "rsqrt" schedule's warmup
     channels_last: bool = False
     amp: bool = False
 

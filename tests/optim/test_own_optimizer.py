@@ -21,7 +21,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "examples"
 @pytest.mark.parametrize("name, cls", [
     ("nadam", torch.optim.NAdam), ("radam", torch.optim.RAdam), ("adamax", torch.optim.Adamax),
     ("rmsprop", torch.optim.RMSprop), ("adagrad", torch.optim.Adagrad),
-    ("adadelta", torch.optim.Adadelta),
+    ("adadelta", torch.optim.Adadelta), ("adafactor", torch.optim.Adafactor),
 ])
 def test_every_torch_optim_family_is_an_inner_optimizer_by_name(name, cls):
     ps = [nn.Parameter(torch.ones(3))]
