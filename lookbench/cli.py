@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from lookbench import __version__
+from lookbench.choices import SCHEDULES
 
 # Exit codes: 0 done (every planned trial recorded); 1 the run failed (a trial failed, data,
 # disk or storage unusable, a worker stopped); 2 bad input (options, study file); 3 not
@@ -129,10 +130,11 @@ def list_tasks(
     from lookbench import tasks
 
     table = Table(title="tasks", box=box.SIMPLE_HEAD,
-                  caption="metric: test accuracy (higher is better) or test loss (lower); size: "
+                  caption="metric: what a study ranks by (↑ higher is better, ↓ lower); size: "
                           "train/test examples, parameters; budget: epochs × batch, schedule")
     for column in ("task", "metric", "size", "budget", "data", "what it is"):
-        table.add_column(column, no_wrap=column != "what it is")
+        table.add_column(column, no_wrap=column in ("task", "budget"),
+                         min_width=12 if column == "data" else None)
     for name in [*tasks.available(), *(references or [])]:
         try:
             task = tasks.get(name)
@@ -207,6 +209,9 @@ def run(
     seeds: Annotated[int | None, typer.Option(help="Seeds per configuration (0..N-1).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the task's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the task's).")] = None,
+    schedule: Annotated[str | None, typer.Option(help="Learning-rate schedule (default: the "
+                                                 "task's): " + ", ".join(SCHEDULES) + ".")
+                        ] = None,
     sampler: Annotated[str | None, typer.Option(help="grid, random or tpe.")] = None,
     trials: Annotated[int | None, typer.Option(help="Configurations per optimizer for "
                                                "random/tpe.")] = None,
@@ -264,7 +269,8 @@ def run(
         task_options["model"] = model
     overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds, "epochs": epochs,
                                  "baselines": _names("--baselines", baselines),
-                                 "batch_size": batch_size, "sampler": sampler, "trials": trials,
+                                 "batch_size": batch_size, "schedule": schedule,
+                                 "sampler": sampler, "trials": trials,
                                  "name": study, "grid_overrides": grid, "threads": threads}
     if task_options:
         overrides["task_options"] = task_options

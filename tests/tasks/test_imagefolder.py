@@ -142,3 +142,12 @@ def test_the_imagenet_study_file_is_appendix_c2():
     assert spec.task_options == {"model": "resnet50", "image_size": 224}
     assert spec.grid == tasks.get("imagenet").default_grid("sgd")  # the paper's, as coded
     assert len(plan(spec)) == 7
+
+
+def test_the_papers_imagenet_schedules():
+    from lookbench.study.trial import lr_factor
+
+    thirds = [lr_factor("thirds", e, 90) for e in (0, 29, 30, 59, 60, 89)]
+    assert thirds == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    fast = [lr_factor("aggressive", e, 60) for e in (29, 30, 47, 48, 57, 58)]
+    assert fast == pytest.approx([1, 0.1, 0.1, 0.01, 0.01, 0.001])
