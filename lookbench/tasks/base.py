@@ -8,6 +8,7 @@ way for the noisy quadratic and for CIFAR-100.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -91,8 +92,18 @@ class Task(ABC):
     default_batch_size: ClassVar[int] = 64
     default_schedule: ClassVar[str] = "constant"  # one of lookbench.choices.Schedule
     plateau_patience: ClassVar[int] = 15  # "plateau": epochs without a better metric, then ×½
+    # The paper's grids per inner optimizer, where it gives them (see ``default_grid``).
+    paper_grids: ClassVar[dict[str, dict[str, dict[str, list[Any]]]]] = {}
     Options: ClassVar[type[BaseModel]] = NoOptions
     options: BaseModel = field(default_factory=NoOptions)
+
+    @property
+    def opts(self) -> Any:
+        """The options as this task's ``Options`` model, defaults filled in (also for a task
+        built without ``with_options``)."""
+        if isinstance(self.options, self.Options):
+            return self.options
+        return self.Options(**self.options.model_dump())
 
     @classmethod
     def with_options(cls, **options: Any) -> Task:
@@ -146,10 +157,13 @@ class Task(ABC):
 
         Returns ``{"lookahead": {...}, inner: {...}}``, each mapping hyperparameter names (as
         ``lookbench.optim.build`` takes them) to the values to sweep: the paper's grids where
-        it gives them (Appendix C). By default, the paper's section 5.5 design: Lookahead at
+        it gives them (Appendix C; ``paper_grids``). By default, the paper's section 5.5
+        design: Lookahead at
         k = 5, α = 0.5 and the inner optimizer alone over the same learning rates (a decade
         either side of the optimizer's default) at its default momentum, where it takes one.
         """
+        if inner in self.paper_grids:
+            return copy.deepcopy(self.paper_grids[inner])
         from lookbench.optim import hyperparameters
 
         takes = hyperparameters(inner)
@@ -157,3 +171,11 @@ class Task(ABC):
         lrs = [float(f"{centre * f:.3g}") for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
         own = {"lr": lrs, **({"momentum": [takes["momentum"]]} if "momentum" in takes else {})}
         return {"lookahead": {**own, "k": [5], "alpha": [0.5]}, inner: own}
+
+
+def parameter_count(build: Callable[[], nn.Module]) -> int:
+    """Parameters of the model ``build`` makes, counted on the meta device (nothing is
+    allocated or initialised), for ``Task.size``."""
+    with torch.device("meta"):
+        model = build()
+    return sum(p.numel() for p in model.parameters())

@@ -9,7 +9,6 @@ for the CPU and a GPU is not starved by PIL.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from lookbench.tasks.augment import augmented_batches, plain_batches
-from lookbench.tasks.base import Task, TaskSize, Workload
+from lookbench.tasks.base import Task, TaskSize, Workload, parameter_count
 from lookbench.tasks.cifar_data import CifarName, load_cifar
 from lookbench.tasks.models import ModelName, build_model
 
@@ -83,25 +82,13 @@ class _Cifar(Task):
     default_batch_size = 128
     default_schedule = "step"
     Options = CifarOptions
-
-    @property
-    def _options(self) -> CifarOptions:
-        """The options, defaults filled in when the task was built without ``with_options``."""
-        if isinstance(self.options, CifarOptions):
-            return self.options
-        return CifarOptions(**self.options.model_dump())
+    paper_grids = _GRIDS
 
     def size(self) -> TaskSize:
-        with torch.device("meta"):  # count parameters without allocating or initialising them
-            model = build_model(self._options.model, self.num_classes)
-        subset = self._options.train_subset
+        subset = self.opts.train_subset
         train = TRAIN_EXAMPLES if subset is None else min(subset, TRAIN_EXAMPLES)
-        return TaskSize(train, TEST_EXAMPLES, sum(p.numel() for p in model.parameters()))
-
-    def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
-        if inner not in _GRIDS:  # no paper grid for it: the section 5.5 design by default
-            return super().default_grid(inner)
-        return copy.deepcopy(_GRIDS[inner])
+        return TaskSize(train, TEST_EXAMPLES, parameter_count(
+            lambda: build_model(self.opts.model, self.num_classes)))
 
     def check_data(self, data_dir: Path | None) -> None:
         load_cifar(self.dataset, data_dir)  # cached: the first trial in this process reuses it
@@ -110,7 +97,7 @@ class _Cifar(Task):
                  data_dir: Path | None = None) -> Workload:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        opts = self._options
+        opts = self.opts
         arrays = load_cifar(self.dataset, data_dir)
         train_x = arrays.train_x[: opts.train_subset].to(device)
         train_y = arrays.train_y[: opts.train_subset].to(device)

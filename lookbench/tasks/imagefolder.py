@@ -10,7 +10,6 @@ full-resolution images per epoch; see the README.) Any torchvision classificatio
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from lookbench.tasks.augment import augmented_batches, plain_batches
-from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload
+from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload, parameter_count
 from lookbench.tasks.imagefolder_data import load_image_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,28 +76,21 @@ class ImageFolder(Task):
     default_schedule = "cosine"
     Options: ClassVar[type[BaseModel]] = ImageFolderOptions
 
-    @property
-    def _options(self) -> ImageFolderOptions:
-        if isinstance(self.options, ImageFolderOptions):
-            return self.options
-        return ImageFolderOptions(**self.options.model_dump())
-
     def _model(self, num_classes: int) -> nn.Module:
         import torchvision
 
-        return torchvision.models.get_model(self._options.model, weights=None,
+        return torchvision.models.get_model(self.opts.model, weights=None,
                                             num_classes=num_classes)
 
     def size(self) -> TaskSize:
-        with torch.device("meta"):  # count parameters without allocating them
-            model = self._model(self._options.classes or 1000)
-        return TaskSize(None, None, sum(p.numel() for p in model.parameters()))
+        return TaskSize(None, None, parameter_count(lambda: self._model(self.opts.classes or
+                                                                        1000)))
 
     def _load(self, data_dir: Path | None):
         if data_dir is None:
             raise DataUnavailable(f"{self.name} reads images from --data-dir: give the folder "
                                   f"that holds train/<class>/ and val/<class>/")
-        o = self._options
+        o = self.opts
         return load_image_folder(data_dir, o.image_size, o.classes, o.per_class)
 
     def check_data(self, data_dir: Path | None) -> None:
@@ -113,7 +105,7 @@ class ImageFolder(Task):
         val_x, val_y = arrays.val_x.to(device), arrays.val_y.to(device)
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device)
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device)
-        pad = max(1, self._options.image_size // 8)
+        pad = max(1, self.opts.image_size // 8)
         channels_last = device.type == "cuda"
 
         torch.manual_seed(seed)
@@ -138,7 +130,7 @@ class ImageFolder(Task):
         return Workload(
             model=model, steps_per_epoch=math.ceil(len(train_x) / batch_size),
             train_batches=train_batches, loss=loss, evaluate=evaluate,
-            train_eval=train_eval if self._options.train_eval else None,
+            train_eval=train_eval if self.opts.train_eval else None,
             channels_last=channels_last, amp=device.type == "cuda",
         )
 
@@ -180,13 +172,4 @@ class ImageNet(ImageFolder):
         model: str = Field("resnet50", description="any torchvision classification model")
         image_size: int = Field(224, ge=8, le=1024, description="pixels per side")
 
-    def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
-        if inner not in _IMAGENET_GRIDS:
-            return super().default_grid(inner)
-        return copy.deepcopy(_IMAGENET_GRIDS[inner])
-
-    @property
-    def _options(self) -> ImageFolderOptions:
-        if isinstance(self.options, ImageFolderOptions):
-            return self.options
-        return ImageNet.Options(**self.options.model_dump())
+    paper_grids = _IMAGENET_GRIDS

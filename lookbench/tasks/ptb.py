@@ -14,7 +14,6 @@ two-layer model that trains on a CPU in minutes.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.func import functional_call
 
-from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload
+from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload, parameter_count
 
 EOS = "<eos>"
 EVAL_BATCH = 10  # sequences evaluated side by side (Merity et al.'s validation batch)
@@ -204,20 +203,14 @@ class PennTreebank(Task):
     plateau_patience = 15
     Options: ClassVar[type[BaseModel]] = PTBOptions
 
+    paper_grids = _GRIDS
+
     @property
     def _preset(self) -> Preset:
-        size = getattr(self.options, "size", "paper")
-        return PRESETS[size]
-
-    def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
-        if inner not in _GRIDS:
-            return super().default_grid(inner)
-        return copy.deepcopy(_GRIDS[inner])
+        return PRESETS[self.opts.size]
 
     def size(self) -> TaskSize:
-        with torch.device("meta"):
-            model = AWDLSTM(10_000, self._preset)
-        return TaskSize(None, None, sum(p.numel() for p in model.parameters()))
+        return TaskSize(None, None, parameter_count(lambda: AWDLSTM(10_000, self._preset)))
 
     def check_data(self, data_dir: Path | None) -> None:
         load_corpus(self.corpus, data_dir)

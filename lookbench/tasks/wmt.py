@@ -17,7 +17,6 @@ CPU in minutes.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload
+from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload, parameter_count
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -224,29 +223,19 @@ class WMT14(Task):
     default_schedule = "rsqrt"
     Options: ClassVar[type[BaseModel]] = WMTOptions
 
-    @property
-    def _options(self) -> WMTOptions:
-        if isinstance(self.options, WMTOptions):
-            return self.options
-        return WMTOptions(**self.options.model_dump())
+    paper_grids = _GRIDS
 
-    def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
-        if inner not in _GRIDS:
-            return super().default_grid(inner)
-        return copy.deepcopy(_GRIDS[inner])
-
-    def size(self) -> TaskSize:
-        with torch.device("meta"):
-            model = Transformer(37_000, PRESETS[self._options.size])  # WMT'14's joint BPE
-        return TaskSize(None, None, sum(p.numel() for p in model.parameters()))
+    def size(self) -> TaskSize:  # (with WMT'14's 37k joint BPE vocabulary)
+        return TaskSize(None, None, parameter_count(
+            lambda: Transformer(37_000, PRESETS[self.opts.size])))
 
     def _load(self, data_dir: Path | None) -> Parallel:
-        o = self._options
+        o = self.opts
         return load_parallel(data_dir, o.src, o.tgt, o.dict_file)
 
     def check_data(self, data_dir: Path | None) -> None:
         self._load(data_dir)
-        if self._options.bleu:
+        if self.opts.bleu:
             try:
                 import sacrebleu  # noqa: F401
             except ModuleNotFoundError:
@@ -256,7 +245,7 @@ class WMT14(Task):
     def workload(self, *, batch_size: int, device: torch.device, seed: int,
                  data_dir: Path | None = None) -> Workload:
         corpus = self._load(data_dir)
-        p = PRESETS[self._options.size]
+        p = PRESETS[self.opts.size]
         train = [pair for pair in corpus.train
                  if len(pair[0]) <= MAX_LEN and len(pair[1]) <= MAX_LEN]
         batches = token_batches(train, batch_size)
@@ -290,7 +279,7 @@ class WMT14(Task):
             t = cross_entropy(corpus.test) if corpus.test else v
             out = {"test_loss": t, "test_perplexity": _exp(t), "valid_loss": v,
                    "valid_perplexity": _exp(v)}
-            if self._options.bleu:
+            if self.opts.bleu:
                 out["test_bleu"] = _bleu(model, corpus, batch_size, device)
             return out
 

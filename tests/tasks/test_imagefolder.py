@@ -122,7 +122,7 @@ def test_a_short_study_runs_and_reports(tmp_path):
 
 def test_imagenet_is_the_papers_protocol():
     task = tasks.get("imagenet")
-    assert task._options.model == "resnet50" and task._options.image_size == 224
+    assert task.opts.model == "resnet50" and task.opts.image_size == 224
     assert (task.default_epochs, task.default_batch_size, task.default_schedule) == (
         90, 256, "thirds")
     grid = task.default_grid("sgd")
