@@ -122,6 +122,9 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     return queue, planned, retried
 
 
+RETRIED_DIR = "retried"  # failed results set aside by --retry-failed
+
+
 def _set_failed_aside(queue: TrialQueue, results: StudyResults) -> int:
     """``--retry-failed``: the trials recorded as ``failed`` run again. Their part files move
     to ``<study>/retried/`` (kept, out of the tables' folders) and their Optuna trials are
@@ -134,13 +137,9 @@ def _set_failed_aside(queue: TrialQueue, results: StudyResults) -> int:
     return len(failed)
 
 
-RETRIED_DIR = "retried"  # failed results set aside by --retry-failed
-
-
 def _describe(config) -> str:
     """``lookahead(sgd) lr=0.1 momentum=0.9 k=5 alpha=0.5 seed 0``: one running trial."""
-    who = config.optimizer if config.optimizer == (config.inner or config.optimizer) \
-        else f"{config.optimizer}({config.inner})"
+    who = f"{config.optimizer}({config.inner})" if config.inner else config.optimizer
     return f"{who} {format_config(config.hyperparameters())} seed {config.seed}"
 
 
