@@ -111,38 +111,27 @@ def _adamw(params: Params, *, lr: float = 1e-3, momentum: float = 0.9, beta2: fl
                         amsgrad, foreach, fused)
 
 
-def _betas_family(cls: type[Optimizer], params: Params, lr: float, momentum: float,
-                  beta2: float, eps: float, weight_decay: float, foreach: bool | None
-                  ) -> Optimizer:
-    """NAdam, RAdam, Adamax: Adam's ``betas`` (momentum = β1), without amsgrad or fused."""
-    _check_common(lr, momentum, weight_decay)
-    _check("beta2", beta2, 0.0, 1.0)
-    return cls(params, lr=lr, betas=(momentum, beta2), eps=eps, weight_decay=weight_decay,
-               foreach=foreach)
+def _betas_builder(cls: type[Optimizer], default_lr: float) -> Builder:
+    """A builder for NAdam, RAdam or Adamax: Adam's ``betas`` (momentum = β1), without amsgrad
+    or fused. Its keyword arguments are the accepted hyperparameters, as for every builder."""
+
+    def build_it(params: Params, *, lr: float = default_lr, momentum: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                 foreach: bool | None = None) -> Optimizer:
+        _check_common(lr, momentum, weight_decay)
+        _check("beta2", beta2, 0.0, 1.0)
+        return cls(params, lr=lr, betas=(momentum, beta2), eps=eps, weight_decay=weight_decay,
+                   foreach=foreach)
+
+    return build_it
 
 
-@_register("nadam", "NAdam: Adam with Nesterov momentum (momentum = beta1)")
-def _nadam(params: Params, *, lr: float = 2e-3, momentum: float = 0.9, beta2: float = 0.999,
-           eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None
-           ) -> Optimizer:
-    return _betas_family(torch.optim.NAdam, params, lr, momentum, beta2, eps, weight_decay,
-                         foreach)
-
-
-@_register("radam", "RAdam: Adam with a rectified warm-up (momentum = beta1)")
-def _radam(params: Params, *, lr: float = 1e-3, momentum: float = 0.9, beta2: float = 0.999,
-           eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None
-           ) -> Optimizer:
-    return _betas_family(torch.optim.RAdam, params, lr, momentum, beta2, eps, weight_decay,
-                         foreach)
-
-
-@_register("adamax", "Adamax: Adam with the infinity norm (momentum = beta1)")
-def _adamax(params: Params, *, lr: float = 2e-3, momentum: float = 0.9, beta2: float = 0.999,
-            eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None
-            ) -> Optimizer:
-    return _betas_family(torch.optim.Adamax, params, lr, momentum, beta2, eps, weight_decay,
-                         foreach)
+_register("nadam", "NAdam: Adam with Nesterov momentum (momentum = beta1)")(
+    _betas_builder(torch.optim.NAdam, 2e-3))
+_register("radam", "RAdam: Adam with a rectified warm-up (momentum = beta1)")(
+    _betas_builder(torch.optim.RAdam, 1e-3))
+_register("adamax", "Adamax: Adam with the infinity norm (momentum = beta1)")(
+    _betas_builder(torch.optim.Adamax, 2e-3))
 
 
 @_register("rmsprop", "RMSprop (momentum = heavy-ball momentum; smoothing = its alpha)")

@@ -9,6 +9,7 @@ way for the noisy quadratic and for CIFAR-100.
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -179,3 +180,9 @@ def parameter_count(build: Callable[[], nn.Module]) -> int:
     with torch.device("meta"):
         model = build()
     return sum(p.numel() for p in model.parameters())
+
+
+def perplexity(cross_entropy: float) -> float:
+    """``exp`` of a mean cross-entropy in nats, capped so that a diverged model's perplexity
+    stays a finite number (language and translation tasks)."""
+    return math.exp(min(cross_entropy, 700.0))

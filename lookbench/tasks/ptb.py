@@ -26,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.func import functional_call
 
-from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload, parameter_count
+from lookbench.tasks.base import (
+    DataUnavailable,
+    Task,
+    TaskSize,
+    Workload,
+    parameter_count,
+    perplexity,
+)
 
 EOS = "<eos>"
 EVAL_BATCH = 10  # sequences evaluated side by side (Merity et al.'s validation batch)
@@ -269,16 +276,12 @@ class PennTreebank(Task):
 
         def evaluate(model: nn.Module) -> dict[str, float]:
             v, t = cross_entropy(valid), cross_entropy(test)
-            return {"test_loss": t, "test_perplexity": _exp(t), "valid_loss": v,
-                    "valid_perplexity": _exp(v)}
+            return {"test_loss": t, "test_perplexity": perplexity(t), "valid_loss": v,
+                    "valid_perplexity": perplexity(v)}
 
         return Workload(model=model, steps_per_epoch=max(1, len(train) // p.bptt),
                         train_batches=train_batches, loss=loss, evaluate=evaluate,
                         clip_grad_norm=0.25)
-
-
-def _exp(x: float) -> float:
-    return math.exp(min(x, 700.0))  # (a diverged model's perplexity stays a finite number)
 
 
 class WikiText2(PennTreebank):

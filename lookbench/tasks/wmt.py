@@ -29,7 +29,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload, parameter_count
+from lookbench.tasks.base import (
+    DataUnavailable,
+    Task,
+    TaskSize,
+    Workload,
+    parameter_count,
+    perplexity,
+)
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -277,8 +284,8 @@ class WMT14(Task):
         def evaluate(model: nn.Module) -> dict[str, float]:
             v = cross_entropy(corpus.valid)
             t = cross_entropy(corpus.test) if corpus.test else v
-            out = {"test_loss": t, "test_perplexity": _exp(t), "valid_loss": v,
-                   "valid_perplexity": _exp(v)}
+            out = {"test_loss": t, "test_perplexity": perplexity(t), "valid_loss": v,
+                   "valid_perplexity": perplexity(v)}
             if self.opts.bleu:
                 out["test_bleu"] = _bleu(model, corpus, batch_size, device)
             return out
@@ -286,10 +293,6 @@ class WMT14(Task):
         return Workload(model=model, steps_per_epoch=len(batches),
                         train_batches=train_batches, loss=loss, evaluate=evaluate,
                         warmup_steps=p.warmup, amp=device.type == "cuda")
-
-
-def _exp(x: float) -> float:
-    return math.exp(min(x, 700.0))
 
 
 @torch.no_grad()

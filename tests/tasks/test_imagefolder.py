@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from lookbench import tasks
 from lookbench.cli import app
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial
 from lookbench.tasks.base import DataUnavailable
 from lookbench.tasks.imagefolder_data import clear_cache, list_split, load_image_folder
+from tests.tasks.resume import straight_and_resumed
 
 runner = CliRunner()
 CLASSES = ("cat", "dog", "fox")
@@ -89,16 +89,9 @@ def _config(**fields) -> TrialConfig:
 
 def test_a_trial_resumes_exactly_from_its_checkpoint(tmp_path):
     root = write_folder(tmp_path / "data")
-    straight = Trial(_config(), "cpu", root)
-    records = list(straight.run())
-    first = Trial(_config(), "cpu", root)
-    first.run_epoch()
-    state = first.state_dict()
-    resumed = Trial(_config(), "cpu", root)
-    resumed.load_state_dict(state)
-    resumed.run_epoch()
-    assert [r.test_loss for r in resumed.records] == [r.test_loss for r in records]
-    assert resumed.records[-1].extra["test_acc_top5"] == records[-1].extra["test_acc_top5"]
+    _, records, resumed = straight_and_resumed(_config(), root)
+    assert [r.test_loss for r in resumed] == [r.test_loss for r in records]
+    assert resumed[-1].extra["test_acc_top5"] == records[-1].extra["test_acc_top5"]
 
 
 def test_a_short_study_runs_and_reports(tmp_path):

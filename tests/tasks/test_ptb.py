@@ -20,6 +20,7 @@ from lookbench.study.config import TrialConfig
 from lookbench.study.trial import Trial
 from lookbench.tasks.base import DataUnavailable
 from lookbench.tasks.ptb import AWDLSTM, PRESETS, load_corpus
+from tests.tasks.resume import straight_and_resumed
 
 runner = CliRunner()
 
@@ -68,15 +69,9 @@ def _config(schedule: str = "plateau", epochs: int = 2) -> TrialConfig:
 
 def test_a_trial_resumes_exactly_and_clips_its_gradient(tmp_path):
     root = write_corpus(tmp_path / "ptb")
-    straight = Trial(_config(), "cpu", root)
+    straight, records, resumed = straight_and_resumed(_config(), root)
     assert straight.workload.clip_grad_norm == 0.25
-    records = list(straight.run())
-    first = Trial(_config(), "cpu", root)
-    first.run_epoch()
-    resumed = Trial(_config(), "cpu", root)
-    resumed.load_state_dict(first.state_dict())
-    resumed.run_epoch()
-    assert [r.test_loss for r in resumed.records] == [r.test_loss for r in records]
+    assert [r.test_loss for r in resumed] == [r.test_loss for r in records]
     r = records[-1]
     assert math.isclose(r.extra["valid_perplexity"], math.exp(r.extra["valid_loss"]))
 

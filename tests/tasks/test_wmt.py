@@ -20,6 +20,7 @@ from lookbench.study.config import TrialConfig
 from lookbench.study.trial import Trial, rsqrt_factor
 from lookbench.tasks.base import DataUnavailable
 from lookbench.tasks.wmt import EOS, PRESETS, Transformer, load_parallel, token_batches
+from tests.tasks.resume import straight_and_resumed
 
 runner = CliRunner()
 
@@ -77,16 +78,10 @@ def _config() -> TrialConfig:
 
 def test_a_trial_resumes_exactly_under_the_per_step_schedule(tmp_path):
     root = write_corpus(tmp_path / "c")
-    straight = Trial(_config(), "cpu", root)
-    records = list(straight.run())
+    straight, records, resumed = straight_and_resumed(_config(), root)
     steps = straight.workload.steps_per_epoch
     assert records[0].lr == pytest.approx(3e-3 * rsqrt_factor(steps, 100))  # still warming up
-    first = Trial(_config(), "cpu", root)
-    first.run_epoch()
-    resumed = Trial(_config(), "cpu", root)
-    resumed.load_state_dict(first.state_dict())
-    resumed.run_epoch()
-    assert [r.test_loss for r in resumed.records] == [r.test_loss for r in records]
+    assert [r.test_loss for r in resumed] == [r.test_loss for r in records]
 
 
 def test_greedy_bleu_is_reported_where_sacrebleu_is_installed(tmp_path, monkeypatch):
