@@ -12,6 +12,7 @@ epoch, so nothing but the model, the optimizer and the records needs saving.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Iterator
@@ -150,6 +151,10 @@ class Trial:
         self.wall_s = 0.0
         self.initial_loss: float | None = None  # the first step's loss, for BLOWUP_FACTOR
         self.plateau = {"best": None, "waited": 0, "halvings": 0}  # the "plateau" schedule
+        # Where the data stream stands, for tasks whose epochs are counted in steps: the pass
+        # being read and how many of its batches were consumed (otherwise pass = epoch).
+        self.data_pass = 0
+        self.pass_offset = 0
         self.records: list[EpochRecord] = []
 
     @property
@@ -182,14 +187,14 @@ class Trial:
         for group, base in zip(opt.param_groups, self._base_lrs):
             group["lr"] = base * factor
         torch.manual_seed(_stream_seed(cfg.seed, epoch, 0))  # dropout & co.
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(_stream_seed(cfg.seed, epoch, 1))  # data order, augmentation
         wl.model.train()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         n_steps = 0
         finite = True
         per_step = self.schedule == "rsqrt"
-        for batch in wl.train_batches(epoch, generator):
+        batches = (wl.train_batches(epoch, self._pass_generator(epoch))
+                   if wl.epoch_steps is None else self._stream(wl.epoch_steps))
+        for batch in batches:
             if per_step:
                 f = rsqrt_factor(self.steps + n_steps + 1, wl.warmup_steps)
                 for group, base in zip(opt.param_groups, self._base_lrs):
@@ -211,6 +216,40 @@ class Trial:
         self.steps += n_steps
         train_loss = float(loss_sum) / max(n_steps, 1)
         return train_loss, n_steps, finite and math.isfinite(train_loss)
+
+    def _pass_generator(self, data_pass: int) -> torch.Generator:
+        """The generator of one pass over the training data: its order and augmentation."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(_stream_seed(self.config.seed, data_pass, 1))
+        return generator
+
+    def _stream(self, steps: int) -> Iterator[Any]:
+        """``steps`` batches from the training data read as one stream of passes, for a task
+        that measures training in steps (``Workload.epoch_steps``).
+
+        Pass p is ordered by its own generator, as an epoch is otherwise, and the position in
+        the stream (pass, batches of it consumed) is part of the checkpoint: a resumed trial
+        rebuilds the pass it stopped in and skips what it had consumed, so it sees the same
+        batches as a straight run.
+        """
+        taken = 0
+        while taken < steps:
+            batches = self.workload.train_batches(self.data_pass,
+                                                  self._pass_generator(self.data_pass))
+            for _ in itertools.islice(batches, self.pass_offset):
+                pass
+            yielded = False
+            for batch in batches:
+                yielded = True
+                self.pass_offset += 1
+                yield batch
+                taken += 1
+                if taken == steps:
+                    return
+            if not yielded and self.pass_offset == 0:
+                raise ValueError("the task's train_batches yielded no batch")
+            self.data_pass += 1
+            self.pass_offset = 0
 
     def _analytic_epoch(self) -> EpochRecord:
         self.initial_loss = self.analytic[0]["test_loss"]  # type: ignore[index]
@@ -296,6 +335,8 @@ class Trial:
             "wall_s": self.wall_s,
             "initial_loss": self.initial_loss,
             "plateau": dict(self.plateau),
+            "data_pass": self.data_pass,
+            "pass_offset": self.pass_offset,
             "records": [asdict(r) for r in self.records],
             "model": None if self.analytic is not None else self.workload.model.state_dict(),
             "optimizer": None if self.analytic is not None else self.optimizer.state_dict(),
@@ -314,6 +355,8 @@ class Trial:
         self.wall_s = float(state["wall_s"])
         self.initial_loss = state["initial_loss"]
         self.plateau = dict(state.get("plateau") or self.plateau)
+        self.data_pass = int(state.get("data_pass", 0))
+        self.pass_offset = int(state.get("pass_offset", 0))
         self.records = [EpochRecord(**r) for r in state["records"]]
 
 

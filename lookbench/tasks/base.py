@@ -52,6 +52,11 @@ class Workload:
         clip_grad_norm: clip the gradient's global norm to this before every step (the
             paper's language model: 0.25), for every optimizer alike.
         warmup_steps: the warmup of the per-step ``rsqrt`` schedule (the Transformer's).
+        epoch_steps: where the task measures training in steps rather than passes over its
+            data (the Transformer's 100k steps), the optimizer steps between two evaluations;
+            the runner then reads the data as one stream of passes, each ordered by its own
+            generator, that an "epoch" may start or end in the middle of. ``None``: an epoch
+            is one pass.
         channels_last: whether image batches and the model use channels-last memory on CUDA.
         amp: whether the forward pass may run under bf16 autocast on CUDA (image models; not
             the quadratics, whose comparison with the analysis needs full precision).
@@ -66,6 +71,7 @@ class Workload:
     extra: Callable[[nn.Module], dict[str, float]] | None = None
     clip_grad_norm: float | None = None
     warmup_steps: int = 4000  # the "rsqrt" schedule's warmup
+    epoch_steps: int | None = None
     channels_last: bool = False
     amp: bool = False
 
