@@ -243,6 +243,11 @@ def run(
                                                "<study>/retried/).")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Plan a study of more than 10,000 trials "
                                       "without asking.")] = False,
+    population: Annotated[int | None, typer.Option(min=1, help="Trials trained together as one "
+                                                   "vectorised model per worker (default: as "
+                                                   "many as wait and fit in memory, where the "
+                                                   "task and optimizers allow; 1: one at a "
+                                                   "time).")] = None,
     grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
@@ -282,7 +287,8 @@ def run(
     try:
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
                            workers=workers, data_dir=data_dir, console=out_console,
-                           grace_s=stale_after, retry_failed=retry_failed)
+                           grace_s=stale_after, retry_failed=retry_failed,
+                           population=population)
     except (StudyConflict, ValueError) as e:
         fail(str(e))
     except OSError as e:  # the study folder itself: a file in the way, read-only, forbidden

@@ -124,16 +124,22 @@ class CheckpointWriter:
 
     def submit(self, path: Path, state: dict[str, Any]) -> None:
         """Snapshot ``state`` now and write it to ``path`` in the background."""
-        copy = snapshot(state)
+        self.submit_all([(path, state)])
+
+    def submit_all(self, items: list[tuple[Path, dict[str, Any]]]) -> None:
+        """Snapshot every state now and write them, in order, in the background (a
+        population's members: one wait for the whole set, not one per member)."""
+        copies = [(path, snapshot(state)) for path, state in items]
         self.wait()
         self._thread = threading.Thread(
-            target=self._write, args=(path, copy), name="lookbench-checkpoint", daemon=True
+            target=self._write, args=(copies,), name="lookbench-checkpoint", daemon=True
         )
         self._thread.start()
 
-    def _write(self, path: Path, state: dict[str, Any]) -> None:
+    def _write(self, items: list[tuple[Path, dict[str, Any]]]) -> None:
         try:
-            save_checkpoint(path, state)
+            for path, state in items:
+                save_checkpoint(path, state)
         except BaseException as e:  # handed to the training thread by wait()
             self._error = e
 

@@ -173,9 +173,11 @@ class ProgressView:
 
 def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: str,
               workers: int | None, data_dir: Path | None, console: Console,
-              grace_s: float | None = None, retry_failed: bool = False) -> RunResult:
+              grace_s: float | None = None, retry_failed: bool = False,
+              population: int | None = None) -> RunResult:
     """Run (or continue) the study to the end; Ctrl-C stops it cleanly. ``retry_failed``:
-    trials recorded as failed run again."""
+    trials recorded as failed run again. ``population``: trials trained together as one
+    model per worker (``None``: as many as fit; 1: one at a time)."""
     where = placements(devices, workers, spec.threads)  # checked before anything is created
     queue, planned, retried = prepare(spec, out, storage_url, data_dir, retry_failed)
     study_dir = out / spec.study_name
@@ -202,10 +204,10 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
         refresh()
         if len(where) == 1:
             _run_in_process(spec, study_dir, storage_url, where[0], data_dir, grace_s, refresh,
-                            result)
+                            result, population)
         else:
             _run_processes(spec, study_dir, storage_url, where, data_dir, grace_s, refresh,
-                           result)
+                           result, population)
         refresh()
     if not console.is_terminal:
         console.print()  # a non-terminal Live leaves its last frame without a newline
@@ -235,8 +237,8 @@ def _failed_since(results: StudyResults, before: set[str]) -> list[str]:
 
 
 def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, place: Placement,
-                    data_dir: Path | None, grace_s: float | None, refresh, result: RunResult
-                    ) -> None:
+                    data_dir: Path | None, grace_s: float | None, refresh, result: RunResult,
+                    population: int | None = None) -> None:
     if place.visible is not None:
         torch.cuda.set_device(int(place.visible))
         device = f"cuda:{place.visible}"
@@ -252,7 +254,8 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
             refresh()
 
     opts = WorkerOptions(study_dir=study_dir, name=spec.study_name, storage=storage_url,
-                         device=device, data_dir=data_dir, grace_s=grace_s, on_epoch=tick,
+                         device=device, data_dir=data_dir, grace_s=grace_s,
+                         population=population, on_epoch=tick,
                          on_trial=tick, on_warning=result.warnings.append)
     try:
         run_worker(opts)  # its failed trials are read from the tables, as for worker processes
@@ -266,7 +269,7 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
 
 def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
                    where: list[Placement], data_dir: Path | None, grace_s: float | None,
-                   refresh, result: RunResult) -> None:
+                   refresh, result: RunResult, population: int | None = None) -> None:
     procs: list[subprocess.Popen] = []
     logs: list[Path] = []
     log_dir = study_dir / "logs"
@@ -285,6 +288,8 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
             cmd += ["--data-dir", str(data_dir)]
         if grace_s is not None:
             cmd += ["--grace-s", str(grace_s)]
+        if population is not None:
+            cmd += ["--population", str(population)]
         log = log_dir / f"worker-{i}.log"
         logs.append(log)
         with open(log, "w") as f:

@@ -308,21 +308,51 @@ class TrialQueue:
             queue = self._waiting[opt]
             while queue:
                 storage_id = queue.pop(0)
-                # RUNNING and its owner in one locked step: a RUNNING trial without an owner is
-                # then a claim cut off by a kill, which ``replan`` (also under the lock) takes back.
                 with study_lock(self.storage, self.study_dir, self.name):
-                    try:
-                        if not self.storage.set_trial_state_values(storage_id,
-                                                                   TrialState.RUNNING):
-                            continue  # another worker was faster
-                    except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-                        continue
-                    self.storage.set_trial_system_attr(storage_id, OWNER_ATTR, this_owner())
-                frozen = self.storage.get_trial(storage_id)
-                config = TrialConfig.model_validate(frozen.user_attrs[CONFIG_ATTR])
-                return Claimed(study, storage_id, frozen.number, frozen.user_attrs[ID_ATTR],
-                               config)
+                    taken = self._take(storage_id)
+                if taken:
+                    return self._claimed(study, storage_id)
         return None
+
+    def _take(self, storage_id: int) -> bool:
+        """WAITING → RUNNING with this process as owner, under the study lock held by the
+        caller: RUNNING and its owner in one locked step, so a RUNNING trial without an owner
+        is a claim cut off by a kill, which ``replan`` (also under the lock) takes back."""
+        try:
+            if not self.storage.set_trial_state_values(storage_id, TrialState.RUNNING):
+                return False  # another worker was faster
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            return False
+        self.storage.set_trial_system_attr(storage_id, OWNER_ATTR, this_owner())
+        return True
+
+    def _claimed(self, study: optuna.Study, storage_id: int) -> Claimed:
+        frozen = self.storage.get_trial(storage_id)
+        config = TrialConfig.model_validate(frozen.user_attrs[CONFIG_ATTR])
+        return Claimed(study, storage_id, frozen.number, frozen.user_attrs[ID_ATTR], config)
+
+    def claim_matching(self, match: Callable[[TrialConfig, str], bool], limit: int
+                       ) -> list[Claimed]:
+        """Up to ``limit`` more WAITING trials, of any optimizer, whose (config, lookbench id)
+        pass ``match``: the further members of a population. One lock for all of them."""
+        if limit < 1:
+            return []
+        candidates = []
+        for study in self.studies.values():
+            for t in self._trials(study, (TrialState.WAITING,)):
+                if CONFIG_ATTR not in t.user_attrs:
+                    continue
+                config = TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR])
+                if match(config, t.user_attrs[ID_ATTR]):
+                    candidates.append((study, t._trial_id))
+        taken = []
+        with study_lock(self.storage, self.study_dir, self.name):
+            for study, storage_id in candidates:
+                if len(taken) == limit:
+                    break
+                if self._take(storage_id):
+                    taken.append((study, storage_id))
+        return [self._claimed(study, storage_id) for study, storage_id in taken]
 
     def propose(self, opt: str, space: dict[str, BaseDistribution], seeds: int, budget: int,
                 make_config: Callable[[dict[str, Any], int], TrialConfig],
@@ -454,19 +484,23 @@ class TrialQueue:
 
 
 class Heartbeat:
-    """A daemon thread that marks a claimed trial alive every ``interval`` seconds."""
+    """A daemon thread that marks claimed trials (one, or a population's) alive every
+    ``interval`` seconds."""
 
-    def __init__(self, queue: TrialQueue, claimed: Claimed, interval: float = HEARTBEAT_S) -> None:
+    def __init__(self, queue: TrialQueue, claimed: Claimed | list[Claimed],
+                 interval: float = HEARTBEAT_S) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, args=(queue, claimed, interval),
+        trials = claimed if isinstance(claimed, list) else [claimed]
+        self._thread = threading.Thread(target=self._beat, args=(queue, trials, interval),
                                         daemon=True, name="lookbench-heartbeat")
 
-    def _beat(self, queue: TrialQueue, claimed: Claimed, interval: float) -> None:
+    def _beat(self, queue: TrialQueue, trials: list[Claimed], interval: float) -> None:
         while not self._stop.wait(interval):
-            try:
-                queue.heartbeat(claimed)
-            except Exception:  # a storage hiccup must not kill the trial; the next beat retries
-                pass
+            for claimed in list(trials):
+                try:
+                    queue.heartbeat(claimed)
+                except Exception:  # a storage hiccup must not kill the trial; the next beat
+                    pass  # retries
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

@@ -76,6 +76,9 @@ class WorkerOptions:
     device: str = "cpu"
     data_dir: Path | None = None
     grace_s: float | None = None
+    # Trials trained together as one population (lookbench.population): None = as many as
+    # wait and fit in memory, 1 = one trial at a time.
+    population: int | None = None
     on_epoch: Callable[[Claimed, EpochRecord], None] | None = None
     on_trial: Callable[[Claimed, str], None] | None = None
     on_warning: Callable[[str], None] | None = None
@@ -111,6 +114,13 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                 if queue.replan(planned, results.recorded()) == 0:
                     break  # nothing waiting, nothing stale: done (others may still be running)
                 continue
+            if spec.sampler != "tpe" and opts.population != 1:
+                from lookbench.population.run import gather, run_population
+
+                members = gather(queue, claimed, opts)
+                if len(members) > 1:
+                    run_population(queue, members, results, rank, opts, report, interrupts)
+                    continue
             _run_claimed(queue, claimed, results, rank, opts, report, interrupts)
     return report
 
@@ -147,7 +157,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
     if why is not None:
         queue.abandon(claimed, why)
         return
-    ckpt = opts.study_dir / CHECKPOINTS_DIR / f"{claimed.lookbench_id}.pt"
+    ckpt = _checkpoint_path(opts, claimed)
     config = claimed.config
     error = None
     records: list[EpochRecord] = []
@@ -194,13 +204,26 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
         _stop_if_environmental(queue, claimed, e)
         error = describe(e)
         records = trial.records if trial is not None else []
+    _record(queue, claimed, records, error, results, rank, opts, report, resumes=resumes,
+            batch_size=trial.batch_size if trial else (config.batch_size or 0),
+            schedule=trial.schedule if trial else (config.schedule or "constant"),
+            device=str(trial.device if trial else opts.device))
+
+
+def _checkpoint_path(opts: WorkerOptions, claimed: Claimed) -> Path:
+    return opts.study_dir / CHECKPOINTS_DIR / f"{claimed.lookbench_id}.pt"
+
+
+def _record(queue: TrialQueue, claimed: Claimed, records: list[EpochRecord], error: str | None,
+            results: StudyResults, rank: Ranking, opts: WorkerOptions, report: WorkerReport, *,
+            resumes: int, batch_size: int, schedule: str, device: str) -> None:
+    """Write a trial's outcome (its Parquet rows, then Optuna's state) and drop its
+    checkpoint; for a trial run alone or as a member of a population alike."""
     state = trial_state(records, error)
     row = trial_row(
-        study=queue.name, trial=claimed.lookbench_id, config=config, metric=rank.metric,
-        higher_is_better=rank.higher_is_better, batch_size=trial.batch_size if trial else (config.batch_size or 0),
-        schedule=trial.schedule if trial else (config.schedule or "constant"),
-        records=records, device=str(trial.device if trial else opts.device), resumes=resumes,
-        error=error,
+        study=queue.name, trial=claimed.lookbench_id, config=claimed.config, metric=rank.metric,
+        higher_is_better=rank.higher_is_better, batch_size=batch_size, schedule=schedule,
+        records=records, device=device, resumes=resumes, error=error,
     )
     value = row[f"final_{rank.metric}"]
     curves = curve_rows(claimed.lookbench_id, records)
@@ -214,7 +237,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
         _warn(opts, f"trial {claimed.lookbench_id} was taken over by another worker while "
                     f"this one was presumed dead; its result here is discarded")
         return
-    ckpt.unlink(missing_ok=True)
+    _checkpoint_path(opts, claimed).unlink(missing_ok=True)
     if error is not None:
         report.failed.append(f"trial {claimed.lookbench_id}: {error}")
     if opts.on_trial is not None:
@@ -254,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--grace-s", type=float)
+    parser.add_argument("--population", type=int)
     args = parser.parse_args(argv)
     _exit_with_parent()
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -261,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     storage = args.storage or os.environ.get(STORAGE_ENV) or None
     opts = WorkerOptions(study_dir=args.study_dir, name=args.name, storage=storage,
-                         device=args.device, data_dir=args.data_dir, grace_s=args.grace_s)
+                         device=args.device, data_dir=args.data_dir, grace_s=args.grace_s,
+                         population=args.population)
     try:
         report = run_worker(opts)
     except KeyboardInterrupt:

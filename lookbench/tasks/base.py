@@ -57,6 +57,11 @@ class Workload:
             the runner then reads the data as one stream of passes, each ordered by its own
             generator, that an "epoch" may start or end in the middle of. ``None``: an epoch
             is one pass.
+        criterion: ``(outputs, targets)`` → per-example losses, for a task whose batches are
+            ``(inputs, targets)`` and whose ``loss`` is ``criterion(model(inputs),
+            targets).mean()`` (a classifier's cross-entropy). Setting it lets configurations
+            of the task train together as a population (``lookbench.population``), which
+            computes every member's loss in one call.
         channels_last: whether image batches and the model use channels-last memory on CUDA.
         amp: whether the forward pass may run under bf16 autocast on CUDA (image models; not
             the quadratics, whose comparison with the analysis needs full precision).
@@ -72,6 +77,7 @@ class Workload:
     clip_grad_norm: float | None = None
     warmup_steps: int = 4000  # the "rsqrt" schedule's warmup
     epoch_steps: int | None = None
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     channels_last: bool = False
     amp: bool = False
 

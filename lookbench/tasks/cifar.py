@@ -136,7 +136,12 @@ class _Cifar(Task):
             train_eval=train_eval if opts.train_eval else None,
             channels_last=channels_last,
             amp=device.type == "cuda",
+            criterion=_per_example_cross_entropy,
         )
+
+
+def _per_example_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
 
 
 @torch.no_grad()

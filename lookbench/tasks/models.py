@@ -37,6 +37,26 @@ class _PadShortcut(nn.Module):
         half = self.extra_channels // 2
         return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
 
+    def population_copy(self, members: list[_PadShortcut], count: int) -> nn.Module:
+        """The shortcut of a population of ``count`` networks (``lookbench.population``):
+        each member's block of channels padded on its own."""
+        return _PopPadShortcut(self.extra_channels, self.stride, count)
+
+
+class _PopPadShortcut(_PadShortcut):
+    """Option A for M networks side by side in the channel dimension."""
+
+    def __init__(self, extra_channels: int, stride: int, members: int) -> None:
+        super().__init__(extra_channels, stride)
+        self.members = members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from lookbench.population.layers import pad_channels
+
+        x = x[:, :, :: self.stride, :: self.stride]
+        half = self.extra_channels // 2
+        return pad_channels(x, self.members, half, self.extra_channels - half)
+
 
 class BasicBlock(nn.Module):
     """Two 3×3 convolutions with BN and a residual connection."""

@@ -1,0 +1,1 @@
+"""Population training: many trials of one study trained together as one vectorised model."""
