@@ -17,7 +17,21 @@ later epoch, and the ratio over an ``--epochs``-epoch run (what a trial costs). 
 alternately ``--rounds`` times, so machine noise hits both alike; the medians are compared
 against the goal (at least 3× over the run).
 
+Then the streaming pipeline (``-o pipeline=stream``, the ImageNet recipe at full scale), on the
+same folder at ``--stream-size`` px, where both sides decode every image every epoch:
+
+* torchvision: ``ImageFolder`` with ``Compose([RandomResizedCrop(size), RandomHorizontalFlip(),
+  ToTensor(), Normalize])`` (PIL) in a ``DataLoader(batch_size=64, shuffle=True,
+  num_workers=<cores>, persistent_workers=True)``.
+* lookbench: ``image_stream.train_stream`` (torchvision.io decode + RandomResizedCrop + flip on
+  ``<cores>`` threads, uint8 batches) and ``normalize``, all on the CPU, torch at 1 intra-op
+  thread as a study's CPU worker runs.
+
+Printed: images/s of each side's first epoch (the DataLoader's includes starting its workers)
+and of its later epochs, alternating ``--rounds`` times, and the ratio of the later epochs.
+
 Usage: python benchmarks/image_pipeline.py [--images 2000] [--size 64] [--epochs 10] [--rounds 3]
+                                           [--stream-size 224] [--stream-only]
 """
 
 from __future__ import annotations
@@ -34,9 +48,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.io import encode_jpeg
 
-from lookbench.tasks.augment import augmented_batches
+from lookbench.tasks.augment import augmented_batches, normalize
+from lookbench.tasks.image_stream import train_stream
 from lookbench.tasks.imagefolder import IMAGENET_MEAN, IMAGENET_STD
-from lookbench.tasks.imagefolder_data import clear_cache, load_image_folder
+from lookbench.tasks.imagefolder_data import clear_cache, list_split, load_image_folder
 
 BATCH = 64
 GOAL = 3.0
@@ -74,41 +89,82 @@ def lookbench_epoch(x: torch.Tensor, y: torch.Tensor, size: int, epoch: int) -> 
     return n / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    cores = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_folder(root, args.images)
-        tf = transforms.Compose([
-            transforms.Resize(args.size), transforms.CenterCrop(args.size),
-            transforms.RandomCrop(args.size, padding=args.size // 8),
-            transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        dataset = datasets.ImageFolder(str(root / "train"), transform=tf)
-        tv_first, tv_later, lb_first, lb_later, run_ratios = [], [], [], [], []
-        for _ in range(args.rounds):
-            loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=cores,
-                                persistent_workers=False)
-            tv_first.append(torchvision_epoch(loader))  # includes starting the workers
-            tv_later.append(torchvision_epoch(loader))
-            clear_cache()
-            start = time.perf_counter()
-            arrays = load_image_folder(root, args.size)
-            decode_s = time.perf_counter() - start
-            n = len(arrays.train_x)
-            later = lookbench_epoch(arrays.train_x, arrays.train_y, args.size, 0)
-            lb_first.append(n / (decode_s + n / later))
-            lb_later.append(lookbench_epoch(arrays.train_x, arrays.train_y, args.size, 1))
-            # a trial of --epochs epochs: torchvision decodes every epoch, lookbench once
-            tv_run = n / tv_first[-1] + (args.epochs - 1) * n / tv_later[-1]
-            lb_run = n / lb_first[-1] + (args.epochs - 1) * n / lb_later[-1]
-            run_ratios.append(tv_run / lb_run)
+def stream_epoch(files: list[Path], labels: torch.Tensor, size: int, epoch: int,
+                 workers: int) -> float:
+    start = time.perf_counter()
+    g = torch.Generator().manual_seed(epoch)
+    n = 0
+    for xb, _ in train_stream(files, labels, size, BATCH, g, workers=workers):
+        n += len(normalize(xb, IMAGENET_MEAN, IMAGENET_STD))
+    return n / max(time.perf_counter() - start, 1e-9)
+
+
+def compare_stream(root: Path, size: int, rounds: int, cores: int) -> None:
+    """The streaming pipeline against torchvision's RandomResizedCrop pipeline, every epoch
+    decoding every file on both sides."""
+    tf = transforms.Compose([
+        transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    dataset = datasets.ImageFolder(str(root / "train"), transform=tf)
+    _, splits = list_split(root)
+    files = splits["train"].files
+    labels = torch.tensor(splits["train"].labels, dtype=torch.int64)
+    tv_first, tv_later, lb_first, lb_later, ratios = [], [], [], [], []
+    threads = torch.get_num_threads()
+    for r in range(rounds):
+        loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=cores,
+                            persistent_workers=True)
+        tv_first.append(torchvision_epoch(loader))
+        tv_later.append(torchvision_epoch(loader))
+        del loader
+        torch.set_num_threads(1)
+        try:
+            lb_first.append(stream_epoch(files, labels, size, 2 * r, cores))
+            lb_later.append(stream_epoch(files, labels, size, 2 * r + 1, cores))
+        finally:
+            torch.set_num_threads(threads)
+        ratios.append(lb_later[-1] / tv_later[-1])
+    med = statistics.median
+    spread = (max(ratios) - min(ratios)) / med(ratios)
+    print(f"streaming, RandomResizedCrop({size}) + flip, every epoch decoding all "
+          f"{len(files)} files, {cores} CPU cores, {rounds} alternating rounds (medians)")
+    print(f"  torchvision ImageFolder + DataLoader({cores} workers, PIL): first epoch "
+          f"{med(tv_first):,.0f} img/s, later epochs {med(tv_later):,.0f} img/s")
+    print(f"  lookbench image_stream ({cores} threads, torchvision.io):   first epoch "
+          f"{med(lb_first):,.0f} img/s, later epochs {med(lb_later):,.0f} img/s")
+    print(f"  later epochs: lookbench {med(ratios):.2f}x torchvision "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}x)")
+    if spread > 0.3:
+        print(f"  note: the ratio varied by {spread:.0%} across rounds (a busy machine): "
+              f"differences within that are noise")
+
+
+def compare_memory(root: Path, args: argparse.Namespace, cores: int) -> None:
+    """Decode-once + device batches against torchvision's per-epoch decoding."""
+    tf = transforms.Compose([
+        transforms.Resize(args.size), transforms.CenterCrop(args.size),
+        transforms.RandomCrop(args.size, padding=args.size // 8),
+        transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    dataset = datasets.ImageFolder(str(root / "train"), transform=tf)
+    tv_first, tv_later, lb_first, lb_later, run_ratios = [], [], [], [], []
+    for _ in range(args.rounds):
+        loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=cores,
+                            persistent_workers=False)
+        tv_first.append(torchvision_epoch(loader))  # includes starting the workers
+        tv_later.append(torchvision_epoch(loader))
+        clear_cache()
+        start = time.perf_counter()
+        arrays = load_image_folder(root, args.size)
+        decode_s = time.perf_counter() - start
+        n = len(arrays.train_x)
+        later = lookbench_epoch(arrays.train_x, arrays.train_y, args.size, 0)
+        lb_first.append(n / (decode_s + n / later))
+        lb_later.append(lookbench_epoch(arrays.train_x, arrays.train_y, args.size, 1))
+        # a trial of --epochs epochs: torchvision decodes every epoch, lookbench once
+        tv_run = n / tv_first[-1] + (args.epochs - 1) * n / tv_later[-1]
+        lb_run = n / lb_first[-1] + (args.epochs - 1) * n / lb_later[-1]
+        run_ratios.append(tv_run / lb_run)
     med = statistics.median
     spread = (max(run_ratios) - min(run_ratios)) / med(run_ratios)
     print(f"{args.images} JPEGs 256x192 -> {args.size}px batches of {BATCH}, {cores} CPU cores, "
@@ -125,6 +181,24 @@ def main() -> None:
     print(f"  a {args.epochs}-epoch trial: lookbench {med(run_ratios):.1f}x faster "
           f"(range {min(run_ratios):.1f}-{max(run_ratios):.1f}x); {verdict} the goal of "
           f"{GOAL:.0f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stream-size", type=int, default=224)
+    parser.add_argument("--stream-only", action="store_true", help="skip the decode-once part")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_folder(root, args.images)
+        if not args.stream_only:
+            compare_memory(root, args, cores)
+        compare_stream(root, args.stream_size, args.rounds, cores)
 
 
 if __name__ == "__main__":

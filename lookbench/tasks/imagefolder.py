@@ -1,17 +1,25 @@
 """Image classification on any class-per-subfolder folder, and ImageNet as its preset (paper
 section 5.2, Appendix C.2).
 
-``--data-dir`` holds ``train/<class>/*`` and ``val/<class>/*`` (JPEG or PNG). Images are decoded
-once per process at ``image_size`` (``lookbench.tasks.imagefolder_data``) and augmented on the
-device in batches like CIFAR's: a random crop of the image zero-padded by an eighth of its size,
-and a horizontal flip. (Not the RandomResizedCrop of the usual ImageNet recipe: that needs the
-full-resolution images per epoch; see the README.) Any torchvision classification model by name.
+``--data-dir`` holds ``train/<class>/*`` and ``val/<class>/*`` (JPEG or PNG). Two pipelines
+(option ``pipeline``; ``auto`` takes ``memory`` when the folder decoded at ``image_size`` fits a
+quarter of the RAM, else ``stream``):
+
+* ``memory``: images decoded once per process at ``image_size``
+  (``lookbench.tasks.imagefolder_data``) and augmented on the device in batches like CIFAR's: a
+  random crop of the image zero-padded by an eighth of its size, and a horizontal flip.
+* ``stream``: every epoch decodes each training image again from its file and takes the usual
+  ImageNet view, RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) and a flip
+  (``lookbench.tasks.image_stream``; JPEGs decoded in batches on the GPU under CUDA);
+  evaluation resizes the shorter side to ``image_size``·256/224 and centre-crops.
+
+Any torchvision classification model by name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,8 +28,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from lookbench.tasks.augment import augmented_batches, plain_batches
+from lookbench.tasks import image_stream
+from lookbench.tasks.augment import augmented_batches, normalize, plain_batches
 from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload, parameter_count
+from lookbench.tasks.image_stream import Pipeline, eval_stream, load_stream_folder, train_stream
 from lookbench.tasks.imagefolder_data import load_image_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,6 +60,9 @@ class ImageFolderOptions(BaseModel):
     per_class: int | None = Field(None, ge=1, description="the first N images of each class")
     train_eval: bool = Field(False, description="after each epoch, the training loss from a "
                                                 "pass without updates")
+    pipeline: Pipeline = Field("auto", description="memory: decode once, padded crop + flip; "
+                               "stream: decode every epoch, RandomResizedCrop + flip; auto: "
+                               "memory if it fits a quarter of the RAM")
 
     @field_validator("model")
     @classmethod
@@ -86,11 +99,19 @@ class ImageFolder(Task):
         return TaskSize(None, None, parameter_count(lambda: self._model(self.opts.classes or
                                                                         1000)))
 
+    def pipeline(self, data_dir: Path) -> str:
+        """``"memory"`` or ``"stream"``: the option, with ``auto`` resolved for this folder."""
+        o = self.opts
+        return image_stream.choose_pipeline(o.pipeline, data_dir, o.image_size, o.classes,
+                                            o.per_class)[0]
+
     def _load(self, data_dir: Path | None):
         if data_dir is None:
             raise DataUnavailable(f"{self.name} reads images from --data-dir: give the folder "
                                   f"that holds train/<class>/ and val/<class>/")
         o = self.opts
+        if self.pipeline(data_dir) == "stream":
+            return load_stream_folder(data_dir, o.image_size, o.classes, o.per_class)
         return load_image_folder(data_dir, o.image_size, o.classes, o.per_class)
 
     def check_data(self, data_dir: Path | None) -> None:
@@ -101,6 +122,8 @@ class ImageFolder(Task):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         arrays = self._load(data_dir)
+        if isinstance(arrays, image_stream.StreamFolder):
+            return self._stream_workload(arrays, batch_size, device, seed)
         train_x, train_y = arrays.train_x.to(device), arrays.train_y.to(device)
         val_x, val_y = arrays.val_x.to(device), arrays.val_y.to(device)
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device)
@@ -122,17 +145,75 @@ class ImageFolder(Task):
             return F.cross_entropy(_logits(model(x)), y)
 
         def evaluate(model: nn.Module) -> dict[str, float]:
-            return _metrics(model, val_x, val_y, mean, std, channels_last)
+            return _metrics(model, plain_batches(val_x, val_y, EVAL_BATCH, mean, std,
+                                                 channels_last=channels_last), len(val_y))
 
         def train_eval(model: nn.Module) -> float:
-            return _metrics(model, train_x, train_y, mean, std, channels_last)["test_loss"]
+            return _metrics(model, plain_batches(train_x, train_y, EVAL_BATCH, mean, std,
+                                                 channels_last=channels_last),
+                            len(train_y))["test_loss"]
 
         return Workload(
             model=model, steps_per_epoch=math.ceil(len(train_x) / batch_size),
             train_batches=train_batches, loss=loss, evaluate=evaluate,
             train_eval=train_eval if self.opts.train_eval else None,
-            channels_last=channels_last, amp=device.type == "cuda",
+            channels_last=channels_last, amp=device.type == "cuda", criterion=_per_example_loss,
         )
+
+    def _stream_workload(self, folder: image_stream.StreamFolder, batch_size: int,
+                         device: torch.device, seed: int) -> Workload:
+        """The ``stream`` pipeline: uint8 batches decoded by ``image_stream`` (on the GPU for
+        JPEGs under CUDA), moved to the device and normalised there."""
+        size = self.opts.image_size
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device)
+        channels_last = device.type == "cuda"
+        decode_device = device if device.type == "cuda" else None
+        train_files, val_files = folder.train.files, folder.val.files
+
+        torch.manual_seed(seed)
+        model = self._model(len(folder.classes)).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+
+        def on_device(batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for x, y in batches:
+                x = x.to(device, non_blocking=True)
+                yield normalize(x, mean, std, channels_last), y.to(device, non_blocking=True)
+
+        def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
+            return on_device(train_stream(train_files, folder.train_y, size, batch_size,
+                                          generator, decode_device=decode_device))
+
+        def loss(model: nn.Module, batch: Any) -> torch.Tensor:
+            x, y = batch
+            return F.cross_entropy(_logits(model(x)), y)
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            if folder.val_x is not None:
+                batches = zip(folder.val_x.split(EVAL_BATCH), folder.val_y.split(EVAL_BATCH))
+            else:
+                batches = eval_stream(val_files, folder.val_y, size, EVAL_BATCH,
+                                      decode_device=decode_device)
+            return _metrics(model, on_device(batches), len(val_files))
+
+        def train_eval(model: nn.Module) -> float:
+            batches = eval_stream(train_files, folder.train_y, size, EVAL_BATCH,
+                                  decode_device=decode_device)
+            return _metrics(model, on_device(batches), len(train_files))["test_loss"]
+
+        return Workload(
+            model=model, steps_per_epoch=math.ceil(len(train_files) / batch_size),
+            train_batches=train_batches, loss=loss, evaluate=evaluate,
+            train_eval=train_eval if self.opts.train_eval else None,
+            channels_last=channels_last, amp=device.type == "cuda", criterion=_per_example_loss,
+        )
+
+
+def _per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per image (what lets configurations train as a population)."""
+    return F.cross_entropy(logits, labels, reduction="none")
 
 
 def _logits(output: Any) -> torch.Tensor:
@@ -141,28 +222,32 @@ def _logits(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
-             std: torch.Tensor, channels_last: bool) -> dict[str, float]:
-    """Cross-entropy, top-1 and top-5 accuracy over unaugmented images, one sync at the end."""
-    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
-    top1 = torch.zeros((), dtype=torch.int64, device=images.device)
-    top5 = torch.zeros((), dtype=torch.int64, device=images.device)
-    for x, y in plain_batches(images, labels, EVAL_BATCH, mean, std, channels_last=channels_last):
+def _metrics(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int
+             ) -> dict[str, float]:
+    """Cross-entropy, top-1 and top-5 accuracy over ``n`` unaugmented images in normalised
+    batches on the model's device, one sync at the end."""
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    top1 = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    for x, y in batches:
         logits = _logits(model(x)).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top1 += (best[:, 0] == y).sum()
         top5 += (best == y[:, None]).any(dim=1).sum()
-    n = len(labels)
     return {"test_loss": float(loss_sum) / n, "test_acc": int(top1) / n,
             "test_acc_top5": int(top5) / n}
 
 
 class ImageNet(ImageFolder):
-    """The paper's ImageNet protocol on an ImageNet folder (or any subset of it)."""
+    """The paper's ImageNet protocol on an ImageNet folder (or any subset of it). At full scale
+    (1.28 M images, 190 GB decoded at 224 px) ``auto`` streams: RandomResizedCrop + flip from
+    the files each epoch, JPEGs decoded on the GPU under CUDA; a subset that fits a quarter of
+    the RAM is decoded once (``-o pipeline=stream`` forces the recipe)."""
 
     name = "imagenet"
-    summary = "ResNet-50 on ImageNet, the paper's protocol (§5.2)"
+    summary = "ResNet-50 on ImageNet, the paper's protocol (§5.2); streamed at full scale"
     data = "ImageNet train/ and val/ re-foldered by class, in --data-dir"
     default_epochs = 90
     default_batch_size = 256

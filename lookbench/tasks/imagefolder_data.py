@@ -7,8 +7,8 @@ tensor and are augmented there in batches (``lookbench.tasks.augment``), as the 
 do. Decoding is torchvision's (libjpeg-turbo, libpng), resized to the study's image size with
 antialiasing and centre-cropped to a square, on a pool of threads (the decoders and the
 resize release the GIL). The decoded set must fit in memory: at 64 px an image is 12 kB, at
-224 px 150 kB (ImageNet's 1.28 M training images at 224 px would need 190 GB: use a subset,
-a smaller size, or a machine with the memory).
+224 px 150 kB (ImageNet's 1.28 M training images at 224 px would need 190 GB); a folder that
+does not is streamed instead (``lookbench.tasks.image_stream``, the task's ``pipeline`` option).
 """
 
 from __future__ import annotations
@@ -55,11 +55,23 @@ def layout_hint(root: Path) -> str:
             f"folder per class, the same class folders in both)")
 
 
+_LISTINGS: dict[tuple, tuple[list[str], dict[str, Split]]] = {}
+
+
 def list_split(root: Path, classes: int | None = None, per_class: int | None = None
                ) -> tuple[list[str], dict[str, Split]]:
     """The class names and each split's files: the first ``classes`` classes (sorted by name)
     and the first ``per_class`` images of each (sorted), for budget runs. Raises
-    :class:`DataUnavailable` saying what was expected where."""
+    :class:`DataUnavailable` saying what was expected where. Cached per process (listing
+    ImageNet's 1.3 M files takes seconds)."""
+    key = (Path(root).expanduser().resolve(), classes, per_class)
+    if key not in _LISTINGS:
+        _LISTINGS[key] = _list_split(Path(root), classes, per_class)
+    return _LISTINGS[key]
+
+
+def _list_split(root: Path, classes: int | None, per_class: int | None
+                ) -> tuple[list[str], dict[str, Split]]:
     if not root.is_dir():
         raise DataUnavailable(f"no image folder at {root}: {layout_hint(root)}")
     found = {}
@@ -90,17 +102,24 @@ def list_split(root: Path, classes: int | None = None, per_class: int | None = N
     return names, splits
 
 
+def read_rgb(path: Path, data: torch.Tensor | None = None) -> torch.Tensor:
+    """One image decoded as RGB uint8 ``(3, H, W)`` from ``path`` (or from its bytes ``data``,
+    already read); a file that cannot be decoded raises :class:`DataUnavailable` naming it."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        return decode_image(read_file(str(path)) if data is None else data,
+                            mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        raise DataUnavailable(f"cannot decode {path} ({str(e).splitlines()[0]})") from None
+
+
 def decode(path: Path, size: int) -> torch.Tensor:
     """One image as uint8 ``(3, size, size)``: decoded as RGB, its shorter side resized to
     ``size`` (antialiased), centre-cropped."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2 import functional as TF
 
-    try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    except RuntimeError as e:
-        raise DataUnavailable(f"cannot decode {path} ({str(e).splitlines()[0]})") from None
-    image = TF.resize(image, size, antialias=True)
+    image = TF.resize(read_rgb(path), size, antialias=True)
     return TF.center_crop(image, [size, size])
 
 
@@ -141,5 +160,9 @@ def load_image_folder(root: Path, size: int, classes: int | None = None,
 
 
 def clear_cache() -> None:
-    """Forget every decoded folder (tests; or to free memory)."""
+    """Forget every decoded or listed folder (tests; or to free memory)."""
+    from lookbench.tasks import image_stream
+
     _CACHE.clear()
+    _LISTINGS.clear()
+    image_stream.clear_cache()
