@@ -10,9 +10,11 @@ similar length (the batch composition is fixed; the order of batches comes from 
 generator, so a resumed trial replays it). The model is Transformer base (post-norm, as the
 original) with label smoothing 0.1, trained under the ``rsqrt`` schedule (linear warmup over
 4000 steps, then ∝ 1/√step). Ranked by validation perplexity (per target token, without
-smoothing), lower is better; test loss and perplexity beside it, and greedy-decoding BLEU on the
-test set with ``-o bleu=true`` where ``sacrebleu`` is installed. ``-o size=small`` trains on a
-CPU in minutes.
+smoothing), lower is better; test loss and perplexity beside it, and BLEU on the test set with
+``-o bleu=true`` where ``sacrebleu`` is installed: greedy decoding, or with ``-o beam=4`` the
+paper's beam search (beam 4, GNMT's length penalty with α = ``length_penalty`` = 0.6, outputs up
+to the source's length + 50). ``-o epoch_steps=N`` evaluates every N optimizer steps instead of
+every pass (the paper trains 100k steps). ``-o size=small`` trains on a CPU in minutes.
 """
 
 from __future__ import annotations
@@ -213,8 +215,14 @@ class WMTOptions(BaseModel):
     tgt: str = Field("de", pattern=r"^[A-Za-z0-9_-]+$", description="target file extension")
     dict_file: str | None = Field(None, description="a joint dictionary (fairseq's format); "
                                   "default: built from the training files")
-    bleu: bool = Field(False, description="greedy-decoding BLEU on the test set each epoch "
-                                          "(needs sacrebleu)")
+    bleu: bool = Field(False, description="BLEU on the test set each epoch, greedy or by beam "
+                                          "search (needs sacrebleu)")
+    beam: int = Field(1, ge=1, le=64, description="BLEU's decoding: 1 greedy, N beam search of "
+                                                  "width N (the paper's: 4)")
+    length_penalty: float = Field(0.6, ge=0, description="beam search's α in GNMT's length "
+                                                         "penalty ((5+|Y|)/6)^α")
+    epoch_steps: int | None = Field(None, ge=1, description="optimizer steps between two "
+                                    "evaluations (the paper: 100k steps); default: one pass")
 
 
 class WMT14(Task):
@@ -287,36 +295,130 @@ class WMT14(Task):
             out = {"test_loss": t, "test_perplexity": perplexity(t), "valid_loss": v,
                    "valid_perplexity": perplexity(v)}
             if self.opts.bleu:
-                out["test_bleu"] = _bleu(model, corpus, batch_size, device)
+                out["test_bleu"] = _bleu(model, corpus, batch_size, device, self.opts.beam,
+                                         self.opts.length_penalty)
             return out
 
         return Workload(model=model, steps_per_epoch=len(batches),
                         train_batches=train_batches, loss=loss, evaluate=evaluate,
-                        warmup_steps=p.warmup, amp=device.type == "cuda")
+                        warmup_steps=p.warmup, epoch_steps=self.opts.epoch_steps,
+                        amp=device.type == "cuda")
 
 
 @torch.no_grad()
-def _bleu(model: Transformer, corpus: Parallel, max_tokens: int, device: torch.device) -> float:
-    """Greedy-decoding BLEU on the test set (sacrebleu, on the BPE-joined words)."""
+def _bleu(model: Transformer, corpus: Parallel, max_tokens: int, device: torch.device,
+          beam: int = 1, length_penalty: float = 0.6) -> float:
+    """BLEU on the test set (sacrebleu, on the BPE-joined words), decoding greedily where
+    ``beam`` is 1, else by beam search of that width."""
     import sacrebleu
 
     hyps: list[str] = []
     refs: list[str] = []
     for index in token_batches(corpus.test, max_tokens):
         src, _, tgt = collate(corpus.test, index, device)
-        memory = model.encode(src)
-        out = torch.full((len(index), 1), BOS, device=device)
-        done = torch.zeros(len(index), dtype=torch.bool, device=device)
-        for _ in range(src.size(1) + 50):
-            nxt = model.decode(memory, src, out)[:, -1].argmax(-1)
-            out = torch.cat([out, nxt[:, None]], dim=1)
-            done |= nxt == EOS
-            if bool(done.all()):
-                break
-        for row, ref in zip(out[:, 1:].tolist(), tgt.tolist()):
+        if beam == 1:
+            out = greedy(model, src)
+        else:
+            out = beam_search(model, src, beam, length_penalty)[0][:, 0]
+        for row, ref in zip(out.tolist(), tgt.tolist()):
             hyps.append(_words(row, corpus.words))
             refs.append(_words(ref, corpus.words))
     return float(sacrebleu.corpus_bleu(hyps, [refs]).score)
+
+
+@torch.no_grad()
+def greedy(model: Transformer, src: torch.Tensor) -> torch.Tensor:
+    """Greedy decoding of a batch of sources, for up to the batch's source length + 50 tokens:
+    (batch, tokens) ids, each row's output ending at its first EOS (what follows is filler)."""
+    memory = model.encode(src)
+    out = torch.full((src.size(0), 1), BOS, device=src.device)
+    done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    for _ in range(src.size(1) + 50):
+        nxt = model.decode(memory, src, out)[:, -1].argmax(-1)
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        done |= nxt == EOS
+        if bool(done.all()):
+            break
+    return out[:, 1:]
+
+
+@torch.no_grad()
+def beam_search(model: Transformer, src: torch.Tensor, beam: int, alpha: float = 0.6,
+                max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beam search of width ``beam`` over a batch of sources (Vaswani et al.: 4, α = 0.6): the
+    ``beam`` best hypotheses Y of each sentence by log p(Y|X) / lp(Y), GNMT's length penalty
+    lp(Y) = ((5 + |Y|)/6)^α, best first, as ids (batch, beam, length; each ending with EOS or
+    at the maximum length, then PAD) and their scores (batch, beam).
+
+    |Y| counts the EOS; outputs are at most the source's length (with its EOS) + 50 tokens long,
+    or ``max_len``. The beams of all sentences are rows of one batch, over the encoder's output
+    computed once; PAD and BOS are never generated. A sentence stops, and leaves the batch, as
+    soon as no live hypothesis can still beat its best finished one (log-probabilities only
+    fall as a hypothesis grows, and lp never exceeds its value at the maximum length).
+    """
+    device, k = src.device, beam
+    limits = ((src != PAD).sum(1) + 50).clamp(max=MAX_LEN).tolist() if max_len is None \
+        else [max_len] * src.size(0)
+    width = max(limits)
+    out_ids = torch.full((src.size(0), k, width), PAD, device=device)
+    out_scores = torch.full((src.size(0), k), -math.inf, device=device)
+    # the sentences still searching: their rows in the output, limits, and per sentence k live
+    # hypotheses (<s> + ids, log-probability) and the k best finished ones (ids, score)
+    active = list(range(src.size(0)))
+    limit = torch.tensor(limits, device=device)
+    bound_lp = ((5 + limit.double()) / 6) ** alpha
+    memory = model.encode(src).repeat_interleave(k, 0)
+    src = src.repeat_interleave(k, 0)
+    ids = torch.full((src.size(0), width + 1), PAD, device=device)
+    ids[:, 0] = BOS
+    live = torch.full((len(active), k), -math.inf, device=device)
+    live[:, 0] = 0.0  # the k beams start identical: only the first one extends
+    fin_ids = torch.full((len(active), k, width), PAD, device=device)
+    fin_scores = torch.full((len(active), k), -math.inf, device=device)
+    for n in range(1, width + 1):  # the output's length after this step
+        a = len(active)
+        logp = model.decode(memory, src, ids[:, :n])[:, -1].float().log_softmax(-1)
+        logp[:, PAD] = logp[:, BOS] = -math.inf
+        cand = (live.reshape(-1, 1) + logp).view(a, k, -1)
+        lp = ((5 + n) / 6) ** alpha
+        prefix = ids.view(a, k, -1)[:, :, 1:n]
+        # finished: every live hypothesis + EOS, and at the length limit the live ones as they are
+        ended = torch.full((a, k, width), PAD, device=device)
+        ended[:, :, : n - 1] = prefix
+        ended[:, :, n - 1] = EOS
+        new_scores = [fin_scores, cand[:, :, EOS] / lp]
+        new_ids = [fin_ids, ended]
+        cand[:, :, EOS] = -math.inf
+        top, index = cand.view(a, -1).topk(k, dim=1)
+        parent, token = index // cand.size(2), index % cand.size(2)
+        ids = ids.view(a, k, -1).gather(1, parent[:, :, None].expand(-1, -1, ids.size(1)))
+        ids[:, :, n] = token
+        live = top
+        at_limit = limit == n
+        if n in (limits[i] for i in active):
+            cut = torch.full((a, k, width), PAD, device=device)
+            cut[:, :, :n] = ids[:, :, 1 : n + 1]
+            new_scores.append(torch.where(at_limit[:, None], top / lp, -math.inf))
+            new_ids.append(cut)
+        ids = ids.view(a * k, -1)
+        fin_scores, pick = torch.cat(new_scores, 1).topk(k, dim=1)
+        fin_ids = torch.cat(new_ids, 1).gather(1, pick[:, :, None].expand(-1, -1, width))
+        done = (at_limit | (fin_scores[:, 0] >= live[:, 0] / bound_lp)).tolist()
+        if not any(done):
+            continue
+        rows = torch.tensor([active[i] for i, d in enumerate(done) if d], device=device)
+        ended_here = torch.tensor([i for i, d in enumerate(done) if d], device=device)
+        out_ids[rows], out_scores[rows] = fin_ids[ended_here], fin_scores[ended_here]
+        if all(done):
+            break
+        keep = [i for i, d in enumerate(done) if not d]
+        active = [active[i] for i in keep]
+        keep_t = torch.tensor(keep, device=device)
+        rows_k = (keep_t[:, None] * k + torch.arange(k, device=device)).reshape(-1)
+        limit, bound_lp = limit[keep_t], bound_lp[keep_t]
+        live, fin_ids, fin_scores = live[keep_t], fin_ids[keep_t], fin_scores[keep_t]
+        memory, src, ids = memory[rows_k], src[rows_k], ids[rows_k]
+    return out_ids, out_scores
 
 
 def _words(ids: list[int], words: list[str]) -> str:

@@ -3,6 +3,7 @@ preprocessed format (train/valid/test.{en,de}, one tokenised sentence per line).
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from lookbench import tasks
@@ -19,7 +21,20 @@ from lookbench.cli import app
 from lookbench.study.config import TrialConfig
 from lookbench.study.trial import Trial, rsqrt_factor
 from lookbench.tasks.base import DataUnavailable
-from lookbench.tasks.wmt import EOS, PRESETS, Transformer, load_parallel, token_batches
+from lookbench.tasks.wmt import (
+    BOS,
+    EOS,
+    PAD,
+    PRESETS,
+    Preset,
+    Transformer,
+    _bleu,
+    beam_search,
+    collate,
+    greedy,
+    load_parallel,
+    token_batches,
+)
 from tests.tasks.resume import straight_and_resumed
 
 runner = CliRunner()
@@ -84,19 +99,171 @@ def test_a_trial_resumes_exactly_under_the_per_step_schedule(tmp_path):
     assert [r.test_loss for r in resumed] == [r.test_loss for r in records]
 
 
-def test_greedy_bleu_is_reported_where_sacrebleu_is_installed(tmp_path, monkeypatch):
-    root = write_corpus(tmp_path / "c")
-    seen = {}
+def _fake_sacrebleu(monkeypatch) -> dict:
+    seen: dict = {}
 
     def corpus_bleu(hyps, refs):
         seen["hyps"], seen["refs"] = hyps, refs
         return types.SimpleNamespace(score=12.5)
 
     monkeypatch.setitem(sys.modules, "sacrebleu", types.SimpleNamespace(corpus_bleu=corpus_bleu))
-    config = _config().model_copy(update={"task_options": {"size": "small", "bleu": True}})
+    return seen
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_bleu_is_reported_where_sacrebleu_is_installed(tmp_path, monkeypatch, beam):
+    root = write_corpus(tmp_path / "c")
+    seen = _fake_sacrebleu(monkeypatch)
+    options = {"size": "small", "bleu": True, "beam": beam}
+    config = _config().model_copy(update={"task_options": options})
     record = Trial(config, "cpu", root).run_epoch()
     assert record.extra["test_bleu"] == 12.5
     assert len(seen["hyps"]) == 20 and "@@" not in " ".join(seen["refs"][0])  # BPE joined
+
+
+def test_epoch_steps_reach_the_workload(tmp_path):
+    root = write_corpus(tmp_path / "c")
+    options = {"size": "small", "epoch_steps": 7}
+    trial = Trial(_config().model_copy(update={"task_options": options}), "cpu", root)
+    assert trial.workload.epoch_steps == 7
+    assert Trial(_config(), "cpu", root).workload.epoch_steps is None
+
+
+def _old_greedy(model, src):
+    """The greedy decoder as it was before beam search, verbatim."""
+    memory = model.encode(src)
+    out = torch.full((src.size(0), 1), BOS, device=src.device)
+    done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    for _ in range(src.size(1) + 50):
+        nxt = model.decode(memory, src, out)[:, -1].argmax(-1)
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        done |= nxt == EOS
+        if bool(done.all()):
+            break
+    return out[:, 1:]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The small model after a few dozen steps on the reversal corpus (untrained, it repeats
+    <s>, which beam search never emits), and the corpus."""
+    corpus = load_parallel(write_corpus(tmp_path_factory.mktemp("c")), "en", "de")
+    torch.manual_seed(0)
+    model = Transformer(len(corpus.words), PRESETS["small"])
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    batches = token_batches(corpus.train, 400)
+    for step in range(40):
+        src, dec, tgt = collate(corpus.train, batches[step % len(batches)], torch.device("cpu"))
+        logits = model(src, dec)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
+                               ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), corpus
+
+
+def _hypothesis(row: list[int]) -> list[int]:
+    return row[: row.index(EOS) + 1] if EOS in row else row
+
+
+@torch.no_grad()
+def _score(model, src: torch.Tensor, hyp: list[int], alpha: float) -> float:
+    """log p(hyp | src) / ((5 + |hyp|)/6)^α, by one teacher-forced pass over one sentence."""
+    src = src[None, : int((src != PAD).sum())]
+    dec = torch.tensor([[BOS] + hyp[:-1]])
+    logp = model.decode(model.encode(src), src, dec).float().log_softmax(-1)[0]
+    return float(logp[torch.arange(len(hyp)), torch.tensor(hyp)].sum()) / ((5 + len(hyp)) / 6
+                                                                           ) ** alpha
+
+
+def test_beam_one_is_the_greedy_decoder_as_before(trained, monkeypatch):
+    model, corpus = trained
+    untrained = Transformer(len(corpus.words), PRESETS["small"]).eval()
+    for m in (model, untrained):
+        for index in token_batches(corpus.test, 60):
+            src, _, _ = collate(corpus.test, index, torch.device("cpu"))
+            assert torch.equal(greedy(m, src), _old_greedy(m, src))
+    seen = _fake_sacrebleu(monkeypatch)
+    _bleu(model, corpus, 60, torch.device("cpu"), beam=1)
+    old = []
+    for index in token_batches(corpus.test, 60):
+        src, _, _ = collate(corpus.test, index, torch.device("cpu"))
+        old += [" ".join(corpus.words[i] for i in _hypothesis(row) if i != EOS)
+                .replace("@@ ", "") for row in _old_greedy(model, src).tolist()]
+    assert seen["hyps"] == old
+
+
+def test_beam_search_scores_at_least_as_well_as_greedy(trained):
+    model, corpus = trained
+    src, _, _ = collate(corpus.test, list(range(len(corpus.test))), torch.device("cpu"))
+    ids, scores = beam_search(model, src, 4, 0.6)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
+    better = 0
+    for i, s in enumerate(src):
+        # (greedy alone, so that its length limit is this sentence's, as beam search's is)
+        g = _hypothesis(greedy(model, s[None, : int((s != PAD).sum())])[0].tolist())
+        b = _hypothesis(ids[i, 0].tolist())
+        assert PAD not in g and BOS not in g
+        assert _score(model, s, b, 0.6) == pytest.approx(float(scores[i, 0]), abs=1e-4)
+        assert _score(model, s, b, 0.6) >= _score(model, s, g, 0.6) - 1e-4
+        better += _score(model, s, b, 0.6) > _score(model, s, g, 0.6) + 1e-4
+    assert better >= 5  # beam search is not simply greedy here
+
+
+class _TableModel:
+    """A decoder whose next-token logits are arbitrary (seeded by the source and the prefix):
+    what the best output is can only be found by search."""
+
+    vocab = 6
+
+    def encode(self, src: torch.Tensor) -> torch.Tensor:
+        return src[:, :, None].float()
+
+    def decode(self, memory, src, dec) -> torch.Tensor:
+        out = torch.empty(dec.size(0), dec.size(1), self.vocab)
+        for r in range(dec.size(0)):
+            source = tuple(t for t in src[r].tolist() if t != PAD)
+            for j in range(dec.size(1)):
+                g = torch.Generator().manual_seed(hash((source, tuple(dec[r, : j + 1].tolist())))
+                                                  % 2**31)
+                out[r, j] = 3 * torch.randn(self.vocab, generator=g)
+        out[:, :, EOS] -= 3  # (else the shortest output, with one factor, wins too often)
+        return out
+
+
+def _tiny_transformer() -> Transformer:
+    torch.manual_seed(2)
+    model = Transformer(6, Preset(d_model=16, heads=2, layers=1, ffn=32, dropout=0.0,
+                                  warmup=1)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 1.0)  # far from initialisation, whose outputs barely vary
+    return model
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+@pytest.mark.parametrize("make", [_tiny_transformer, _TableModel], ids=["transformer", "table"])
+def test_a_wide_beam_finds_the_best_output_of_an_exhaustive_search(alpha, make):
+    """Vocabulary of 6 (3 tokens and EOS may be output; never PAD or BOS), outputs of at most 3
+    tokens: 40 hypotheses (ended by EOS, or 3 tokens long without it), all within a beam of 27.
+    """
+    model = make()
+    src = torch.tensor([[3, 4, 5, EOS], [5, 5, EOS, PAD], [4, EOS, PAD, PAD], [5, 3, 4, EOS],
+                        [3, EOS, PAD, PAD], [4, 4, 3, EOS]])
+    space = [[*p, EOS] for n in range(3) for p in itertools.product([3, 4, 5], repeat=n)]
+    space += [list(p) for p in itertools.product([3, 4, 5], repeat=3)]
+    assert len(space) == 40
+    ids, scores = beam_search(model, src, 27, alpha, max_len=3)
+    narrow = beam_search(model, src, 1, alpha, max_len=3)[0]
+    missed = 0
+    for i, s in enumerate(src):
+        brute = max(space, key=lambda h: _score(model, s, h, alpha))
+        assert _hypothesis(ids[i, 0].tolist()) == brute
+        assert float(scores[i, 0]) == pytest.approx(_score(model, s, brute, alpha), abs=1e-4)
+        missed += _hypothesis(narrow[i, 0].tolist()) != brute
+    if make is _TableModel:
+        assert missed  # (greedy misses it: the search is needed)
 
 
 def test_a_short_study_runs_and_reports(tmp_path):
