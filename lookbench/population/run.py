@@ -1,13 +1,13 @@
 """A worker's side of population training: claim the members, train them as one, record each.
 
-After the worker claims a trial, it claims up to M−1 further WAITING trials that can share a
-network with it (same task, model, batch size, epochs and schedule; an optimizer the
-population optimizer steps) and runs them as a :class:`PopulationTrial`. Each member is then an
-ordinary trial everywhere else: its own Optuna trial with its own heartbeat and outcome, its
-own Parquet rows (written the moment it finishes or diverges, so one member's divergence is
-recorded at once and costs the others nothing), and its own checkpoint file in a single
-trial's format, so a population cut off by a kill resumes as a population, or its members one
-by one (``--population 1``), to the same result.
+After the worker claims a trial, it claims the rest of that trial's population: the chunk of
+the study's plan it belongs to (see :func:`gather`), and runs it as a :class:`PopulationTrial`.
+Each member is then an ordinary trial everywhere else: its own Optuna trial with its own
+heartbeat and outcome, its own Parquet rows (written the moment it finishes or diverges, so
+one member's divergence is recorded at once and costs the others nothing), and its own
+checkpoint file in a single trial's format (plus the population's layout), so a population cut
+off by a kill resumes as the same population, to the same bits; or, with ``--population 1``,
+member by member, to float tolerance.
 """
 
 from __future__ import annotations
@@ -19,12 +19,18 @@ from pathlib import Path
 
 import torch
 
-from lookbench._messages import describe, environmental
+from lookbench._messages import describe
 from lookbench.population.layers import NotPopulable
 from lookbench.population.optim import family
 from lookbench.population.trial import PopulationTrial, shared_key, why_not
 from lookbench.results import StudyResults
-from lookbench.study.checkpoints import CheckpointError, CheckpointWriter, load_checkpoint
+from lookbench.study.checkpoints import (
+    CHECKPOINTS_DIR,
+    CheckpointError,
+    CheckpointWriter,
+    load_checkpoint,
+)
+from lookbench.study.config import TrialConfig
 from lookbench.study.definition import Ranking
 from lookbench.study.interrupts import Interrupts
 from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
@@ -36,8 +42,8 @@ from lookbench.study.worker import (
     _checkpoint_path,
     _record,
     _run_claimed,
-    _stop_if_environmental,
     _warn,
+    stop_if_environmental,
 )
 from lookbench.tasks import DataUnavailable, get
 
@@ -79,85 +85,149 @@ def member_limit(claimed: Claimed, opts: WorkerOptions) -> int:
         return 1
     per_member = parameters * (BYTES_PER_PARAMETER + ACTIVATION_BYTES_PER_PARAMETER)
     fits = int(free_memory(opts.device) * MEMORY_SHARE // per_member)
+    # A power of two: the limit sets the populations' layout, and with it the last bits of
+    # every result, so it must not follow the free memory's every wobble between runs.
+    fits = 1 << max(0, fits.bit_length() - 1) if fits > 0 else 1
     return max(1, min(AUTO_MAX_MEMBERS[kind], fits))
 
 
 # Shared keys whose task or model turned out not to be populable in this process.
 _REFUSED: set[str] = set()
+# The key under which a member's checkpoint lists its population: (id, config) in order.
+LAYOUT_KEY = "population"
+
+Layout = list[tuple[str, TrialConfig]]
 
 
-def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions) -> list[Claimed]:
-    """``first`` and the further trials claimed to train with it (none if it cannot)."""
-    if why_not(first.config) is not None or shared_key(first.config) in _REFUSED:
-        return [first]
-    limit = member_limit(first, opts)
-    if limit <= 1:
-        return [first]
-    key = shared_key(first.config)
-    resumed = _checkpoint_path(opts, first).exists()  # cut-off members resume together
-    checkpoints = opts.study_dir / _checkpoint_path(opts, first).parent.name
-
-    def match(config, lookbench_id: str) -> bool:
-        return (shared_key(config) == key and why_not(config) is None
-                and (checkpoints / f"{lookbench_id}.pt").exists() == resumed)
-
-    return [first, *queue.claim_matching(match, limit - 1)]
-
-
-def run_population(queue: TrialQueue, members: list[Claimed], results: StudyResults,
-                   rank: Ranking, opts: WorkerOptions, report: WorkerReport,
-                   interrupts: Interrupts) -> None:
-    """Train ``members`` (claimed by this worker) as one population and record each; if the
-    task or model cannot be a population, run them one at a time instead."""
-    recorded_ids = results.recorded()
-    live = []
-    for claimed in members:
-        why = queue.is_duplicate(claimed, recorded_ids)
-        if why is not None:
-            queue.abandon(claimed, why)
-        else:
-            live.append(claimed)
-    # Members of one update rule side by side: the optimizer steps them as one slice.
-    members = sorted(live, key=lambda c: family(c.config.optimizer, c.config.optimizer_hparams()))
-    if len(members) <= 1:
-        for claimed in members:
-            _run_claimed(queue, claimed, results, rank, opts, report, interrupts)
-        return
-    paths = [_checkpoint_path(opts, c) for c in members]
-    pending = set(range(len(members)))  # members not recorded yet
-    pop: PopulationTrial | None = None
+def _layout_of(path: Path) -> Layout | None:
+    """The population layout a member's checkpoint records, if it is a member's."""
     try:
-        with Heartbeat(queue, members), CheckpointWriter() as writer, interrupts.allowed():
-            states = _load_states(paths)
-            pop = PopulationTrial([c.config for c in members], opts.device, opts.data_dir)
+        state = load_checkpoint(path)
+    except CheckpointError:
+        return None  # (the single-trial path reports it in one line)
+    entries = state.get(LAYOUT_KEY)
+    if not entries:
+        return None
+    return [(tid, TrialConfig.model_validate(config)) for tid, config in entries]
+
+
+def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
+           planned: dict[str, TrialConfig]) -> tuple[list[Claimed], Layout]:
+    """The trials claimed to train with ``first`` (``first`` included), and the population's
+    layout: every member's (id, config) in order. A layout of one means: run ``first`` alone.
+
+    Populations are a fixed partition of the study's plan (the planned configurations that
+    can share ``first``'s network, in plan order, cut into as few equal chunks as the member
+    limit allows), never "whatever was waiting", and never dependent on the number of
+    workers: a member's float results depend, in the last bits, on the layout it is computed
+    in, so every run of the study, with any number of workers, and every resumption, must
+    compute it in the same one.
+    Peers that are recorded already, or held by another worker, take part as placeholders.
+    A trial cut off in a population brings its population back in the layout its checkpoint
+    records.
+    """
+    alone: tuple[list[Claimed], Layout] = ([first], [(first.lookbench_id, first.config)])
+    if why_not(first.config) is not None or shared_key(first.config) in _REFUSED:
+        return alone
+    path = _checkpoint_path(opts, first)
+    checkpoints = path.parent
+    if path.exists():
+        layout = _layout_of(path)
+        if layout is None or first.lookbench_id not in dict(layout):
+            return alone  # a single trial's checkpoint: it resumes alone
+        peers = {tid for tid, _ in layout} - {first.lookbench_id}
+        claimed = queue.claim_matching(
+            lambda config, tid: tid in peers and (checkpoints / f"{tid}.pt").exists(),
+            len(peers))
+        return [first, *claimed], layout
+    layout = _chunk(first, planned, member_limit(first, opts))
+    if len(layout) <= 1:
+        return alone
+    peers = {tid for tid, _ in layout} - {first.lookbench_id}
+    claimed = queue.claim_matching(
+        lambda config, tid: tid in peers and not (checkpoints / f"{tid}.pt").exists(),
+        len(peers))
+    return [first, *claimed], layout
+
+
+def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int) -> Layout:
+    """The chunk of the plan that ``first`` belongs to (see :func:`gather`), its members
+    ordered by update rule (the optimizer steps each rule's members as one slice)."""
+    key = shared_key(first.config)
+    group = [(tid, c) for tid, c in planned.items()
+             if shared_key(c) == key and why_not(c) is None]
+    ids = [tid for tid, _ in group]
+    if first.lookbench_id not in ids or limit <= 1:
+        return [(first.lookbench_id, first.config)]
+    chunks = -(-len(group) // limit)  # as few as the limit allows, of equal sizes
+    size = -(-len(group) // chunks)
+    start = ids.index(first.lookbench_id) // size * size
+    chunk = group[start:start + size]
+    chunk.sort(key=lambda e: family(e[1].optimizer, e[1].optimizer_hparams()))
+    return chunk
+
+
+def run_population(queue: TrialQueue, claimed: list[Claimed], layout: Layout,
+                   results: StudyResults, rank: Ranking, opts: WorkerOptions,
+                   report: WorkerReport, interrupts: Interrupts) -> None:
+    """Train the claimed trials as the population ``layout`` and record each; members of the
+    layout this worker does not hold take part as placeholders. If the task or model cannot
+    be a population, or the checkpoints do not fit one, the trials run one at a time."""
+    recorded_ids = results.recorded()
+    by_id = {}
+    for c in claimed:
+        why = queue.is_duplicate(c, recorded_ids)
+        if why is not None:
+            queue.abandon(c, why)
+        else:
+            by_id[c.lookbench_id] = c
+    members: list[Claimed | None] = [by_id.get(tid) for tid, _ in layout]
+    live = [m for m, c in enumerate(members) if c is not None]
+    if not live:
+        return
+    paths = [opts.study_dir / CHECKPOINTS_DIR / f"{tid}.pt" for tid, _ in layout]
+    entries = [[tid, config.model_dump(mode="json")] for tid, config in layout]
+    pending = set(live)  # members not recorded yet
+    pop: PopulationTrial | None = None
+    one_at_a_time = False
+    try:
+        with Heartbeat(queue, [members[m] for m in live]), CheckpointWriter() as writer, \
+                interrupts.allowed():
+            pop = PopulationTrial([config for _, config in layout], opts.device, opts.data_dir,
+                                  only_if_faster=opts.population is None)
+            for m, c in enumerate(members):
+                if c is None:
+                    pop.leave_out(m)
+            states = [load_checkpoint(paths[m]) if m in pending and paths[m].exists() else None
+                      for m in range(len(layout))]
             try:
                 pop.load_state_dicts([s["trial"] if s else None for s in states])
-            except ValueError as e:
-                found = ", ".join(str(p) for p in paths if p.exists())
-                raise CheckpointError(f"checkpoints {found} do not fit their trials ({e}); "
-                                      f"delete them to restart those trials from scratch"
-                                      ) from None
+            except ValueError:
+                one_at_a_time = True  # each resumes from its own checkpoint instead
+                raise NotPopulable("checkpoints that do not make one population") from None
             resumes = [int(s.get("resumes", 0)) + 1 if s else 0 for s in states]
             last_progress = time.monotonic()
             for trained in pop.run():
                 for m in trained:
                     if opts.on_epoch is not None:
-                        opts.on_epoch(members[m], pop.records[m][-1])
-                for m in [m for m in trained if pop.member_finished(m)]:
+                        opts.on_epoch(members[m], pop.records[m][-1])  # type: ignore[arg-type]
+                for m in [m for m in trained if pop.member_finished(m) and m in pending]:
                     with interrupts.deferred():
                         _record_member(queue, members[m], pop, m, None, results, rank, opts,
                                        report, resumes[m])
                     pending.discard(m)
                 if pending and not pop.finished:
                     writer.submit_all([(paths[m], {"trial": pop.member_state_dict(m),
-                                                   "resumes": resumes[m]}) for m in pending])
+                                                   "resumes": resumes[m],
+                                                   LAYOUT_KEY: entries}) for m in pending])
                     if time.monotonic() - last_progress > PROGRESS_EVERY_S:
                         with interrupts.deferred():
                             for m in pending:
-                                queue.progress(members[m], pop.epoch)
+                                queue.progress(members[m], pop.epoch)  # type: ignore[arg-type]
                         last_progress = time.monotonic()
     except NotPopulable:  # the model or task, found out once built: one at a time instead
-        _REFUSED.add(shared_key(members[0].config))
+        if not one_at_a_time:
+            _REFUSED.add(shared_key(layout[0][1]))
         for m in sorted(pending):
             _run_claimed(queue, members[m], results, rank, opts, report, interrupts)
         return
@@ -174,12 +244,8 @@ def run_population(queue: TrialQueue, members: list[Claimed], results: StudyResu
             raise
         raise WorkerStopped(str(e)) from None
     except Exception as e:  # the population failed: each member not yet recorded failed so
-        if environmental(e) is not None:  # ... unless the machine is at fault
-            rest = sorted(pending)
-            for m in rest[1:]:
-                with contextlib.suppress(Exception):
-                    queue.release(members[m], "stopped")
-            _stop_if_environmental(queue, members[rest[0]], e)
+        # ... unless the machine is at fault (a full disk): then nothing is recorded
+        stop_if_environmental(queue, [members[m] for m in sorted(pending)], e)  # type: ignore
         error = describe(e)
         for m in sorted(pending):
             _record_member(queue, members[m], pop, m, error, results, rank, opts, report, 0)
@@ -188,13 +254,10 @@ def run_population(queue: TrialQueue, members: list[Claimed], results: StudyResu
         _warn(opts, f"{len(pending)} members of a population ended without a record")
 
 
-def _load_states(paths: list[Path]) -> list[dict | None]:
-    return [load_checkpoint(p) if p.exists() else None for p in paths]
-
-
-def _record_member(queue: TrialQueue, claimed: Claimed, pop: PopulationTrial | None, m: int,
-                   error: str | None, results: StudyResults, rank: Ranking,
+def _record_member(queue: TrialQueue, claimed: Claimed | None, pop: PopulationTrial | None,
+                   m: int, error: str | None, results: StudyResults, rank: Ranking,
                    opts: WorkerOptions, report: WorkerReport, resumes: int) -> None:
+    assert claimed is not None
     records = pop.records[m] if pop is not None else []
     config = claimed.config
     _record(queue, claimed, records, error, results, rank, opts, report, resumes=resumes,

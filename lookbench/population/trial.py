@@ -74,7 +74,9 @@ class PopulationTrial:
     """M configurations on one device, run epoch by epoch as one vectorised model."""
 
     def __init__(self, configs: list[TrialConfig], device: str | torch.device = "auto",
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, *, only_if_faster: bool = False) -> None:
+        """``only_if_faster``: refuse (:class:`NotPopulable`) where a population is known to
+        be slower than one trial at a time (convolutional networks on the CPU)."""
         if not configs:
             raise ValueError("a population needs at least one configuration")
         keys = {shared_key(c) for c in configs}
@@ -109,6 +111,12 @@ class PopulationTrial:
         }
         wl = self.workloads[self.seeds[0]]
         self._check_workload(wl)
+        if only_if_faster and self.device.type == "cpu" and any(
+                isinstance(m, nn.Conv2d) for m in wl.model.modules()):
+            # Measured (benchmarks/sweep_throughput.py, 2 cores): 12 ResNet-20s as one
+            # population 0.75x the speed of one at a time; grouped convolutions are slow here.
+            raise layers.NotPopulable("a population of convolutional networks is slower than "
+                                      "one at a time on the CPU")
         self.member_seed = torch.tensor([self.seeds.index(c.seed) for c in configs],
                                         device=self.device)
         members = [copy.deepcopy(self.workloads[c.seed].model) for c in configs]
@@ -128,6 +136,7 @@ class PopulationTrial:
         self.initial_loss: list[float | None] = [None] * self.size
         self.records: list[list[EpochRecord]] = [[] for _ in configs]
         self.active = [True] * self.size  # not diverged
+        self._left_out: set[int] = set()  # placeholders (see leave_out)
 
     @staticmethod
     def _check_workload(wl: Workload) -> None:
@@ -330,18 +339,33 @@ class PopulationTrial:
             "optimizer": self.optimizer.member_state_dict(m),
         }
 
+    def leave_out(self, m: int) -> None:
+        """Member ``m`` is only a placeholder (its trial finished, or runs elsewhere): it takes
+        no part, with weights and state at zero, exactly as a diverged member is frozen.
+
+        A population resumed after a kill is rebuilt in its original layout, finished members
+        included as placeholders, so every live member is computed in the same position of
+        the same batched operations as before: the resumed results are bit-identical.
+        """
+        self.active[m] = False
+        self._left_out.add(m)
+        self._stop(m)
+
     def load_state_dicts(self, states: list[dict[str, Any] | None]) -> None:
         """Continue from each member's ``Trial.state_dict()`` (or :meth:`member_state_dict`),
-        in the members' order: all of them at one epoch, or ``None`` for all (a fresh start);
-        ``ValueError`` saying why otherwise."""
-        if all(s is None for s in states):
+        in the members' order: every member not left out at one epoch, or ``None`` for all (a
+        fresh start); ``ValueError`` saying why otherwise."""
+        if len(states) != self.size:
+            raise ValueError("a population resumes with one entry per member")
+        present = [(m, s) for m, s in enumerate(states) if m not in self._left_out]
+        if all(s is None for _, s in present):
             return
-        if any(s is None for s in states) or len(states) != self.size:
+        if any(s is None for _, s in present):
             raise ValueError("a population resumes with a checkpoint for every member or none")
-        epochs = {int(s["epoch"]) for s in states}  # type: ignore[index]
+        epochs = {int(s["epoch"]) for _, s in present}  # type: ignore[index]
         if len(epochs) > 1:
             raise ValueError(f"the members' checkpoints are at different epochs {sorted(epochs)}")
-        for m, state in enumerate(states):
+        for m, state in present:
             assert state is not None
             saved = TrialConfig.model_validate(state["config"])
             if saved != self.configs[m]:

@@ -345,7 +345,7 @@ class TrialQueue:
                 config = TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR])
                 if match(config, t.user_attrs[ID_ATTR]):
                     candidates.append((study, t._trial_id))
-        taken = []
+        taken: list[tuple[optuna.Study, int]] = []
         with study_lock(self.storage, self.study_dir, self.name):
             for study, storage_id in candidates:
                 if len(taken) == limit:

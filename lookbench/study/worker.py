@@ -117,9 +117,10 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
             if spec.sampler != "tpe" and opts.population != 1:
                 from lookbench.population.run import gather, run_population
 
-                members = gather(queue, claimed, opts)
-                if len(members) > 1:
-                    run_population(queue, members, results, rank, opts, report, interrupts)
+                members, layout = gather(queue, claimed, opts, planned)
+                if len(layout) > 1:
+                    run_population(queue, members, layout, results, rank, opts, report,
+                                   interrupts)
                     continue
             _run_claimed(queue, claimed, results, rank, opts, report, interrupts)
     return report
@@ -141,13 +142,21 @@ def _stop_if_environmental(queue: TrialQueue, claimed: Claimed, error: BaseExcep
     """A full disk, a read-only or forbidden folder: the machine is at fault, not the trial.
     The trial is handed back (it runs again on the next invocation) and the worker stops
     with one line naming the path; nothing is recorded as the trial's outcome."""
+    stop_if_environmental(queue, [claimed], error)
+
+
+def stop_if_environmental(queue: TrialQueue, claimed: list[Claimed], error: BaseException
+                          ) -> None:
+    """:func:`_stop_if_environmental` for every trial in ``claimed`` (a population's members
+    not recorded yet; possibly none, when only a last checkpoint failed to be written)."""
     cause = environmental(error)
     if cause is None:
         return
-    with contextlib.suppress(Exception):  # the journal may sit on the same full disk: then
-        queue.release(claimed, f"stopped: {describe_os_error(cause)}")  # it goes stale instead
+    for c in claimed:
+        with contextlib.suppress(Exception):  # the journal may sit on the same full disk:
+            queue.release(c, f"stopped: {describe_os_error(cause)}")  # it goes stale instead
     raise WorkerStopped(f"{describe_os_error(cause)}; {what_to_do(cause)} and run the same "
-                        f"command again: the trial it interrupted was not recorded and runs "
+                        f"command again: no trial it interrupted was recorded, and they run "
                         f"again") from None
 
 

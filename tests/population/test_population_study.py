@@ -1,0 +1,96 @@
+"""Population training inside `lookbench run`: every member an ordinary trial with its own
+rows and Optuna outcome, the same results as one trial at a time (to float tolerance), the
+same bits on every run, and a population interrupted mid-way resumed as the same population."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lookbench.cli import app
+from lookbench.population import run as population_run
+from lookbench.results import StudyResults
+from lookbench.study.engine import prepare
+from lookbench.study.spec import load_spec
+from lookbench.study.worker import WorkerOptions, run_worker
+
+runner = CliRunner()
+GRID = ["digits", "--lr", "0.03,0.1,1000", "--k", "5,10", "--alpha", "0.5", "--seeds", "2",
+        "--epochs", "3", "--devices", "cpu", "--workers", "1"]
+
+
+def _trials(out, study="digits-sgd") -> pd.DataFrame:
+    return (StudyResults(out / study).trials().to_pandas().set_index("trial").sort_index())
+
+
+def _run(out, *extra: str):
+    result = runner.invoke(app, ["run", *GRID, "--out", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_population_records_what_trials_one_at_a_time_record(tmp_path, monkeypatch):
+    sizes = []
+    real = population_run.PopulationTrial
+
+    def spy(configs, *args, **kwargs):
+        sizes.append(len(configs))
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(population_run, "PopulationTrial", spy)
+    _run(tmp_path / "pop", "--population", "8")
+    assert sizes == [6, 6, 6]  # 18 trials, at most 8 together: three equal populations ...
+    _run(tmp_path / "one", "--population", "1")
+    assert len(sizes) == 3  # ... and none when asked for one at a time
+    pop, one = _trials(tmp_path / "pop"), _trials(tmp_path / "one")
+    assert len(pop) == len(one) == 18 and list(pop.index) == list(one.index)
+    assert (pop["state"] == one["state"]).all()
+    assert set(pop["state"]) == {"complete", "diverged"}
+    done = pop["state"] == "complete"
+    for column in ("final_test_loss", "final_test_acc", "final_train_loss", "best_test_acc"):
+        assert pop.loc[done, column].to_numpy() == pytest.approx(
+            one.loc[done, column].to_numpy(), rel=1e-4, abs=1e-5), column
+    assert (pop["epochs_done"] == one["epochs_done"]).all()
+    curves = StudyResults(tmp_path / "pop" / "digits-sgd").curves().to_pandas()
+    assert len(curves) == int(pop["epochs_done"].sum())
+
+
+def test_every_run_computes_the_same_bits(tmp_path):
+    _run(tmp_path / "a")
+    _run(tmp_path / "b")
+    a, b = _trials(tmp_path / "a"), _trials(tmp_path / "b")
+    for column in ("final_test_loss", "final_train_loss", "final_test_acc"):
+        assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist()
+
+
+def test_an_interrupted_population_resumes_as_itself_to_the_same_bits(tmp_path):
+    _run(tmp_path / "straight")
+    out = tmp_path / "cut"
+    # Prepare the study, then run a worker that is interrupted after its 20th member-epoch
+    # (one population of all 18 with one worker: it is cut off in its second epoch).
+    spec = load_spec(None, task="digits", grid_overrides={
+        "lr": [0.03, 0.1, 1000.0], "k": [5, 10], "alpha": [0.5]}, seeds=2, epochs=3)
+    prepare(spec, out, None, None, False)
+    seen = []
+
+    def cut_off(claimed, record):
+        seen.append(record.epoch)
+        if len(seen) == 20:
+            raise KeyboardInterrupt
+
+    opts = WorkerOptions(study_dir=out / spec.study_name, name=spec.study_name,
+                         device="cpu", on_epoch=cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(opts)
+    study = out / spec.study_name
+    cut = {p.stem for p in (study / "checkpoints").glob("*.pt")}
+    assert cut and len(StudyResults(study).recorded()) < 18
+    result = runner.invoke(app, ["run", *GRID, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    a, b = _trials(tmp_path / "straight"), _trials(out)
+    assert list(a.index) == list(b.index)
+    for column in ("final_test_loss", "final_train_loss", "final_test_acc", "state"):
+        assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist(), column
+    assert (b.loc[sorted(cut), "resumes"] >= 1).all()  # they continued from their checkpoints
+    assert not list((study / "checkpoints").glob("*.pt"))
