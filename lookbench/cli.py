@@ -248,6 +248,9 @@ def run(
                                                    "many as wait and fit in memory, where the "
                                                    "task and optimizers allow; 1: one at a "
                                                    "time).")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="Train through torch.compile "
+                                          "(pays on GPUs for long trials; compiling takes "
+                                          "seconds to minutes per worker).")] = False,
     grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
@@ -288,7 +291,7 @@ def run(
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
                            workers=workers, data_dir=data_dir, console=out_console,
                            grace_s=stale_after, retry_failed=retry_failed,
-                           population=population)
+                           population=population, compile=compile)
     except (StudyConflict, ValueError) as e:
         fail(str(e))
     except OSError as e:  # the study folder itself: a file in the way, read-only, forbidden
@@ -412,3 +415,38 @@ def report(
     out_console = console()
     for path in pages:
         out_console.print(f"wrote {path}")
+
+
+@app.command()
+def compact(
+    study: Annotated[str | None, typer.Argument(help="Study name or folder (default: every "
+                                                "study under --out).")] = None,
+    out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
+) -> None:
+    """Merge a study's per-trial Parquet part files into one file per table (trials, curves),
+    so status, report and your own readers open two files instead of thousands. Safe while
+    the study runs or is read; `lookbench run` does it when a run ends."""
+    from lookbench.results import ResultsUnreadable, StudyResults
+    from lookbench.study.status import find_studies
+
+    if study is None:
+        dirs = [out / name for name in find_studies(out)]
+        if not dirs:
+            fail(f"no studies under {out}/ (run `lookbench run TASK` first)", EXIT_FAILED)
+    else:
+        given = Path(study)
+        dirs = [out / study if (out / study).is_dir() or not given.is_dir() else given]
+        if not (dirs[0] / "trials").is_dir():
+            fail(f"no study with results at {dirs[0]}", EXIT_FAILED)
+    for study_dir in dirs:
+        try:
+            done = StudyResults(study_dir).compact()
+        except ResultsUnreadable as e:
+            fail(str(e), EXIT_FAILED)
+        except OSError as e:  # read-only, forbidden, a full disk
+            fail(_os_error(e), EXIT_FAILED)
+        if done.parts:
+            typer.echo(f"{study_dir}: {done.parts} part files merged; {done.trials} trials in "
+                       f"{study_dir / 'trials' / 'compacted.parquet'}")
+        else:
+            typer.echo(f"{study_dir}: nothing to compact ({done.trials} trials in one file)")

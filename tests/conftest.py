@@ -9,6 +9,9 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Checkpoint after every epoch (default: every 10 s of training), so the tests that kill a
+# study mid-way find trials to resume; tests/study/test_checkpoints.py checks the default.
+os.environ.setdefault("LOOKBENCH_CHECKPOINT_EVERY_S", "0")
 
 
 def pytest_configure(config):

@@ -28,6 +28,7 @@ from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
     CheckpointError,
     CheckpointWriter,
+    checkpoint_interval_s,
     load_checkpoint,
 )
 from lookbench.study.config import TrialConfig
@@ -194,7 +195,8 @@ def run_population(queue: TrialQueue, claimed: list[Claimed], layout: Layout,
         with Heartbeat(queue, [members[m] for m in live]), CheckpointWriter() as writer, \
                 interrupts.allowed():
             pop = PopulationTrial([config for _, config in layout], opts.device, opts.data_dir,
-                                  only_if_faster=opts.population is None)
+                                  only_if_faster=opts.population is None,
+                                  compile=opts.compile)
             for m, c in enumerate(members):
                 if c is None:
                     pop.leave_out(m)
@@ -206,7 +208,8 @@ def run_population(queue: TrialQueue, claimed: list[Claimed], layout: Layout,
                 one_at_a_time = True  # each resumes from its own checkpoint instead
                 raise NotPopulable("checkpoints that do not make one population") from None
             resumes = [int(s.get("resumes", 0)) + 1 if s else 0 for s in states]
-            last_progress = time.monotonic()
+            last_progress = last_checkpoint = time.monotonic()
+            every = checkpoint_interval_s()
             for trained in pop.run():
                 for m in trained:
                     if opts.on_epoch is not None:
@@ -217,9 +220,12 @@ def run_population(queue: TrialQueue, claimed: list[Claimed], layout: Layout,
                                        report, resumes[m])
                     pending.discard(m)
                 if pending and not pop.finished:
-                    writer.submit_all([(paths[m], {"trial": pop.member_state_dict(m),
-                                                   "resumes": resumes[m],
-                                                   LAYOUT_KEY: entries}) for m in pending])
+                    if time.monotonic() - last_checkpoint >= every:
+                        writer.submit_all([(paths[m], {"trial": pop.member_state_dict(m),
+                                                       "resumes": resumes[m],
+                                                       LAYOUT_KEY: entries})
+                                           for m in pending])
+                        last_checkpoint = time.monotonic()
                     if time.monotonic() - last_progress > PROGRESS_EVERY_S:
                         with interrupts.deferred():
                             for m in pending:

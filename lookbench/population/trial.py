@@ -74,9 +74,11 @@ class PopulationTrial:
     """M configurations on one device, run epoch by epoch as one vectorised model."""
 
     def __init__(self, configs: list[TrialConfig], device: str | torch.device = "auto",
-                 data_dir: Path | None = None, *, only_if_faster: bool = False) -> None:
+                 data_dir: Path | None = None, *, only_if_faster: bool = False,
+                 compile: bool = False) -> None:
         """``only_if_faster``: refuse (:class:`NotPopulable`) where a population is known to
-        be slower than one trial at a time (convolutional networks on the CPU)."""
+        be slower than one trial at a time (convolutional networks on the CPU). ``compile``:
+        train through ``torch.compile`` of the population's network."""
         if not configs:
             raise ValueError("a population needs at least one configuration")
         keys = {shared_key(c) for c in configs}
@@ -126,6 +128,7 @@ class PopulationTrial:
         sample = next(iter(wl.train_batches(0, self._generator(self.seeds[0], 0))))[0]
         layers.check_outputs(self.model, members[: min(3, self.size)], sample)
         self._check_criterion(wl, sample)
+        self._train_model = torch.compile(self.model) if compile else self.model
         shapes = [p.shape for p in wl.model.parameters()]
         self.optimizer = PopulationOptimizer(
             list(self.model.parameters()), shapes,
@@ -232,7 +235,7 @@ class PopulationTrial:
             for p in self.model.parameters():
                 p.grad = None
             with self._autocast(wl):
-                out = layers.from_population(self.model(x), n)  # (M, B, K)
+                out = layers.from_population(self._train_model(x), n)  # (M, B, K)
                 per_example = criterion(out.reshape(-1, *out.shape[2:]), y)
             losses = per_example.reshape(n, -1).mean(1)
             torch.where(active, losses, 0.0).sum().backward()

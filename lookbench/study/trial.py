@@ -124,7 +124,9 @@ class Trial:
     """One configuration on one device, run epoch by epoch."""
 
     def __init__(self, config: TrialConfig, device: str | torch.device = "auto",
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, *, compile: bool = False) -> None:
+        """``compile``: train through ``torch.compile`` of the model (``--compile``); the
+        weights, their checkpoints and the evaluation stay the plain model's."""
         self.config = config
         self.device = resolve_device(device)
         self.task = tasks.get(config.task, **config.task_options)
@@ -146,6 +148,8 @@ class Trial:
                 config.optimizer, self.workload.model.parameters(), **config.optimizer_hparams()
             )
             self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+            self._train_model = (torch.compile(self.workload.model) if compile
+                                 else self.workload.model)
         self.epoch = 0  # epochs completed
         self.steps = 0
         self.wall_s = 0.0
@@ -201,7 +205,7 @@ class Trial:
                     group["lr"] = base * f
             opt.zero_grad(set_to_none=True)
             with self._autocast():
-                loss = wl.loss(wl.model, batch)
+                loss = wl.loss(self._train_model, batch)
             loss.backward()
             if wl.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(wl.model.parameters(), wl.clip_grad_norm)

@@ -2,8 +2,8 @@
 
 One worker runs per device (``python -m lookbench.study.worker``, started by ``lookbench
 run``), or inside ``lookbench run`` itself when there is a single one. A trial that was cut
-off continues from its last epoch checkpoint (``<study>/checkpoints/<id>.pt``, written
-atomically after every epoch, in the background); a trial whose result is written is never
+off continues from its last checkpoint (``<study>/checkpoints/<id>.pt``, written atomically
+every few seconds of training, in the background); a trial whose result is written is never
 run again.
 """
 
@@ -29,6 +29,7 @@ from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
     CheckpointError,
     CheckpointWriter,
+    checkpoint_interval_s,
     load_checkpoint,
 )
 from lookbench.study.definition import Ranking, ranking, stored_spec
@@ -79,6 +80,7 @@ class WorkerOptions:
     # Trials trained together as one population (lookbench.population): None = as many as
     # wait and fit in memory, 1 = one trial at a time.
     population: int | None = None
+    compile: bool = False  # train through torch.compile (--compile)
     on_epoch: Callable[[Claimed, EpochRecord], None] | None = None
     on_trial: Callable[[Claimed, str], None] | None = None
     on_warning: Callable[[str], None] | None = None
@@ -174,7 +176,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
     trial: Trial | None = None
     try:
         with Heartbeat(queue, claimed), CheckpointWriter() as writer, interrupts.allowed():
-            trial = Trial(config, opts.device, opts.data_dir)
+            trial = Trial(config, opts.device, opts.data_dir, compile=opts.compile)
             if not ckpt.exists() and trial.analytic is None:
                 cut_off = [(h, e) for h, e in queue.previous_attempts(claimed) if e > 0]
                 if cut_off:
@@ -192,11 +194,14 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
                         f"delete it to restart that trial from scratch"
                     ) from None
                 resumes = int(state.get("resumes", 0)) + 1
-            last_progress = time.monotonic()
+            last_progress = last_checkpoint = time.monotonic()
+            every = checkpoint_interval_s()
             for record in trial.run():
                 # An analytic trial (no model) is recomputed faster than it is checkpointed.
-                if not trial.finished and trial.analytic is None:
+                if (not trial.finished and trial.analytic is None
+                        and time.monotonic() - last_checkpoint >= every):
                     writer.submit(ckpt, {"trial": trial.state_dict(), "resumes": resumes})
+                    last_checkpoint = time.monotonic()
                 if not trial.finished and time.monotonic() - last_progress > PROGRESS_EVERY_S:
                     with interrupts.deferred():
                         queue.progress(claimed, record.epoch)  # for `run`'s display of others
@@ -287,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--grace-s", type=float)
     parser.add_argument("--population", type=int)
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)
     _exit_with_parent()
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -295,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = args.storage or os.environ.get(STORAGE_ENV) or None
     opts = WorkerOptions(study_dir=args.study_dir, name=args.name, storage=storage,
                          device=args.device, data_dir=args.data_dir, grace_s=args.grace_s,
-                         population=args.population)
+                         population=args.population, compile=args.compile)
     try:
         report = run_worker(opts)
     except KeyboardInterrupt:

@@ -168,3 +168,39 @@ def test_checkpoints_of_recorded_trials_are_removed_and_others_kept(tmp_path: Pa
     assert checkpoints.remove_recorded(d, {"aaa", "ccc"}) == 2
     assert sorted(p.name for p in d.iterdir()) == [".bbb.pt.1e1e.tmp", "bbb.pt", "notes.txt"]
     assert checkpoints.remove_recorded(tmp_path / "absent", {"aaa"}) == 0
+
+
+def test_one_thread_writes_every_checkpoint_of_a_writer(tmp_path: Path) -> None:
+    def writers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "lookbench-checkpoint"}
+
+    before = writers()  # (other tests' writers left open on purpose)
+    with CheckpointWriter() as writer:
+        for i in range(5):
+            writer.submit(tmp_path / "a.pt", {"i": i})
+            assert len(writers() - before) == 1
+    assert not writers() - before
+    assert torch.load(tmp_path / "a.pt")["i"] == 4
+
+
+@pytest.mark.parametrize(("every", "written"), [(None, 0), ("0", 2)])
+def test_checkpoints_follow_elapsed_training_time(tmp_path: Path, monkeypatch, every, written):
+    """By default (every 10 s) a trial of well under a second writes none; with 0, one after
+    each epoch but the last (3 epochs: 2)."""
+    from typer.testing import CliRunner
+
+    from lookbench.cli import app
+
+    if every is None:
+        monkeypatch.delenv(checkpoints.INTERVAL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(checkpoints.INTERVAL_ENV, every)
+    saved = []
+    real = checkpoints.save_checkpoint
+    monkeypatch.setattr(checkpoints, "save_checkpoint",
+                        lambda path, state: (saved.append(path), real(path, state)))
+    result = CliRunner().invoke(app, ["run", "digits", "--lr", "0.1", "--k", "5", "--alpha",
+                                      "0.5", "--epochs", "3", "--devices", "cpu", "--workers",
+                                      "1", "--population", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(saved) == 2 * written  # two trials: Lookahead and SGD

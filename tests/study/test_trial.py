@@ -132,3 +132,15 @@ def test_bad_configs_name_the_field(fields, match):
 def test_k_and_alpha_only_for_lookahead():
     with pytest.raises(ValidationError, match="k applies to lookahead only, not to sgd"):
         digits("sgd", k=5)
+
+
+@pytest.mark.slow
+def test_a_compiled_trial_trains_as_the_plain_one_and_checkpoints_plain_weights():
+    config = digits("lookahead", epochs=2)
+    plain = run_trial(config, "cpu")
+    compiled = Trial(config, "cpu", compile=True)
+    records = list(compiled.run())
+    for a, b in zip(records, plain):
+        assert a.test_loss == pytest.approx(b.test_loss, rel=1e-4)
+        assert a.test_acc == pytest.approx(b.test_acc, abs=1 / 360)
+    assert not any("_orig_mod" in k for k in compiled.state_dict()["model"])
