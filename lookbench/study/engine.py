@@ -33,6 +33,7 @@ from lookbench.results import StudyResults
 from lookbench.study import definition
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.definition import StudyConflict
+from lookbench.study.gpu_memory import GpuMemoryGate
 from lookbench.study.queue import TrialQueue
 from lookbench.study.spec import StudySpec, lookbench_id, plan, planned_runs
 from lookbench.study.storage import open_storage, study_lock
@@ -268,41 +269,77 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
         return
 
 
+def _worker_command(spec: StudySpec, study_dir: Path, storage_url: str | None,
+                    place: Placement, data_dir: Path | None, grace_s: float | None,
+                    population: int | None, compile: bool) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one worker process."""
+    env = dict(os.environ)
+    if place.visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = place.visible
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the numbering nvidia-smi uses (gpu_memory)
+    env["OMP_NUM_THREADS"] = str(place.threads)
+    # Threads that wait passively: spinning OpenMP threads made trials 4-75x slower when
+    # the machine had other work (measured on 2 cores with 2 threads per trial).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    cmd = [sys.executable, "-m", "lookbench.study.worker", "--study-dir", str(study_dir),
+           "--name", spec.study_name, "--device", place.device, "--threads", str(place.threads)]
+    if storage_url:  # in the environment, not argv: a password stays out of `ps`
+        env[STORAGE_ENV] = storage_url
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    if grace_s is not None:
+        cmd += ["--grace-s", str(grace_s)]
+    if population is not None:
+        cmd += ["--population", str(population)]
+    if compile:
+        cmd += ["--compile"]
+    return cmd, env
+
+
 def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
                    where: list[Placement], data_dir: Path | None, grace_s: float | None,
                    refresh, result: RunResult, population: int | None = None,
-                   compile: bool = False) -> None:
+                   compile: bool = False, gate: GpuMemoryGate | None = None) -> None:
     procs: list[subprocess.Popen] = []
     logs: list[Path] = []
     log_dir = study_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    for i, place in enumerate(where):
-        env = dict(os.environ)
-        if place.visible is not None:
-            env["CUDA_VISIBLE_DEVICES"] = place.visible
-        env["OMP_NUM_THREADS"] = str(place.threads)
-        # Threads that wait passively: spinning OpenMP threads made trials 4-75x slower when
-        # the machine had other work (measured on 2 cores with 2 threads per trial).
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        cmd = [sys.executable, "-m", "lookbench.study.worker", "--study-dir", str(study_dir),
-               "--name", spec.study_name, "--device", place.device,
-               "--threads", str(place.threads)]
-        if storage_url:  # in the environment, not argv: a password stays out of `ps`
-            env[STORAGE_ENV] = storage_url
-        if data_dir is not None:
-            cmd += ["--data-dir", str(data_dir)]
-        if grace_s is not None:
-            cmd += ["--grace-s", str(grace_s)]
-        if population is not None:
-            cmd += ["--population", str(population)]
-        if compile:
-            cmd += ["--compile"]
-        log = log_dir / f"worker-{i}.log"
+    gate = gate or GpuMemoryGate()
+    waiting: list[Placement] = []  # further workers of a GPU, started as its memory allows
+    on_gpu: set[str] = set()
+
+    def start(place: Placement) -> None:
+        cmd, env = _worker_command(spec, study_dir, storage_url, place, data_dir, grace_s,
+                                   population, compile)
+        log = log_dir / f"worker-{len(procs)}.log"
         logs.append(log)
+        if place.visible is not None:
+            gate.baseline(place.visible)
         with open(log, "w") as f:
             procs.append(subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT))
+        if place.visible is not None:
+            gate.started(place.visible)
+
+    for place in where:
+        if place.visible is not None and place.visible in on_gpu:
+            waiting.append(place)
+            continue
+        if place.visible is not None:
+            on_gpu.add(place.visible)
+        start(place)
     try:
         while any(p.poll() is None for p in procs):
+            # The next waiting worker of each GPU (one per round: a new worker's memory
+            # must settle before the one after it is decided).
+            for gpu in dict.fromkeys(w.visible for w in waiting):
+                place = next(w for w in waiting if w.visible == gpu)
+                decision, why = gate.decide(gpu)  # type: ignore[arg-type]
+                if decision == "start":
+                    waiting.remove(place)
+                    start(place)
+                elif decision == "stop":
+                    waiting = [w for w in waiting if w.visible != gpu]
+                    result.warnings.append(why or "")
             refresh()
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from lookbench.cli import app
 from lookbench.population import run as population_run
 from lookbench.results import StudyResults
 from lookbench.study.engine import prepare
-from lookbench.study.spec import load_spec
+from lookbench.study.spec import load_spec, plan
 from lookbench.study.worker import WorkerOptions, run_worker
 
 runner = CliRunner()
@@ -94,3 +94,22 @@ def test_an_interrupted_population_resumes_as_itself_to_the_same_bits(tmp_path):
         assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist(), column
     assert (b.loc[sorted(cut), "resumes"] >= 1).all()  # they continued from their checkpoints
     assert not list((study / "checkpoints").glob("*.pt"))
+
+
+def test_the_population_size_follows_the_option_and_else_the_memory(monkeypatch, tmp_path):
+    from lookbench.study.queue import Claimed
+
+    first = plan(load_spec(None, task="digits", epochs=1))[0]
+    claimed = Claimed(None, 0, 0, "x", first)  # type: ignore[arg-type]
+    opts = WorkerOptions(study_dir=tmp_path, name="s", device="cpu")
+    digits_parameters = 64 * 128 + 128 + 128 * 10 + 10
+    per_member = digits_parameters * (population_run.BYTES_PER_PARAMETER
+                                      + population_run.ACTIVATION_BYTES_PER_PARAMETER)
+    monkeypatch.setattr(population_run, "free_memory", lambda device: 10 * per_member * 2)
+    assert population_run.member_limit(claimed, opts) == 8  # 10 fit in half: a power of two
+    monkeypatch.setattr(population_run, "free_memory", lambda device: 10**12)
+    assert population_run.member_limit(claimed, opts) == population_run.AUTO_MAX_MEMBERS["cpu"]
+    monkeypatch.setattr(population_run, "free_memory", lambda device: per_member)
+    assert population_run.member_limit(claimed, opts) == 1  # none fits twice: one at a time
+    opts.population = 5
+    assert population_run.member_limit(claimed, opts) == 5  # the option wins
