@@ -32,7 +32,8 @@ from lookbench.results import StudyResults
 pytestmark = pytest.mark.slow
 REQUIRE_POSTGRES = os.environ.get("LOOKBENCH_REQUIRE_POSTGRES") == "1"
 GRID = ["digits", "--lr", "0.03,0.1,0.3", "--k", "5,10", "--alpha", "0.5", "--seeds", "2",
-        "--epochs", "15", "--devices", "cpu", "--workers", "1", "--study", "shared"]
+        "--epochs", "15", "--devices", "cpu", "--workers", "1", "--study", "shared",
+        "--population", "6"]  # three populations: some recorded while the next is mid-way
 PLANNED = (3 * 2 + 3) * 2
 
 

@@ -275,8 +275,9 @@ def lookbench(*args: str, cwd: Path, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+# Populations of 6 (three of them): some are recorded while the next is mid-way.
 GRID = ["digits", "--lr", "0.03,0.1,0.3", "--k", "5,10", "--alpha", "0.5", "--seeds", "2",
-        "--epochs", "12", "--devices", "cpu", "--workers", "2"]
+        "--epochs", "12", "--devices", "cpu", "--workers", "2", "--population", "6"]
 
 
 def comparable(out: Path, study: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -305,12 +306,14 @@ def test_workers_run_every_grid_point_exactly_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
+@pytest.mark.parametrize("population", ["1", "6"])
+def test_a_study_killed_with_sigkill_resumes_to_the_same_tables(tmp_path, population):
+    grid = [*GRID[:-1], population]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    proc = lookbench("run", *GRID, "--out", str(straight), cwd=tmp_path)
+    proc = lookbench("run", *grid, "--out", str(straight), cwd=tmp_path)
     assert proc.wait(timeout=600) == 0
 
-    proc = lookbench("run", *GRID, "--out", str(killed), cwd=tmp_path, start_new_session=True)
+    proc = lookbench("run", *grid, "--out", str(killed), cwd=tmp_path, start_new_session=True)
     study = killed / "digits-sgd"
     deadline = time.monotonic() + 300
     def midway() -> set[str]:  # trials with a checkpoint and no result yet
@@ -327,7 +330,7 @@ def test_a_study_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
     recorded = StudyResults(study).recorded()
     assert 3 <= len(recorded) < 18 and cut_off, (len(recorded), cut_off)
 
-    proc = lookbench("run", *GRID, "--out", str(killed), cwd=tmp_path)
+    proc = lookbench("run", *grid, "--out", str(killed), cwd=tmp_path)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     a_trials, a_curves = comparable(straight, "digits-sgd")

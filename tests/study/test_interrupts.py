@@ -107,7 +107,9 @@ def test_a_second_interrupt_during_the_hand_back_leaves_nothing_running(
     monkeypatch.setattr(worker, "Trial", InterruptedTrial)
     previous = signal.signal(signal.SIGTERM, worker._raise_interrupt)  # as a worker process has
     try:
-        result = invoke("run", *TINY, "--out", str(tmp_path))
+        # (one trial at a time: the hand-back of a single trial; populations:
+        # tests/population/test_population_study.py)
+        result = invoke("run", *TINY, "--out", str(tmp_path), "--population", "1")
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == 130, result.output
