@@ -35,6 +35,7 @@ member's elements in the parameter's memory order, and the state tensors share t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -86,7 +87,15 @@ class _Settings:
 
 def _settings(optimizer: str, hparams: dict[str, Any]) -> _Settings:
     """Resolve a member's optimizer; ``_Unsupported`` (a ValueError) saying why not."""
-    hp = {k: v for k, v in hparams.items() if v is not None}
+    items = tuple(sorted((k, v) for k, v in hparams.items() if v is not None))
+    return _resolved(optimizer, items)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(optimizer: str, items: tuple[tuple[str, Any], ...]) -> _Settings:
+    """:func:`_settings`, once per distinct configuration: a worker asks it of every planned
+    trial whenever it forms a population, and each answer builds the real optimizer."""
+    hp = dict(items)
     lookahead = optimizer == "lookahead"
     if lookahead:
         inner = hp.get("inner", hyperparameters("lookahead")["inner"])
