@@ -15,6 +15,7 @@ import pandas as pd
 
 from lookbench.hparams import HYPERPARAMETERS
 from lookbench.results import (
+    DEFINITION_FILE,
     ResultsUnreadable,
     StudyResults,
     higher_is_better,
@@ -88,7 +89,7 @@ class StudyData:
     def task(self) -> str:
         return str(self.trials["task"].iloc[0])
 
-    @property
+    @functools.cached_property
     def optimizers(self) -> list[str]:
         """Lookahead first, then the optimizer it wraps, then the other baselines."""
         la = self.trials.loc[self.trials["optimizer"] == "lookahead", "inner"]
@@ -102,11 +103,15 @@ class StudyData:
 
     def swept(self, optimizer: str) -> list[str]:
         """The hyperparameters with more than one value for ``optimizer``."""
-        rows = self.trials[self.trials["optimizer"] == optimizer]
-        out = []
-        for field in (h.name for h in HYPERPARAMETERS if h.numeric):
-            if field in rows and rows[field].notna().any() and rows[field].nunique(dropna=True) > 1:
-                out.append(field)
+        return list(self._swept.get(optimizer, []))
+
+    @functools.cached_property
+    def _swept(self) -> dict[str, list[str]]:  # (every figure asks, for every pair of axes)
+        out: dict[str, list[str]] = {}
+        for optimizer, rows in self.trials.groupby("optimizer", sort=False):
+            out[optimizer] = [field for field in (h.name for h in HYPERPARAMETERS if h.numeric)
+                              if field in rows and rows[field].notna().any()
+                              and rows[field].nunique(dropna=True) > 1]
         return out
 
 
@@ -123,7 +128,16 @@ def load_study(study_dir: Path) -> StudyData:
         raise ReportError(str(e)) from None
     if trials.empty:
         raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
-    from lookbench.study.definition import read_file
-
-    sampler = str(read_file(study_dir).get("sampler", "unknown"))
+    sampler = str(_definition(study_dir).get("sampler", "unknown"))
     return StudyData(name=study_dir.name, trials=trials, curves=curves, sampler=sampler)
+
+
+def _definition(study_dir: Path) -> dict:
+    """``study.json`` as ``lookbench.study.definition.read_file`` reads it (empty for a folder
+    without one), without importing the study machinery (pydantic models, the sampler's
+    distributions) that the report does not need."""
+    try:
+        content = json.loads((study_dir / DEFINITION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}

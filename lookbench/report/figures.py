@@ -78,9 +78,11 @@ def _hover(row: pd.Series, data: StudyData, axes: tuple[str, ...]) -> str:
     else:
         text += " (one seed: no interval)"
     if "gap" in row and np.isfinite(row["gap"]):
-        excess = " excess" if data.loss_floor is not None else ""
-        gap = (f"{row['gap']:.1%} below the best" if data.maximize
-               else f"{1 + row['gap']:.3g}× the best{excess}")
+        if data.maximize:
+            gap = f"{row['gap']:.1%} below the best"
+        else:  # (only a loss asks its task for a floor: an accuracy's report needs no task)
+            excess = " excess" if data.loss_floor is not None else ""
+            gap = f"{1 + row['gap']:.3g}× the best{excess}"
         text += f"<br>{gap}"
     div = int(row["diverged"])
     if div:
@@ -272,7 +274,7 @@ def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, data: Study
         x=ok[x], y=ok[y], mode="markers", name="configurations",
         marker={"color": gap_colour(ok["gap"], data.maximize), "coloraxis": "coloraxis",
                 "size": 10},
-        text=[_hover(r, data, (x, y)) for _, r in ok.iterrows()],
+        text=[_hover(r, data, (x, y)) for r in ok.to_dict("records")],
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>",
         showlegend=False), row=1, col=col)
     bad = best[all_diverged]

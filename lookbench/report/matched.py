@@ -54,8 +54,11 @@ def _shared_key(df: pd.DataFrame) -> pd.Series:
     return pd.Series(list(zip(*cols)), index=df.index)
 
 
-def _setting_key(row: pd.Series) -> tuple:
-    return tuple(None if pd.isna(row[c]) else row[c] for c in LOOKAHEAD_OWN)
+def _setting_keys(df: pd.DataFrame) -> pd.Series:
+    """Each row's Lookahead setting (k, α, inner-state policy) as one hashable key, missing
+    values as ``None``."""
+    cols = [df[c].astype(object).where(df[c].notna(), None) for c in LOOKAHEAD_OWN]
+    return pd.Series(list(zip(*cols)), index=df.index, dtype=object)
 
 
 def describe_setting(setting: dict) -> str:
@@ -119,7 +122,7 @@ def _choose_setting(la: pd.DataFrame, base_keys: set,
     """The Lookahead setting to match on, why, and its shared keys; ``None`` if no setting
     shares at least ``MIN_MATCHED`` configurations with the baseline."""
     candidates = []
-    for setting, group in la.groupby(la.apply(_setting_key, axis=1), sort=True):
+    for setting, group in la.groupby(_setting_keys(la), sort=True):
         keys = set(group["shared"]) & base_keys
         if len(keys) < MIN_MATCHED:
             continue
@@ -227,7 +230,7 @@ def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
         return _unmatched(la, runs, baseline, base_keys, maximize)
     setting, reason, keyset = chosen
     target = tuple(setting[c] for c in LOOKAHEAD_OWN)
-    at_setting = la[la.apply(_setting_key, axis=1).map(lambda t: t == target)]
+    at_setting = la[_setting_keys(la).map(lambda t: t == target)]
     la_m = at_setting[at_setting["shared"].isin(keyset)].sort_values(SHARED)
     base_m = base[base["shared"].isin(keyset)].sort_values(SHARED)
     keys = list(base_m["shared"])

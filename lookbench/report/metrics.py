@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special  # (not scipy.stats, three times as long to import: see t_quantile)
 
 from lookbench import hparams
 
@@ -90,6 +90,12 @@ def run_values(trials: pd.DataFrame, metric: str, maximize: bool,
     return values.mask(bad, worst)
 
 
+def t_quantile(q: float, df: int | np.ndarray) -> float | np.ndarray:
+    """Student's t quantile ``q`` with ``df`` degrees of freedom: ``scipy.stats.t.ppf(q, df)``
+    for q in (0, 1) and df ≥ 1, which is this very function (``stdtrit``)."""
+    return special.stdtrit(df, q)
+
+
 def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
     """Student-t interval of the mean of ``values`` (``None`` for fewer than two)."""
     v = np.asarray(values, dtype=float)
@@ -97,7 +103,7 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float] 
     if n < 2:
         return None
     mean, sd = float(v.mean()), float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    half = float(t_quantile(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return mean - half, mean + half
 
 
@@ -130,8 +136,10 @@ def config_scores(trials: pd.DataFrame, metric: str, maximize: bool,
                       diverged=("is_diverged", "sum"),
                       first_finished=("finished_at", "min")).reset_index()
     out["std"] = out["std"].fillna(0.0)
-    half = np.array([float(stats.t.ppf(0.5 + level / 2, n - 1)) if n > 1 else np.nan
-                     for n in out["seeds"]]) * out["std"] / np.sqrt(out["seeds"])
+    seeds = out["seeds"].to_numpy()
+    quantile = np.where(seeds > 1, t_quantile(0.5 + level / 2, np.maximum(seeds - 1, 1)),
+                        np.nan)
+    half = quantile * out["std"] / np.sqrt(out["seeds"])
     out["ci_low"], out["ci_high"] = out["score"] - half, out["score"] + half
     return out
 

@@ -87,8 +87,9 @@ def header(data: StudyData) -> str:
     seeds = sorted(t["seed"].unique())
     states = t["state"].value_counts().to_dict()
     gpu_hours = t["wall_s"].sum() / 3600
-    versions = ", ".join(sorted({f"lookbench {r.lookbench_version}, torch {r.torch_version}, "
-                                 f"Python {r.python_version}" for r in t.itertuples()}))
+    versions = ", ".join(sorted(set(
+        "lookbench " + t["lookbench_version"].astype(str) + ", torch "
+        + t["torch_version"].astype(str) + ", Python " + t["python_version"].astype(str))))
     options = data.task_options
     return (
         f"<h1>{_esc(data.name)}</h1>"

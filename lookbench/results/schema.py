@@ -16,10 +16,24 @@ from lookbench.hparams import HYPERPARAMETERS
 TRIAL_STATES = ("complete", "diverged", "failed")
 
 
+# What the built-in tasks rank by (metric, higher is better), as their classes declare it
+# (tests/report/test_torch_free.py checks the two agree): reading a study's results needs no
+# task module, and so no torch, for them.
+BUILTIN_RANKING: dict[str, tuple[str, bool]] = {
+    "nqm": ("test_loss", False), "quadratic": ("test_loss", False),
+    "digits": ("test_acc", True), "cifar10": ("test_acc", True), "cifar100": ("test_acc", True),
+    "imagefolder": ("test_acc", True), "imagenet": ("test_acc", True),
+    "ptb": ("valid_perplexity", False), "wikitext2": ("valid_perplexity", False),
+    "wmt14": ("valid_perplexity", False),
+}
+
+
 def study_metric(task: str, recorded: Sequence[str] = ()) -> str:
     """The metric a study of ``task`` ranks by: the task's own (its class says), else the one
     most rows recorded. Rows are not trusted alone: results written by earlier versions hold
     ``test_acc`` for a trial that failed before its task was built, whatever the task."""
+    if task in BUILTIN_RANKING:
+        return BUILTIN_RANKING[task][0]
     from lookbench.tasks import (
         task_class,  # the registry imports no task module until asked
     )
@@ -37,6 +51,8 @@ def higher_is_better(task: str, metric: str, recorded: Sequence[bool | None] = (
     stored = [bool(v) for v in recorded if v is not None]
     if stored:
         return max(set(stored), key=stored.count)
+    if task in BUILTIN_RANKING:
+        return BUILTIN_RANKING[task][1]
     from lookbench.tasks import task_class
 
     try:
@@ -116,7 +132,8 @@ CURVE_COLUMNS = frozenset(CURVES.names)
 def with_metrics(schema: pa.Schema, rows: Iterable[dict]) -> pa.Schema:
     """``schema`` plus a float column for each further metric the rows hold (a task's own
     metrics: ``final_<m>``/``best_<m>`` in the trials table, ``<m>`` in the curves table)."""
-    names = dict.fromkeys(k for row in rows for k in row if k not in schema.names)
+    known = set(schema.names)
+    names = dict.fromkeys(k for row in rows for k in row if k not in known)
     return _append(schema, [pa.field(n, pa.float64()) for n in names])
 
 
