@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from lookbench import tasks
 from lookbench.population import layers
 from lookbench.population.optim import PopulationOptimizer
 from lookbench.population.optim import why_not as optimizer_why_not
@@ -44,8 +43,8 @@ from lookbench.study.trial import (
     _further_metrics,
     _stream_seed,
     lr_factor,
-    resolve_device,
     rsqrt_factor,
+    setting,
 )
 from lookbench.tasks.base import Workload
 
@@ -92,13 +91,7 @@ class PopulationTrial:
         first = configs[0]
         self.configs = list(configs)
         self.size = len(configs)
-        self.device = resolve_device(device)
-        self.task = tasks.get(first.task, **first.task_options)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.deterministic = first.deterministic
-            torch.backends.cudnn.benchmark = not first.deterministic
-        self.batch_size = first.batch_size or self.task.default_batch_size
-        self.schedule = first.schedule or self.task.default_schedule
+        self.device, self.task, self.batch_size, self.schedule = setting(first, device)
         if self.schedule in SHARED_SCHEDULES_ONLY:
             raise layers.NotPopulable(f"the {self.schedule} schedule is per configuration")
         if self.task.analytic_curve(first) is not None:

@@ -76,6 +76,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def setting(config: TrialConfig, device: str | torch.device
+            ) -> tuple[torch.device, tasks.Task, int, str]:
+    """The device, task, batch size and schedule ``config`` runs with (a trial's, or a
+    population's that it shares); on CUDA, cuDNN set to the config's determinism."""
+    where = resolve_device(device)
+    task = tasks.get(config.task, **config.task_options)
+    if where.type == "cuda":
+        torch.backends.cudnn.deterministic = config.deterministic
+        torch.backends.cudnn.benchmark = not config.deterministic
+    return (where, task, config.batch_size or task.default_batch_size,
+            config.schedule or task.default_schedule)
+
+
 def _stream_seed(seed: int, epoch: int, stream: int) -> int:
     """A seed per (trial seed, epoch, stream): stable across processes, unlike ``hash()``."""
     return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
@@ -128,13 +141,7 @@ class Trial:
         """``compile``: train through ``torch.compile`` of the model (``--compile``); the
         weights, their checkpoints and the evaluation stay the plain model's."""
         self.config = config
-        self.device = resolve_device(device)
-        self.task = tasks.get(config.task, **config.task_options)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.deterministic = config.deterministic
-            torch.backends.cudnn.benchmark = not config.deterministic
-        self.batch_size = config.batch_size or self.task.default_batch_size
-        self.schedule = config.schedule or self.task.default_schedule
+        self.device, self.task, self.batch_size, self.schedule = setting(config, device)
         # A task that can compute its results (the analytic NQM) is not trained at all.
         self.analytic = self.task.analytic_curve(config)
         if self.analytic is None:
