@@ -269,4 +269,5 @@ def _record_member(queue: TrialQueue, claimed: Claimed | None, pop: PopulationTr
     _record(queue, claimed, records, error, results, rank, opts, report, resumes=resumes,
             batch_size=pop.batch_size if pop is not None else (config.batch_size or 0),
             schedule=pop.schedule if pop is not None else (config.schedule or "constant"),
-            device=str(pop.device if pop is not None else opts.device))
+            device=str(pop.device if pop is not None else opts.device),
+            population=pop.size if pop is not None else 1)

@@ -175,10 +175,21 @@ def _per_seed(runs: pd.DataFrame, keys: list[tuple]) -> pd.DataFrame:
     return table.reindex(keys)
 
 
+def trained_alone(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose wall time is their own: not trained in a population (whose members
+    share its time), or recorded before populations existed (no column, or null)."""
+    if "population" not in runs:
+        return runs
+    size = pd.to_numeric(runs["population"], errors="coerce")
+    return runs[size.isna() | (size <= 1)]
+
+
 def _cost(la_runs: pd.DataFrame, base_runs: pd.DataFrame) -> Difference | None:
     """Lookahead's wall time per epoch ÷ the baseline's at the same shared configuration,
-    seed and device: the geometric mean ratio with a t-interval over those pairs."""
+    seed and device: the geometric mean ratio with a t-interval over those pairs (of runs
+    trained alone: a population's members share its time)."""
     def per_epoch(runs: pd.DataFrame) -> pd.DataFrame:
+        runs = trained_alone(runs)
         ok = runs[(runs["state"] == "complete") & (runs["epochs_done"] > 0)]
         return ok.assign(per_epoch=ok["wall_s"] / ok["epochs_done"])[
             ["shared", "seed", "device", "per_epoch"]]
@@ -205,7 +216,8 @@ def _side(name: str, annotated: pd.DataFrame, runs: pd.DataFrame, maximize: bool
         lr_range = {eps_key(e): (len(good_learning_rates(annotated, f"sure_{eps_key(e)}")),
                                  len(good_learning_rates(annotated, f"maybe_{eps_key(e)}")))
                     for e in EPSILONS}
-    done = runs[(runs["state"] == "complete") & (runs["epochs_done"] > 0)]
+    alone = trained_alone(runs)
+    done = alone[(alone["state"] == "complete") & (alone["epochs_done"] > 0)]
     wall = float((done["wall_s"] / done["epochs_done"]).median()) if len(done) else None
     return OptimizerSide(
         robustness=rob, lr_good=lr_good, lr_good_range=lr_range,

@@ -104,7 +104,18 @@ def matched_sentences(m: Matched, data: StudyData, seeds: int) -> list[str]:
     if m.cost_ratio is not None:
         out.append(f"Lookahead costs {fmt_interval(m.cost_ratio, data, ratio=True)} {b}'s wall "
                    "time per epoch (same settings, seed and device).")
+    elif _in_populations(data):
+        out.append("Wall time is not compared: the trials trained in populations, whose "
+                   "members share their time (run with --population 1 to measure what "
+                   "Lookahead costs).")
     return out
+
+
+def _in_populations(data: StudyData) -> bool:
+    """Whether any of the study's trials trained in a population (its wall time shared)."""
+    if "population" not in data.trials:
+        return False
+    return bool((data.trials["population"].fillna(1) > 1).any())
 
 
 def unmatched_sentences(u: Unmatched, analysis: Analysis, data: StudyData) -> list[str]:

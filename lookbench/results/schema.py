@@ -102,6 +102,9 @@ TRIALS = pa.schema(
         pa.field("wall_s", pa.float64(), nullable=False),
         pa.field("resumes", pa.int64(), nullable=False),  # times it continued from a checkpoint
         pa.field("device", pa.string(), nullable=False),
+        # Trials trained together with it as one population (1: alone; null in tables written
+        # before populations, which ran alone): its wall_s is then its share of their time.
+        pa.field("population", pa.int64()),
         pa.field("host", pa.string(), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("error", pa.string()),  # one line, for failed trials

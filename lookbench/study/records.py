@@ -60,7 +60,7 @@ def metric_series(records: list[EpochRecord], name: str) -> list[tuple[float, in
 def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
               higher_is_better: bool, batch_size: int, schedule: str,
               records: list[EpochRecord], device: str, resumes: int,
-              error: str | None = None) -> dict[str, Any]:
+              error: str | None = None, population: int = 1) -> dict[str, Any]:
     """One row of the trials table: its configuration, outcome, and for every metric the
     final value and the best over the epochs (the best epoch by the ranking ``metric``)."""
     import torch
@@ -99,6 +99,7 @@ def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
         "wall_s": last.wall_s if last else 0.0,
         "resumes": resumes,
         "device": device,
+        "population": population,
         "host": socket.gethostname(),
         "finished_at": datetime.now(timezone.utc),
         "error": error,

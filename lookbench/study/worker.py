@@ -230,14 +230,15 @@ def _checkpoint_path(opts: WorkerOptions, claimed: Claimed) -> Path:
 
 def _record(queue: TrialQueue, claimed: Claimed, records: list[EpochRecord], error: str | None,
             results: StudyResults, rank: Ranking, opts: WorkerOptions, report: WorkerReport, *,
-            resumes: int, batch_size: int, schedule: str, device: str) -> None:
+            resumes: int, batch_size: int, schedule: str, device: str,
+            population: int = 1) -> None:
     """Write a trial's outcome (its Parquet rows, then Optuna's state) and drop its
     checkpoint; for a trial run alone or as a member of a population alike."""
     state = trial_state(records, error)
     row = trial_row(
         study=queue.name, trial=claimed.lookbench_id, config=claimed.config, metric=rank.metric,
         higher_is_better=rank.higher_is_better, batch_size=batch_size, schedule=schedule,
-        records=records, device=device, resumes=resumes, error=error,
+        records=records, device=device, resumes=resumes, error=error, population=population,
     )
     value = row[f"final_{rank.metric}"]
     curves = curve_rows(claimed.lookbench_id, records)
