@@ -94,7 +94,12 @@ def main() -> None:
           f"{args.model}, batch {bs}, {args.steps} steps per timing, {args.rounds} rounds")
     print(f"  lookbench loop: {n_images / t_ours:10.1f} images/s")
     print(f"  bare loop     : {n_images / t_bare:10.1f} images/s")
-    print(f"overhead of lookbench's loop: {t_ours / t_bare - 1:+.1%} (goal <= +5%)")
+    overhead = t_ours / t_bare - 1
+    if overhead < 0:  # a cost cannot be negative: the machine's noise exceeded it
+        print(f"overhead of lookbench's loop: within the noise (measured {overhead:+.1%}: the "
+              f"bare loop was the slower this time; goal <= +5%)")
+    else:
+        print(f"overhead of lookbench's loop: {overhead:+.1%} (goal <= +5%)")
 
 
 if __name__ == "__main__":
