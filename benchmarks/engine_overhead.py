@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
+from status_report_timing import engine_spec  # (benchmarks/ is on the path when run)
 
 from lookbench.study.engine import run_study
-from lookbench.study.spec import load_spec, plan
+from lookbench.study.spec import plan
 from lookbench.study.trial import run_trial
 
 
@@ -32,16 +32,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000, help="trials (even)")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    half = args.trials // 2
-    # Lookahead: 10 lr × 5 k × (half/50) α; SGD: `half` learning rates. Same size each.
-    n_alpha = max(1, half // 50)
-    lrs = [float(x) for x in np.geomspace(1e-3, 1.5, 10)]
-    grid = {
-        "lookahead": {"lr": lrs, "momentum": [0.0], "k": [1, 2, 4, 5, 10],
-                      "alpha": [float(a) for a in np.linspace(0.05, 1.0, n_alpha)]},
-        "sgd": {"lr": [float(x) for x in np.geomspace(1e-4, 1.5, half)], "momentum": [0.0]},
-    }
-    spec = load_spec(None, task="nqm", task_options={"analytic": True}, epochs=10, grid=grid)
+    spec = engine_spec(args.trials, None)  # (the same study status_report_timing uses)
     configs = plan(spec)
     n = len(configs)
     engine_s, loop_s = [], []

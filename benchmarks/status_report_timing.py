@@ -42,7 +42,7 @@ from lookbench.results import StudyResults
 from lookbench.study.spec import StudySpec, load_spec, lookbench_id, plan
 
 
-def engine_spec(n: int, name: str) -> StudySpec:
+def engine_spec(n: int, name: str | None) -> StudySpec:
     """engine_overhead.py's study: Lookahead 10 lr × 5 k × (n/100) α; SGD n/2 lrs."""
     half = n // 2
     n_alpha = max(1, half // 50)

@@ -16,6 +16,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
@@ -100,12 +101,18 @@ LAYOUT_KEY = "population"
 Layout = list[tuple[str, TrialConfig]]
 
 
-def _layout_of(path: Path) -> Layout | None:
+class Gathered(NamedTuple):
+    """What :func:`gather` claimed: the trials, the population's layout (every member's (id,
+    config) in order; one entry: run the trial alone), and the checkpoint it read to find the
+    layout (by path, so :func:`run_population` does not read it again)."""
+
+    members: list[Claimed]
+    layout: Layout
+    loaded: dict[Path, dict[str, Any]]
+
+
+def _layout_of(state: dict[str, Any]) -> Layout | None:
     """The population layout a member's checkpoint records, if it is a member's."""
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError:
-        return None  # (the single-trial path reports it in one line)
     entries = state.get(LAYOUT_KEY)
     if not entries:
         return None
@@ -113,9 +120,9 @@ def _layout_of(path: Path) -> Layout | None:
 
 
 def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
-           planned: dict[str, TrialConfig]) -> tuple[list[Claimed], Layout]:
+           planned: dict[str, TrialConfig]) -> Gathered:
     """The trials claimed to train with ``first`` (``first`` included), and the population's
-    layout: every member's (id, config) in order. A layout of one means: run ``first`` alone.
+    layout (see :class:`Gathered`).
 
     Populations are a fixed partition of the study's plan (the planned configurations that
     can share ``first``'s network, in plan order, cut into as few equal chunks as the member
@@ -127,20 +134,24 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
     A trial cut off in a population brings its population back in the layout its checkpoint
     records.
     """
-    alone: tuple[list[Claimed], Layout] = ([first], [(first.lookbench_id, first.config)])
+    alone = Gathered([first], [(first.lookbench_id, first.config)], {})
     if why_not(first.config) is not None or shared_key(first.config) in _REFUSED:
         return alone
     path = _checkpoint_path(opts, first)
     checkpoints = path.parent
     if path.exists():
-        layout = _layout_of(path)
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError:
+            return alone  # (the single-trial path reports it in one line)
+        layout = _layout_of(state)
         if layout is None or first.lookbench_id not in dict(layout):
             return alone  # a single trial's checkpoint: it resumes alone
         peers = {tid for tid, _ in layout} - {first.lookbench_id}
         claimed = queue.claim_matching(
             lambda config, tid: tid in peers and (checkpoints / f"{tid}.pt").exists(),
             len(peers))
-        return [first, *claimed], layout
+        return Gathered([first, *claimed], layout, {path: state})
     layout = _chunk(first, planned, member_limit(first, opts))
     if len(layout) <= 1:
         return alone
@@ -148,7 +159,7 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
     claimed = queue.claim_matching(
         lambda config, tid: tid in peers and not (checkpoints / f"{tid}.pt").exists(),
         len(peers))
-    return [first, *claimed], layout
+    return Gathered([first, *claimed], layout, {})
 
 
 def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int) -> Layout:
@@ -168,12 +179,13 @@ def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int) -> Layou
     return chunk
 
 
-def run_population(queue: TrialQueue, claimed: list[Claimed], layout: Layout,
-                   results: StudyResults, rank: Ranking, opts: WorkerOptions,
-                   report: WorkerReport, interrupts: Interrupts) -> None:
-    """Train the claimed trials as the population ``layout`` and record each; members of the
+def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
+                   rank: Ranking, opts: WorkerOptions, report: WorkerReport,
+                   interrupts: Interrupts) -> None:
+    """Train the gathered trials as their population's layout and record each; members of the
     layout this worker does not hold take part as placeholders. If the task or model cannot
     be a population, or the checkpoints do not fit one, the trials run one at a time."""
+    claimed, layout = gathered.members, gathered.layout
     recorded_ids = results.recorded()
     by_id = {}
     for c in claimed:
@@ -200,7 +212,8 @@ def run_population(queue: TrialQueue, claimed: list[Claimed], layout: Layout,
             for m, c in enumerate(members):
                 if c is None:
                     pop.leave_out(m)
-            states = [load_checkpoint(paths[m]) if m in pending and paths[m].exists() else None
+            states = [gathered.loaded.get(paths[m]) or load_checkpoint(paths[m])
+                      if m in pending and paths[m].exists() else None
                       for m in range(len(layout))]
             try:
                 pop.load_state_dicts([s["trial"] if s else None for s in states])

@@ -118,9 +118,10 @@ class PopulationTrial:
         self.model = layers.stack(members).to(self.device)
         if wl.channels_last and self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        sample = next(iter(wl.train_batches(0, self._generator(self.seeds[0], 0))))[0]
+        batch = next(iter(wl.train_batches(0, self._generator(self.seeds[0], 0))))
+        sample = batch[0]
         layers.check_outputs(self.model, members[: min(3, self.size)], sample)
-        self._check_criterion(wl, sample)
+        self._check_criterion(wl, batch)
         self._train_model = torch.compile(self.model) if compile else self.model
         shapes = [p.shape for p in wl.model.parameters()]
         self.optimizer = PopulationOptimizer(
@@ -143,10 +144,10 @@ class PopulationTrial:
         if wl.clip_grad_norm is not None and not math.isfinite(wl.clip_grad_norm):
             raise layers.NotPopulable("gradient clipping to a non-finite norm")
 
-    def _check_criterion(self, wl: Workload, sample: torch.Tensor) -> None:
+    @staticmethod
+    def _check_criterion(wl: Workload, batch: Any) -> None:
         """The task's ``loss`` must be its ``criterion``'s mean, or the population would
         train another objective."""
-        batch = next(iter(wl.train_batches(0, self._generator(self.seeds[0], 0))))
         model = copy.deepcopy(wl.model)
         with torch.no_grad():
             want = float(wl.loss(model, batch))

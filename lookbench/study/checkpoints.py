@@ -29,6 +29,8 @@ import torch
 from lookbench._messages import first_line
 
 CHECKPOINTS_DIR = "checkpoints"
+INTERVAL_ENV = "LOOKBENCH_CHECKPOINT_EVERY_S"  # seconds of training between checkpoints
+DEFAULT_INTERVAL_S = 10.0
 
 
 class CheckpointError(Exception):
@@ -124,9 +126,6 @@ def checkpoint_interval_s() -> float:
     except ValueError:
         return DEFAULT_INTERVAL_S
 
-
-INTERVAL_ENV = "LOOKBENCH_CHECKPOINT_EVERY_S"
-DEFAULT_INTERVAL_S = 10.0
 
 
 class CheckpointWriter:

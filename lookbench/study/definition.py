@@ -49,8 +49,12 @@ def ranking(spec: StudySpec) -> Ranking:
     return Ranking(str(cls.metric), bool(cls.higher_is_better))
 
 
-def stored_spec(storage: Any, name: str) -> StudySpec | None:
-    """The study's definition as ``lookbench run`` stored it in Optuna, if it exists."""
+def stored_spec(storage: Any, name: str, *, check_inner: bool = True) -> StudySpec | None:
+    """The study's definition as ``lookbench run`` stored it in Optuna, if it exists.
+
+    ``check_inner=False`` skips checking the inner optimizer against those this version can
+    build (which imports torch and every optimizer of one's own): the stored definition was
+    checked when it was stored, and ``status`` only counts its trials."""
     import optuna
 
     try:
@@ -58,7 +62,22 @@ def stored_spec(storage: Any, name: str) -> StudySpec | None:
     except KeyError:
         return None
     raw = study.user_attrs.get(SPEC_ATTR)
-    return None if raw is None else StudySpec.model_validate(raw)
+    if raw is None:
+        return None
+    return (StudySpec if check_inner else _unchecked_spec()).model_validate(raw)
+
+
+def _unchecked_spec() -> type[StudySpec]:
+    """``StudySpec`` without its check of the inner optimizer (see :func:`stored_spec`)."""
+    from pydantic import field_validator
+
+    class StoredSpec(StudySpec):
+        @field_validator("inner")
+        @classmethod
+        def _known_inner(cls, inner: str) -> str:  # (overrides StudySpec's check)
+            return inner
+
+    return StoredSpec
 
 
 def store_spec(studies: Any, spec: StudySpec) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from rich import box
@@ -43,6 +42,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
     """
     from optuna.trial import TrialState
 
+    from lookbench.study.definition import stored_spec
     from lookbench.study.queue import (
         CONFIG_ATTR,
         GRACE_S,
@@ -56,7 +56,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
         return {}, {}, None
     try:
         storage = open_storage(storage_url, study_dir, read_only=True)
-        spec = _stored_spec(storage, study_dir.name)
+        spec = stored_spec(storage, study_dir.name, check_inner=False)
         if spec is None:
             return {}, {}, None
         running: dict[str, int] = defaultdict(int)
@@ -75,30 +75,6 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
     except StorageUnavailable as e:
         raise StatusError(str(e)) from None
     return planned_runs(spec), running, spec.task
-
-
-def _stored_spec(storage: Any, name: str) -> Any:
-    """``definition.stored_spec`` without checking the inner optimizer against those this
-    version can build (which imports torch and every optimizer of one's own): the stored
-    definition was checked when it was stored, and status only counts its trials."""
-    import optuna
-    from pydantic import field_validator
-
-    from lookbench.study.definition import SPEC_ATTR
-    from lookbench.study.spec import StudySpec
-
-    class StoredSpec(StudySpec):
-        @field_validator("inner")
-        @classmethod
-        def _known_inner(cls, inner: str) -> str:  # (overrides StudySpec's check)
-            return inner
-
-    try:
-        study = optuna.load_study(study_name=f"{name}.lookahead", storage=storage)
-    except KeyError:
-        return None
-    raw = study.user_attrs.get(SPEC_ATTR)
-    return None if raw is None else StoredSpec.model_validate(raw)
 
 
 def status_table(study_dir: Path, storage_url: str | None = None) -> Table:

@@ -119,10 +119,9 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
             if spec.sampler != "tpe" and opts.population != 1:
                 from lookbench.population.run import gather, run_population
 
-                members, layout = gather(queue, claimed, opts, planned)
-                if len(layout) > 1:
-                    run_population(queue, members, layout, results, rank, opts, report,
-                                   interrupts)
+                gathered = gather(queue, claimed, opts, planned)
+                if len(gathered.layout) > 1:
+                    run_population(queue, gathered, results, rank, opts, report, interrupts)
                     continue
             _run_claimed(queue, claimed, results, rank, opts, report, interrupts)
     return report
@@ -140,17 +139,13 @@ def _propose(queue: TrialQueue, spec: StudySpec) -> Claimed | None:
     return None
 
 
-def _stop_if_environmental(queue: TrialQueue, claimed: Claimed, error: BaseException) -> None:
-    """A full disk, a read-only or forbidden folder: the machine is at fault, not the trial.
-    The trial is handed back (it runs again on the next invocation) and the worker stops
-    with one line naming the path; nothing is recorded as the trial's outcome."""
-    stop_if_environmental(queue, [claimed], error)
-
-
 def stop_if_environmental(queue: TrialQueue, claimed: list[Claimed], error: BaseException
                           ) -> None:
-    """:func:`_stop_if_environmental` for every trial in ``claimed`` (a population's members
-    not recorded yet; possibly none, when only a last checkpoint failed to be written)."""
+    """A full disk, a read-only or forbidden folder: the machine is at fault, not the trials.
+    The trials in ``claimed`` (one, or a population's members not recorded yet; possibly none,
+    when only a last checkpoint failed to be written) are handed back (they run again on the
+    next invocation) and the worker stops with one line naming the path; nothing is recorded
+    as their outcome."""
     cause = environmental(error)
     if cause is None:
         return
@@ -215,7 +210,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
             raise
         raise WorkerStopped(str(e)) from None
     except Exception as e:  # the trial itself failed: that is a result, recorded as such
-        _stop_if_environmental(queue, claimed, e)
+        stop_if_environmental(queue, [claimed], e)
         error = describe(e)
         records = trial.records if trial is not None else []
     _record(queue, claimed, records, error, results, rank, opts, report, resumes=resumes,
@@ -246,7 +241,7 @@ def _record(queue: TrialQueue, claimed: Claimed, records: list[EpochRecord], err
         finished = queue.finish(claimed, state, value, lambda: results.write_trial(row, curves),
                                 epochs=records[-1].epoch if records else 0)
     except OSError as e:  # the result could not be written: the trial is not an outcome yet
-        _stop_if_environmental(queue, claimed, e)
+        stop_if_environmental(queue, [claimed], e)
         raise
     if not finished:
         _warn(opts, f"trial {claimed.lookbench_id} was taken over by another worker while "
