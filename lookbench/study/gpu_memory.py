@@ -58,7 +58,8 @@ class GpuMemoryGate:
 
     def baseline(self, gpu: str) -> None:
         """Read the free memory before the first worker on ``gpu`` starts."""
-        self._baseline.setdefault(gpu, self.free(gpu))
+        if gpu not in self._baseline:  # (one nvidia-smi call, before the first worker only)
+            self._baseline[gpu] = self.free(gpu)
 
     def decide(self, gpu: str) -> tuple[str, str | None]:
         """``("start", None)``, ``("wait", None)`` or ``("stop", why)`` for the next worker."""
