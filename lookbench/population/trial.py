@@ -134,6 +134,8 @@ class PopulationTrial:
         self.records: list[list[EpochRecord]] = [[] for _ in configs]
         self.active = [True] * self.size  # not diverged
         self._left_out: set[int] = set()  # placeholders (see leave_out)
+        # Members whose checkpoint is ahead of the others': state, until they are reached
+        self._waiting: dict[int, dict[str, Any]] = {}
 
     @staticmethod
     def _check_workload(wl: Workload) -> None:
@@ -164,9 +166,13 @@ class PopulationTrial:
 
     @property
     def finished(self) -> bool:
-        return not any(self.active) or self.epoch >= self.configs[0].epochs
+        return (not any(self.active) and not self._waiting) \
+            or self.epoch >= self.configs[0].epochs
 
     def member_finished(self, m: int) -> bool:
+        """Member ``m`` trains no more (done, diverged or a placeholder; not if waiting)."""
+        if m in self._waiting:
+            return False
         return not self.active[m] or self.epoch >= self.configs[m].epochs
 
     def run(self) -> Iterator[list[int]]:
@@ -276,8 +282,10 @@ class PopulationTrial:
         """Train and evaluate one epoch; return the members that got a record."""
         if self.finished:
             raise RuntimeError("the population has already finished")
+        self._release_waiting()
         start = time.perf_counter()
-        training = [m for m in range(self.size) if not self.member_finished(m)]
+        training = [m for m in range(self.size)
+                    if not self.member_finished(m) and m not in self._waiting]
         means, finite = self.train_epoch()
         results: dict[int, tuple[dict[str, float], float | None]] = {}
         with (torch.no_grad(), self.optimizer.evaluation_weights(),
@@ -313,12 +321,16 @@ class PopulationTrial:
             if diverged and self.active[m]:
                 self._stop(m)
             self.active[m] = self.active[m] and not diverged
+        self._release_waiting()
         return training
 
     # -- checkpoints: each member's is a single trial's -------------------------------------
 
     def member_state_dict(self, m: int) -> dict[str, Any]:
-        """Member ``m``'s state as ``Trial.state_dict()`` would give it."""
+        """Member ``m``'s state as ``Trial.state_dict()`` would give it (a waiting member's:
+        the checkpoint it waits with)."""
+        if m in self._waiting:
+            return self._waiting[m]
         net = self.workloads[self.configs[m].seed].model
         model = {k: v.clone() for k, v in
                  layers.member_state_dict(self.model, net, m, self.size).items()}
@@ -350,8 +362,16 @@ class PopulationTrial:
 
     def load_state_dicts(self, states: list[dict[str, Any] | None]) -> None:
         """Continue from each member's ``Trial.state_dict()`` (or :meth:`member_state_dict`),
-        in the members' order: every member not left out at one epoch, or ``None`` for all (a
-        fresh start); ``ValueError`` saying why otherwise."""
+        in the members' order: every member not left out, or ``None`` for all (a fresh
+        start); ``ValueError`` saying why otherwise.
+
+        The checkpoints may be at different epochs (a kill while a population's checkpoints
+        were being written leaves some members one save ahead): the population resumes at
+        the earliest, and a member ahead *waits*, a placeholder exactly as in
+        :meth:`leave_out`, until the others reach its epoch, and then continues from its own
+        checkpoint. Every member is thus computed in the same layout, at every step, as in an
+        uninterrupted run: the results are bit-identical.
+        """
         if len(states) != self.size:
             raise ValueError("a population resumes with one entry per member")
         present = [(m, s) for m, s in enumerate(states) if m not in self._left_out]
@@ -359,21 +379,45 @@ class PopulationTrial:
             return
         if any(s is None for _, s in present):
             raise ValueError("a population resumes with a checkpoint for every member or none")
-        epochs = {int(s["epoch"]) for _, s in present}  # type: ignore[index]
-        if len(epochs) > 1:
-            raise ValueError(f"the members' checkpoints are at different epochs {sorted(epochs)}")
         for m, state in present:
             assert state is not None
             saved = TrialConfig.model_validate(state["config"])
             if saved != self.configs[m]:
                 raise ValueError("checkpoint belongs to a different trial configuration")
-            records = [EpochRecord(**r) for r in state["records"]]
-            if records and records[-1].diverged:
+            records = state["records"]
+            if records and records[-1]["diverged"]:
                 raise ValueError("checkpoint of a trial that has already finished")
-            layers.load_member(self.model, m, self.size, state["model"])
-            self.optimizer.load_member_state_dict(m, state["optimizer"])
-            self.steps[m] = int(state["steps"])
-            self.wall_s[m] = float(state["wall_s"])
-            self.initial_loss[m] = state["initial_loss"]
-            self.records[m] = records
-        self.epoch = epochs.pop()
+        self.epoch = min(int(s["epoch"]) for _, s in present)  # type: ignore[index]
+        for m, state in present:
+            assert state is not None
+            if int(state["epoch"]) == self.epoch:
+                self._load_member(m, state)
+            else:
+                self._waiting[m] = state
+                self.records[m] = [EpochRecord(**r) for r in state["records"]]  # (if it fails)
+                self.active[m] = False
+                self._stop(m)
+
+    def _load_member(self, m: int, state: dict[str, Any]) -> None:
+        layers.load_member(self.model, m, self.size, state["model"])
+        self.optimizer.load_member_state_dict(m, state["optimizer"])
+        self.steps[m] = int(state["steps"])
+        self.wall_s[m] = float(state["wall_s"])
+        self.initial_loss[m] = state["initial_loss"]
+        self.records[m] = [EpochRecord(**r) for r in state["records"]]
+        self.active[m] = True
+
+    def _release_waiting(self) -> None:
+        """Members whose checkpoint is at the population's epoch join it (see
+        :meth:`load_state_dicts`). If no member trains until then, the population skips
+        ahead to the next waiting one."""
+        if not self._waiting:
+            return
+        if not any(self.active):
+            self.epoch = min(int(s["epoch"]) for s in self._waiting.values())
+        for m in [m for m, s in self._waiting.items() if int(s["epoch"]) == self.epoch]:
+            self._load_member(m, self._waiting.pop(m))
+
+    def waiting(self, m: int) -> bool:
+        """Member ``m`` resumed ahead of the others and waits for them."""
+        return m in self._waiting

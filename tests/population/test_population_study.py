@@ -5,6 +5,7 @@ same bits on every run, and a population interrupted mid-way resumed as the same
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from lookbench.cli import app
 from lookbench.population import run as population_run
 from lookbench.results import StudyResults
+from lookbench.study.checkpoints import CheckpointWriter, load_checkpoint, save_checkpoint
 from lookbench.study.engine import prepare
 from lookbench.study.spec import load_spec, plan
 from lookbench.study.worker import WorkerOptions, run_worker
@@ -125,3 +127,51 @@ def test_the_population_size_follows_the_option_and_else_the_memory(monkeypatch,
     assert population_run.member_limit(claimed, opts) == 1  # none fits twice: one at a time
     opts.population = 5
     assert population_run.member_limit(claimed, opts) == 5  # the option wins
+
+
+def test_a_kill_between_a_populations_checkpoint_writes_resumes_to_the_same_bits(
+        tmp_path, monkeypatch):
+    """A SIGKILL while a population's checkpoint files are being written leaves some members
+    a save ahead of the others: the population resumes at the earliest, the members ahead
+    wait for it, and every result has the bits of an uninterrupted run."""
+    _run(tmp_path / "straight")
+    out = tmp_path / "cut"
+    spec = load_spec(None, task="digits", grid_overrides={
+        "lr": [0.03, 0.1, 1000.0], "k": [5, 10], "alpha": [0.5]}, seeds=2, epochs=3)
+    prepare(spec, out, None, None, False)
+    saves: list[list[tuple[Path, dict]]] = []
+    real_submit_all = CheckpointWriter.submit_all
+
+    def keep(self, items):  # every save of the population, as it was submitted
+        saves.append([(path, state) for path, state in items])
+        real_submit_all(self, items)
+
+    monkeypatch.setattr(CheckpointWriter, "submit_all", keep)
+    seen = []
+
+    def cut_off(claimed, record):
+        seen.append(record.epoch)
+        if len(seen) == 38:  # in the third epoch, after the second epoch's save
+            raise KeyboardInterrupt
+
+    opts = WorkerOptions(study_dir=out / spec.study_name, name=spec.study_name,
+                         device="cpu", on_epoch=cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(opts)
+    monkeypatch.undo()
+    assert len(saves) == 2
+    # As a kill in the middle of the second save would leave them: half still at the first.
+    older = {path: state for path, state in saves[0]}
+    behind = sorted(older)[::2]
+    for path in behind:
+        assert path.exists()
+        save_checkpoint(path, older[path])
+    epochs = {int(load_checkpoint(p)["trial"]["epoch"]) for p in older}
+    assert epochs == {1, 2}
+    result = runner.invoke(app, ["run", *GRID, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    a, b = _trials(tmp_path / "straight"), _trials(out)
+    assert list(a.index) == list(b.index)
+    assert set(b["population"]) == {18}  # not one at a time
+    for column in ("final_test_loss", "final_train_loss", "final_test_acc", "state"):
+        assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist(), column

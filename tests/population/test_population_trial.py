@@ -109,17 +109,38 @@ def test_a_single_trials_checkpoint_joins_a_population(singles):
         _same(_values(pop.records[m]), _values(singles[m]))
 
 
-def test_checkpoints_at_different_epochs_or_of_other_trials_are_refused():
+def test_checkpoints_of_other_trials_or_of_only_some_members_are_refused():
     a, b = Trial(MEMBERS[0], "cpu"), Trial(MEMBERS[1], "cpu")
     a.run_epoch()
     pop = PopulationTrial(MEMBERS[:2], "cpu")
     with pytest.raises(ValueError, match="every member or none"):
         pop.load_state_dicts([a.state_dict(), None])
-    with pytest.raises(ValueError, match="different epochs"):
-        pop.load_state_dicts([a.state_dict(), b.state_dict()])
     b.run_epoch()
     with pytest.raises(ValueError, match="different trial configuration"):
         pop.load_state_dicts([b.state_dict(), a.state_dict()])
+
+
+def test_checkpoints_at_different_epochs_resume_to_the_same_bits():
+    """A kill while a population's checkpoints are written leaves some members a save ahead:
+    those wait for the others and the population goes on as if never cut."""
+    members = MEMBERS[:6]
+    straight = PopulationTrial(members, "cpu")
+    straight.run_epoch()
+    first = [straight.member_state_dict(m) for m in range(6)]
+    straight.run_epoch()
+    second = [straight.member_state_dict(m) for m in range(6)]
+    list(straight.run())
+
+    again = PopulationTrial(members, "cpu")
+    again.load_state_dicts([second[m] if m % 2 else first[m] for m in range(6)])
+    assert again.epoch == 1 and again.waiting(1) and not again.waiting(0)
+    assert again.member_state_dict(1) is second[1]  # a waiting member's checkpoint is kept
+    assert not again.member_finished(1) and not again.finished
+    assert again.run_epoch() == [0, 2, 4]  # the members behind catch up ...
+    assert not any(again.waiting(m) for m in range(6))
+    list(again.run())  # ... then all go on together
+    for m in range(6):
+        assert _values(again.records[m]) == _values(straight.records[m])  # the same bits
 
 
 def test_what_cannot_be_a_population_says_why():
