@@ -1,22 +1,31 @@
 """A study's results on disk: two directories of Parquet files, the trials table and the curves
-table, each one part file per trial recorded since the last compaction plus, once compacted,
-one file holding every trial before it.
+table, each holding the trials recorded since the last compaction (a part file per trial, or a
+batch file per group of trials recorded together) plus, once compacted, one file holding every
+trial before it.
 
-``<study>/trials/part-<trial>.parquet`` and ``<study>/curves/part-<trial>.parquet``. Each part is
+``<study>/trials/part-<trial>.parquet`` and ``<study>/curves/part-<trial>.parquet``: a trial
+recorded on its own. ``<study>/{trials,curves}/batch-<time>-<random>.parquet``: the trials a
+worker recorded in one go (short trials finish many a second; one file for all of them is what
+keeps the engine's cost per trial small, see ``lookbench.study.recorder``). Every file is
 written to a hidden temporary file in the same directory and renamed into place, so a crash
-never leaves half a file, readers (``pyarrow.dataset``, ``pandas.read_parquet``, DuckDB) skip the
-hidden names, and writing a trial again replaces its part instead of adding a row: a trial is
-recorded once however often it is finished.
+never leaves half a file, and readers (``pyarrow.dataset``, ``pandas.read_parquet``, DuckDB)
+skip the hidden names.
 
-Compaction (:meth:`StudyResults.compact`, ``lookbench compact``) merges a table's part files
-and its earlier ``compacted.parquet`` into a new ``compacted.parquet``: written under a hidden
-name, flushed to disk, renamed into place (the folder flushed too), and only then are the parts
-it holds removed. A reader therefore always finds every trial, in a part or in the compacted
-file, and for a while possibly in both: this module's readers take a trial's rows from its part
-when it has one (a part is never older than the compacted copy of the same trial) and from the
-compacted file otherwise, so nothing is counted twice. A part written while a compaction runs
-is not in its list and stays; one replaced while it runs is kept. Compactions of one study
-take turns (a lock file, ``<study>/.compaction.lock``).
+A trial is recorded once however often it is finished: writing it again replaces its part, and
+where a trial is in several files (finished again after a takeover, or a compaction in
+progress), this module's readers take its rows from one file only, in this order of
+precedence: its part, else the latest batch file holding it (batch names sort by the time they
+were written), else the compacted file.
+
+Compaction (:meth:`StudyResults.compact`, ``lookbench compact``, and at the end of every
+``lookbench run``) merges a table's part and batch files and its earlier ``compacted.parquet``
+into a new ``compacted.parquet``: written under a hidden name, flushed to disk, renamed into
+place (the folder flushed too), and only then are the files it holds removed. A reader
+therefore always finds every trial, in a part or batch or in the compacted file, and for a while
+possibly in both; by the precedence above (a part or batch is never older than the compacted
+copy of the same trial) nothing is counted twice. A file written while a compaction runs is not
+in its list and stays; a part replaced while it runs is kept. Compactions of one study take
+turns (a lock file, ``<study>/.compaction.lock``).
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ DEFINITION_FILE = "study.json"  # the study's definition beside its tables (samp
 COMPACTED_FILE = "compacted.parquet"  # every trial of a table up to its last compaction
 LOCK_FILE = ".compaction.lock"  # in the study folder: compactions (and set-asides) take turns
 _PREFIX, _SUFFIX = "part-", ".parquet"
+_BATCH_PREFIX = "batch-"  # batch-<time_ns, 20 digits>-<random>.parquet
 
 # recorded(): a listing of the trials folder is reused while the folder's mtime is unchanged.
 # A listing made within SETTLE_S of the folder's last change may miss a change made later in
@@ -73,6 +83,21 @@ def _part_trial(name: str) -> str | None:
     return None
 
 
+def _batch_name() -> str:
+    """A new batch file's name: later batches sort after earlier ones (see the precedence in
+    the module's docstring)."""
+    return f"{_BATCH_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
+
+
+def _is_batch(name: str) -> bool:
+    return name.startswith(_BATCH_PREFIX) and name.endswith(_SUFFIX)
+
+
+def _holds_many(name: str) -> bool:
+    """Files that hold several trials (ids read from the file, not its name)."""
+    return name == COMPACTED_FILE or _is_batch(name)
+
+
 def _visible(name: str) -> bool:
     """Names readers read (``pyarrow.dataset`` skips those starting with ``.`` or ``_``)."""
     return not name.startswith((".", "_"))
@@ -80,12 +105,19 @@ def _visible(name: str) -> bool:
 
 def write_part(directory: Path, trial: str, table: pa.Table) -> Path:
     """Write ``table`` as ``directory/part-<trial>.parquet`` atomically (temp file + rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / _part_name(trial)
-    # (a row or a few: no dictionaries, no statistics, a third less time to write)
+    _write_new(final, table)
+    return final
+
+
+def _write_new(final: Path, table: pa.Table) -> tuple[int, int, int, int]:
+    """Write a part or batch file atomically, keep its table in memory (``_kept``) and return
+    the identity of the file written."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # (a row or a few dozen: no dictionaries, no statistics, a third less time to write)
     identity = _write_atomically(table, final, use_dictionary=False, write_statistics=False)
     _kept.put(final, identity, table)
-    return final
+    return identity
 
 
 def _write_atomically(table: pa.Table, final: Path, **options: Any
@@ -194,9 +226,12 @@ class _Listing:
     key: tuple[int, int, int]  # (device, inode, mtime) of the folder the listing is of
     names: set[str]  # its visible file names
     parts: dict[str, str]  # part file name -> trial id
-    compacted: tuple[tuple[int, int, int, int], frozenset[str]] | None  # identity, ids
+    many: dict[str, _Ids]  # compacted and batch file name -> (identity, ids)
     trusted_until: float  # time.monotonic() up to which the listing is reused unchecked
-    ids: set[str]  # the parts' ids and the compacted file's
+    ids: set[str]  # every file's ids
+
+
+_Ids = tuple[tuple[int, int, int, int] | None, frozenset[str]]  # a file's identity and trials
 
 
 class StudyResults:
@@ -210,66 +245,94 @@ class StudyResults:
         self._listing: _Listing | None = None
         self._written: set[str] = set()  # part names this store wrote since it last listed
         self._others = False  # whether another writer changed the folder since it was opened
-        self._compacted: tuple | None = None  # for has(): the compacted file's identity, ids
+        self._many: dict[str, _Ids] = {}  # for has(): compacted and batch files' ids
 
     # -- writing -----------------------------------------------------------------------------
 
     def write_trial(self, trial_row: dict, curve_rows: list[dict]) -> None:
         """Record one finished trial: its curve first, then the row that marks it done."""
-        trial = trial_row["trial"]
-        curves = with_metrics(CURVES, curve_rows)
-        trials = with_metrics(TRIALS, [trial_row])
+        self.write_trials([(trial_row, curve_rows)])
+
+    def write_trials(self, trials: list[tuple[dict, list[dict]]]) -> None:
+        """Record finished trials, each ``(trial row, curve rows)``: one alone as its part
+        file, several as one batch file per table. The curves first, then the rows that mark
+        the trials done."""
+        if not trials:
+            return
+        rows = [row for row, _ in trials]
+        curve_rows = [c for _, curve in trials for c in curve]
+        ids = [row["trial"] for row in rows]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a trial recorded twice in one batch")
+        name = _part_name(ids[0]) if len(rows) == 1 else _batch_name()
+        curves = pa.Table.from_pylist(curve_rows, schema=with_metrics(CURVES, curve_rows))
+        table = pa.Table.from_pylist(rows, schema=with_metrics(TRIALS, rows))
         with self._lock:
-            write_part(self.curves_dir, trial, pa.Table.from_pylist(curve_rows, schema=curves))
-            row = pa.Table.from_pylist([trial_row], schema=trials)
+            _write_new(self.curves_dir / name, curves)
             current = self._current()
-            write_part(self.trials_dir, trial, row)
-            name = _part_name(trial)
+            identity = _write_new(self.trials_dir / name, table)
             self._written.add(name)
+            if len(rows) > 1:
+                self._many[name] = (identity, frozenset(ids))
             listing = self._listing
             if current and listing is not None and not self._others:
                 # The folder held the listing just before this write: it holds the listing and
-                # this part now (checked again within TRUST_S, in case another writer came).
+                # this file now (checked again within TRUST_S, in case another writer came).
                 with contextlib.suppress(OSError):
                     st = os.stat(self.trials_dir)
                     listing.names.add(name)
-                    listing.parts[name] = trial
-                    listing.ids.add(trial)
+                    if len(rows) == 1:
+                        listing.parts[name] = ids[0]
+                    else:
+                        listing.many[name] = (identity, frozenset(ids))
+                    listing.ids.update(ids)
                     listing.key = (st.st_dev, st.st_ino, st.st_mtime_ns)
                     listing.trusted_until = time.monotonic() + TRUST_S
 
     def set_aside(self, trials: str | Iterable[str], where: Path) -> None:
         """Move the rows of ``trials`` (one id or several) out of the tables, into part files
-        under ``where/trials`` and ``where/curves``. The row goes first: a kill in between
+        under ``where/trials`` and ``where/curves``. The rows go first: a kill in between
         leaves a curve without a row, which no reader counts as a trial and the trial's next
-        run replaces. A trial in a compacted file is written out of it, and the compacted file
-        rewritten without it."""
+        run replaces. Each trial's rows are those readers take (see the precedence in the
+        module's docstring); a compacted or batch file holding one is rewritten without it."""
         ids = {trials} if isinstance(trials, str) else set(trials)
         if not ids:
             return
+        value_set = pa.array(sorted(ids), pa.string())
         with self._lock, self._turn():
             for directory, schema in ((self.trials_dir, TRIALS), (self.curves_dir, CURVES)):
-                target = where / directory.name
-                compacted = directory / COMPACTED_FILE
-                if compacted.exists():
-                    table = self._read(directory, schema, [compacted])
-                    inside = pc.is_in(table["trial"], value_set=pa.array(sorted(ids),
-                                                                         pa.string()))
-                    kept = table.filter(pc.invert(inside))
-                    if kept.num_rows < table.num_rows:
-                        moving = table.filter(inside)
-                        for trial in sorted(set(moving["trial"].to_pylist())):
-                            if not (directory / _part_name(trial)).exists():  # (a part is newer)
-                                write_part(target, trial,
-                                           moving.filter(pc.equal(moving["trial"], trial)))
-                        _write_atomically(_required_where_filled(kept), compacted)
-                        _fsync_dir(directory)
-                for trial in sorted(ids):
-                    part = directory / _part_name(trial)
-                    if part.exists():
-                        target.mkdir(parents=True, exist_ok=True)
-                        os.replace(part, target / part.name)
+                try:
+                    names = sorted(n for n in os.listdir(directory) if _visible(n))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                moving = self._read(directory, schema, [directory / n for n in names])
+                moving = moving.filter(pc.is_in(moving["trial"], value_set=value_set))
+                for trial in sorted(set(moving["trial"].to_pylist())):
+                    write_part(where / directory.name, trial,
+                               moving.filter(pc.equal(moving["trial"], trial)))
+                changed = False
+                for name in names:
+                    path = directory / name
+                    if _holds_many(name):
+                        table = self._read(directory, schema, [path])
+                        inside = pc.is_in(table["trial"], value_set=value_set)
+                        if not pc.any(inside).as_py():
+                            continue
+                        kept = table.filter(pc.invert(inside))
+                        _kept.forget(path)
+                        if kept.num_rows or name == COMPACTED_FILE:
+                            _write_atomically(_required_where_filled(kept), path)
+                        else:
+                            path.unlink()
+                        changed = True
+                    elif _part_trial(name) in ids:
+                        _kept.forget(path)
+                        path.unlink(missing_ok=True)
+                        changed = True
+                if changed:
+                    _fsync_dir(directory)
             self._listing = None
+            self._many.clear()
 
     # -- the recorded set --------------------------------------------------------------------
 
@@ -285,13 +348,19 @@ class StudyResults:
             return set(self._listing.ids) if self._listing is not None else set()
 
     def has(self, trial: str) -> bool:
-        """Whether ``trial`` has a row, looked up on disk now (one file's existence, or the
-        compacted file's ids): for one id, exact and cheaper than :meth:`recorded`."""
+        """Whether ``trial`` has a row, looked up on disk now (its part's existence, or the
+        ids of the compacted and batch files, each file read once): for one id, exact and
+        cheaper than :meth:`recorded`."""
         if (self.trials_dir / _part_name(trial)).exists():
             return True
         with self._lock:
-            self._compacted = self._compacted_ids(self._compacted)
-            return trial in self._compacted[1]
+            try:
+                names = [n for n in os.listdir(self.trials_dir) if _holds_many(n)]
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            self._many = {n: self._file_ids(self.trials_dir / n, self._many.get(n))
+                          for n in names}
+            return any(trial in ids for _, ids in self._many.values())
 
     def _current(self) -> bool:
         """Whether the listing still describes the trials folder (see SETTLE_S)."""
@@ -323,11 +392,14 @@ class StudyResults:
             if (added - self._written - {COMPACTED_FILE}) or (previous.names - names):
                 self._others = True  # another process (or machine) writes here too
         self._written.clear()
-        compacted = self._compacted_ids(previous.compacted if previous else None) \
-            if COMPACTED_FILE in names else None
-        if previous is not None and previous.compacted is not None and compacted is not None \
-                and compacted[0] != previous.compacted[0]:
-            self._others = True
+        many: dict[str, _Ids] = {}
+        for n in sorted(names):
+            if _holds_many(n):
+                known = (previous.many.get(n) if previous else None) or self._many.get(n)
+                many[n] = self._file_ids(self.trials_dir / n, known)
+                old = previous.many.get(n) if previous else None
+                if old is not None and old[0] != many[n][0]:
+                    self._others = True  # rewritten by someone else
         settled = started - st.st_mtime_ns > SETTLE_S * 1e9
         if settled:
             trusted = float("inf")
@@ -335,15 +407,13 @@ class StudyResults:
             trusted = time.monotonic() + TRUST_S
         else:
             trusted = float("-inf")  # listed again on every call until the folder settles
-        ids = set(parts.values()) | (compacted[1] if compacted else frozenset())
+        ids = set(parts.values()).union(*(v[1] for v in many.values()))
         self._listing = _Listing((st.st_dev, st.st_ino, st.st_mtime_ns), names, parts,
-                                 compacted, trusted, ids)
+                                 many, trusted, ids)
 
-    def _compacted_ids(self, known: tuple | None = None
-                       ) -> tuple[tuple[int, int, int, int] | None, frozenset[str]]:
-        """The compacted trials file's identity and ids (``known`` is reused if it is the
-        same file)."""
-        path = self.trials_dir / COMPACTED_FILE
+    def _file_ids(self, path: Path, known: _Ids | None = None) -> _Ids:
+        """A compacted or batch trials file's identity and ids (``known`` is reused if it is
+        the same file; no ids if it is gone)."""
         for _ in range(READ_ATTEMPTS):
             try:
                 identity = _identity(os.stat(path))
@@ -382,43 +452,54 @@ class StudyResults:
                                 f"read (a compaction or a copy in progress?); try again")
 
     def _read(self, directory: Path, schema: pa.Schema, files: list[Path]) -> pa.Table:
-        """``files`` of ``directory`` (in their names' order) as one table: every file's
-        columns (the fixed ones, null where a file of an earlier version lacks one, and any
-        metric of the task's own, in the order the files bring them), the rows in the order of
-        the trials' part files' names, and the compacted file's rows of a trial left out
-        where the trial has a part among ``files``. Parts this process wrote are taken from
-        memory (``_kept``)."""
+        """``files`` of ``directory`` as one table: every file's columns (the fixed ones, null
+        where a file of an earlier version lacks one, and any metric of the task's own, in the
+        order the files bring them), each trial's rows from one file only (by the precedence
+        in the module's docstring), in the order of the trials' part files' names. Files this
+        process wrote are taken from memory (``_kept``)."""
         if not files:
             return schema.empty_table()
+        # In precedence order, lowest first: the compacted file, the batches (oldest first),
+        # the parts (one group: each holds its own trial).
         compacted = [f for f in files if f.name == COMPACTED_FILE]
-        parts = [f for f in files if f.name != COMPACTED_FILE]
-        kept = {f: t for f in parts if (t := _kept.get(f)) is not None}
-        on_disk = [*compacted, *(f for f in parts if f not in kept)]
+        batches = sorted((f for f in files if _is_batch(f.name)), key=lambda f: f.name)
+        parts = [f for f in files if f.name != COMPACTED_FILE and not _is_batch(f.name)]
+        groups = [g for g in (compacted, *([b] for b in batches), parts) if g]
+        kept = {f: t for f in [*batches, *parts] if (t := _kept.get(f)) is not None}
         fs = pafs.LocalFileSystem()
         try:
+            on_disk = [f for g in groups for f in g if f not in kept]
             if not kept:  # pyarrow reads only the first file's schema unless asked for all
                 schemas = [ds.FileSystemDatasetFactory(
                     fs, [str(f) for f in on_disk], ds.ParquetFileFormat()).inspect()]
             else:
                 schemas = [kept[f].schema if f in kept else _schema(directory, f)
-                           for f in [*compacted, *parts]]
+                           for g in groups for f in g]
             full = pa.unify_schemas([schema, *schemas])
-            tables = [ds.dataset([str(f) for f in group], format="parquet", schema=full,
-                                 filesystem=fs).to_table()
-                      for group in (compacted, [f for f in parts if f not in kept]) if group]
+            tables = []
+            for group in groups:
+                disk = [f for f in group if f not in kept]
+                pieces = [ds.dataset([str(f) for f in disk], format="parquet", schema=full,
+                                     filesystem=fs).to_table()] if disk else []
+                if len(disk) < len(group):
+                    pieces.append(_conform(pa.concat_tables(
+                        [kept[f] for f in group if f in kept], promote_options="default"
+                    ).combine_chunks(), full))
+                tables.append(pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0])
         except (pa.ArrowException, OSError) as e:  # a damaged file (files are written whole)
             raise _unreadable(directory, e) from None
-        if kept:
-            tables.append(_conform(pa.concat_tables(list(kept.values()),
-                                                    promote_options="default"
-                                                    ).combine_chunks(), full))
-        if len(tables) == 1:  # (one group, read in its files' order: the names' order)
+        if len(groups) == 1 and (compacted or not batches) and not kept:
+            # (one group read from disk in its files' order: the names' order, the trials')
             return tables[0].combine_chunks()  # (one chunk per part is slow to use)
-        if compacted:
-            new = pa.concat_tables(tables[1:])
-            overridden = pc.is_in(tables[0]["trial"], value_set=pc.unique(new["trial"]))
-            tables = [tables[0].filter(pc.invert(overridden)), new]
-        merged = pa.concat_tables(tables).combine_chunks()
+        # Each trial from the highest group that holds it: walk down from the top.
+        chosen, seen = [], None
+        for table in reversed(tables):
+            if seen is not None and table.num_rows:
+                table = table.filter(pc.invert(pc.is_in(table["trial"], value_set=seen)))
+            chosen.append(table)
+            unique = pc.unique(table["trial"])
+            seen = unique if seen is None else pc.unique(pa.concat_arrays([seen, unique]))
+        merged = pa.concat_tables(chosen[::-1]).combine_chunks()
         return merged.take(pc.sort_indices(_order_key(merged["trial"])))
 
     def trials(self) -> pa.Table:
@@ -456,7 +537,8 @@ class StudyResults:
                 else:
                     done.curves_parts = n
             self._listing = None
-            done.trials = len(self._compacted_ids()[1])
+            self._many.clear()
+            done.trials = len(self._file_ids(self.trials_dir / COMPACTED_FILE)[1])
         return done
 
     def _compact_table(self, directory: Path, schema: pa.Schema) -> int:
@@ -490,7 +572,8 @@ class StudyResults:
             path = directory / name
             if name.startswith(f".{COMPACTED_FILE}.") and name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
-            elif name.startswith(f".{_PREFIX}") and name.endswith(".compacting"):
+            elif name.startswith((f".{_PREFIX}", f".{_BATCH_PREFIX}")) \
+                    and name.endswith(".compacting"):
                 original = directory / name[1:].rsplit(".", 2)[0]
                 with contextlib.suppress(FileExistsError):
                     os.link(path, original)

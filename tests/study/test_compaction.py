@@ -300,3 +300,87 @@ def test_parts_read_from_memory_and_from_their_files_give_the_same_table(tmp_pat
     assert kept[0].column_names[-3:] == ["final_valid_bleu", "final_test_perplexity",
                                          "final_other"]
     assert kept[0]["trial"].to_pylist() == ["0", "a", "b", "c", "d"]
+
+
+# -- batch files: trials recorded in one go --------------------------------------------------
+
+
+def _batch(results: StudyResults, trials: dict[str, float], **extra) -> None:
+    results.write_trials([(_row(t, v, **{f"final_{k}": x for k, x in extra.items()}),
+                           _curve(t, v, **extra)) for t, v in trials.items()])
+
+
+def _batches(directory: Path) -> list[str]:
+    return [n for n in _files(directory) if n.startswith("batch-")]
+
+
+def test_trials_recorded_together_are_one_batch_file_per_table_read_as_parts_are(tmp_path):
+    one, many = StudyResults(tmp_path / "one"), StudyResults(tmp_path / "many")
+    values = {"t03": 0.3, "t00": 0.0, "t02": 0.2, "t01": 0.1}
+    for t, v in values.items():
+        _write(one, t, v)
+    _batch(many, values)
+    study = tmp_path / "many"
+    assert len(_batches(study / "trials")) == len(_batches(study / "curves")) == 1
+    assert _files(study / "trials") == _batches(study / "trials")
+    assert many.recorded() == StudyResults(study).recorded() == set(values)
+    assert StudyResults(study).has("t02") and not StudyResults(study).has("t09")
+    for reader in (many, StudyResults(study)):
+        assert reader.trials().drop(["finished_at"]).equals(one.trials().drop(["finished_at"]))
+        assert reader.curves().equals(one.curves())
+    # other readers: plain Parquet, every row once
+    assert sorted(pd.read_parquet(study / "trials")["trial"]) == sorted(values)
+    with pytest.raises(ValueError, match="twice"):
+        many.write_trials([(_row("x"), _curve("x")), (_row("x"), _curve("x"))])
+
+
+def test_a_trial_in_several_files_is_read_from_its_part_else_its_latest_batch(tmp_path):
+    results = StudyResults(tmp_path / "s")
+    study = tmp_path / "s"
+    _batch(results, {"a": 0.1, "b": 0.1, "c": 0.1})
+    results.compact()
+    _batch(results, {"b": 0.2, "c": 0.2})  # b and c finished again (a takeover, say)
+    _batch(results, {"c": 0.3, "d": 0.3})  # ... and c once more
+    _write(results, "d", 0.4)  # d again, alone: its part
+    want = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+    for reader in (results, StudyResults(study)):
+        trials = reader.trials()
+        assert dict(zip(trials["trial"].to_pylist(),
+                        trials["final_test_acc"].to_pylist())) == want
+        curves = reader.curves()
+        assert len(curves) == 2 * len(want)  # each trial's curve once, from the same file
+        last = {t: v for t, v in zip(curves["trial"].to_pylist(),
+                                      curves["test_acc"].to_pylist())}
+        assert last == want
+    before = results.trials()
+    done = results.compact()
+    assert done.trials == 4 and _files(study / "trials") == [COMPACTED_FILE]
+    assert results.trials().equals(before) and StudyResults(study).trials().equals(before)
+
+
+def test_set_aside_takes_a_trial_out_of_its_batch(tmp_path):
+    results = StudyResults(tmp_path / "s")
+    study = tmp_path / "s"
+    _batch(results, {"a": 0.1, "b": 0.2})
+    _batch(results, {"c": 0.3, "d": 0.4})
+    where = study / "retried"
+    results.set_aside({"a", "b", "c"}, where)
+    assert results.recorded() == StudyResults(study).recorded() == {"d"}
+    assert results.trials()["trial"].to_pylist() == ["d"]
+    assert results.curves()["trial"].to_pylist() == ["d", "d"]
+    assert len(_batches(study / "trials")) == 1  # the emptied batch is gone
+    assert pq.read_table(where / "trials" / "part-b.parquet")["final_test_acc"].to_pylist() \
+        == [0.2]
+    assert pq.read_table(where / "curves" / "part-c.parquet").num_rows == 2
+
+
+def test_what_a_compaction_killed_while_removing_a_batch_left_is_cleaned_up(tmp_path):
+    results = StudyResults(tmp_path / "s")
+    trials = tmp_path / "s" / "trials"
+    _batch(results, {"a": 0.1, "b": 0.2})
+    batch = trials / _batches(trials)[0]
+    os.rename(batch, trials / f".{batch.name}.0123abcd.compacting")
+    assert StudyResults(tmp_path / "s").recorded() == set()
+    StudyResults(tmp_path / "s").compact()
+    assert _files(trials) == [COMPACTED_FILE]
+    assert StudyResults(tmp_path / "s").recorded() == {"a", "b"}
