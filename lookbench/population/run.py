@@ -36,6 +36,7 @@ from lookbench.study.config import TrialConfig
 from lookbench.study.definition import Ranking
 from lookbench.study.interrupts import Interrupts
 from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
+from lookbench.study.recorder import Recorder
 from lookbench.study.worker import (
     PROGRESS_EVERY_S,
     WorkerOptions,
@@ -135,7 +136,8 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
     records.
     """
     alone = Gathered([first], [(first.lookbench_id, first.config)], {})
-    if why_not(first.config) is not None or shared_key(first.config) in _REFUSED:
+    if not _trains(first.config) or why_not(first.config) is not None \
+            or shared_key(first.config) in _REFUSED:
         return alone
     path = _checkpoint_path(opts, first)
     checkpoints = path.parent
@@ -162,6 +164,21 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
     return Gathered([first, *claimed], layout, {})
 
 
+def _trains(config: TrialConfig) -> bool:
+    """Whether ``config``'s task trains a network (not one that computes its results, as the
+    analytic noisy quadratic does: nothing to put in a population). Asked once per setting."""
+    key = shared_key(config)
+    if key not in _TRAINS:
+        try:
+            _TRAINS[key] = get(config.task, **config.task_options).analytic_curve(config) is None
+        except Exception:  # (the trial itself reports what is wrong with it)
+            _TRAINS[key] = False
+    return _TRAINS[key]
+
+
+_TRAINS: dict[str, bool] = {}
+
+
 def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int) -> Layout:
     """The chunk of the plan that ``first`` belongs to (see :func:`gather`), its members
     ordered by update rule (the optimizer steps each rule's members as one slice)."""
@@ -181,7 +198,7 @@ def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int) -> Layou
 
 def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
                    rank: Ranking, opts: WorkerOptions, report: WorkerReport,
-                   interrupts: Interrupts) -> None:
+                   interrupts: Interrupts, recorder: Recorder) -> None:
     """Train the gathered trials as their population's layout and record each; members of the
     layout this worker does not hold take part as placeholders. If the task or model cannot
     be a population, or the checkpoints do not fit one, the trials run one at a time."""
@@ -204,8 +221,8 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
     pop: PopulationTrial | None = None
     one_at_a_time = False
     try:
-        with Heartbeat(queue, [members[m] for m in live]), CheckpointWriter() as writer, \
-                interrupts.allowed():
+        with Heartbeat(queue, [*(members[m] for m in live), *recorder.claims()]), \
+                CheckpointWriter() as writer, interrupts.allowed():
             pop = PopulationTrial([config for _, config in layout], opts.device, opts.data_dir,
                                   only_if_faster=opts.population is None,
                                   compile=opts.compile)
@@ -228,10 +245,12 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
                     if opts.on_epoch is not None:
                         opts.on_epoch(members[m], pop.records[m][-1])  # type: ignore[arg-type]
                 for m in [m for m in trained if pop.member_finished(m) and m in pending]:
-                    with interrupts.deferred():
-                        _record_member(queue, members[m], pop, m, None, results, rank, opts,
-                                       report, resumes[m])
+                    _record_member(queue, members[m], pop, m, None, rank, opts, recorder,
+                                   resumes[m])
                     pending.discard(m)
+                if recorder.due():
+                    with interrupts.deferred():
+                        recorder.flush()
                 if pending and not pop.finished:
                     if time.monotonic() - last_checkpoint >= every:
                         writer.submit_all([(paths[m], {"trial": pop.member_state_dict(m),
@@ -248,7 +267,8 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
         if not one_at_a_time:
             _REFUSED.add(shared_key(layout[0][1]))
         for m in sorted(pending):
-            _run_claimed(queue, members[m], results, rank, opts, report, interrupts)
+            _run_claimed(queue, members[m], results, rank, opts, report, interrupts,
+                         recorder)
         return
     except WorkerStopped:  # (a member's result could not be written: the disk)
         for m in pending:
@@ -267,19 +287,20 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
         stop_if_environmental(queue, [members[m] for m in sorted(pending)], e)  # type: ignore
         error = describe(e)
         for m in sorted(pending):
-            _record_member(queue, members[m], pop, m, error, results, rank, opts, report, 0)
+            _record_member(queue, members[m], pop, m, error, rank, opts, recorder, 0)
+        recorder.flush_if_due()
         return
     if pending:  # (every member finishes inside the loop; kept as a guard)
         _warn(opts, f"{len(pending)} members of a population ended without a record")
 
 
 def _record_member(queue: TrialQueue, claimed: Claimed | None, pop: PopulationTrial | None,
-                   m: int, error: str | None, results: StudyResults, rank: Ranking,
-                   opts: WorkerOptions, report: WorkerReport, resumes: int) -> None:
+                   m: int, error: str | None, rank: Ranking, opts: WorkerOptions,
+                   recorder: Recorder, resumes: int) -> None:
     assert claimed is not None
     records = pop.records[m] if pop is not None else []
     config = claimed.config
-    _record(queue, claimed, records, error, results, rank, opts, report, resumes=resumes,
+    _record(queue, claimed, records, error, rank, recorder, resumes=resumes,
             batch_size=pop.batch_size if pop is not None else (config.batch_size or 0),
             schedule=pop.schedule if pop is not None else (config.schedule or "constant"),
             device=str(pop.device if pop is not None else opts.device),

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,6 +347,18 @@ class StudyResults:
                 self._relist()
             return set(self._listing.ids) if self._listing is not None else set()
 
+    def is_recorded(self, trial: str) -> bool:
+        """Whether ``trial`` has a row, by the same listing as :meth:`recorded` (without
+        copying the set: a worker asks before every trial it runs)."""
+        with self._lock:
+            if not self._current():
+                self._relist()
+            return self._listing is not None and trial in self._listing.ids
+
+    def recorded_view(self) -> Container[str]:
+        """``trial in view``: :meth:`is_recorded`, now, for code that takes a set."""
+        return _RecordedView(self)
+
     def has(self, trial: str) -> bool:
         """Whether ``trial`` has a row, looked up on disk now (its part's existence, or the
         ids of the compacted and batch files, each file read once): for one id, exact and
@@ -578,6 +590,14 @@ class StudyResults:
                 with contextlib.suppress(FileExistsError):
                     os.link(path, original)
                 path.unlink(missing_ok=True)
+
+
+class _RecordedView(Container[str]):
+    def __init__(self, results: StudyResults) -> None:
+        self._results = results
+
+    def __contains__(self, trial: object) -> bool:
+        return isinstance(trial, str) and self._results.is_recorded(trial)
 
 
 def _remove_if_unchanged(part: Path, identity: tuple[int, int, int, int]) -> None:

@@ -28,8 +28,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from lookbench._messages import first_line
 from lookbench.hparams import format_config
-from lookbench.results import StudyResults
+from lookbench.results import ResultsUnreadable, StudyResults
 from lookbench.study import definition
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.definition import StudyConflict
@@ -215,7 +216,19 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     result.recorded = recorded_now()
     result.failed = _failed_since(results, before)
     _account(result, queue, results, planned)
+    _compact(results, result)
     return result
+
+
+def _compact(results: StudyResults, result: RunResult) -> None:
+    """Merge the part and batch files the run wrote into one file per table (readers of a
+    study of thousands of trials open two files instead of thousands). The results are safe
+    without it, so a failure is a warning, and the next run or ``lookbench compact`` does it."""
+    try:
+        results.compact()
+    except (OSError, ResultsUnreadable) as e:
+        result.warnings.append(f"the results were not compacted ({first_line(e)}); "
+                               f"`lookbench compact` does it later")
 
 
 def _account(result: RunResult, queue: TrialQueue, results: StudyResults, planned: dict) -> None:

@@ -19,12 +19,13 @@ of what is done: an id with a part file is never run again, whatever Optuna says
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,71 @@ class Claimed:
     config: TrialConfig
 
 
+@dataclass
+class Outcome:
+    """A finished trial on its way to the tables and to Optuna (see ``finish_many``)."""
+
+    claimed: Claimed
+    state: str  # "complete", "diverged" or "failed"
+    value: float | None  # the ranking metric's final value
+    epochs: int | None  # the epochs it did
+    row: dict[str, Any]  # its trials-table row
+    curves: list[dict[str, Any]]  # its curves-table rows
+    error: str | None = None
+
+
+_STATE = "state"  # (an op of ``_apply``: the trial's final state and values)
+
+
+def _final_state(state: str, value: float | None) -> tuple[TrialState, list[float] | None]:
+    """Optuna's state for a lookbench outcome: COMPLETE with the metric, FAIL, or PRUNED
+    (diverged, or no finite metric: stopped early, not an error)."""
+    if state == "complete" and value is not None:
+        return TrialState.COMPLETE, [value]
+    if state == "failed":
+        return TrialState.FAIL, None
+    return TrialState.PRUNED, None
+
+
+def _apply(storage: optuna.storages.BaseStorage, ops: list[tuple[int, str, Any]]) -> None:
+    """Write ``(trial id, system attribute or _STATE, value)`` updates: on the study's own
+    journal file as one append (Optuna's API appends, and fsyncs, once per update; its journal
+    records are its documented file format, written here as its ``_write_log`` writes them),
+    elsewhere one call each."""
+    from lookbench.study.journal import LockedJournalFile
+
+    backend = getattr(storage, "_backend", None)
+    replay = getattr(storage, "_replay_result", None)
+    lock = getattr(storage, "_thread_lock", None)
+    if isinstance(backend, LockedJournalFile) and replay is not None and lock is not None:
+        from optuna.storages.journal._storage import JournalOperation
+
+        now = datetime.datetime.now(tz=datetime.timezone.utc).isoformat(timespec="microseconds")
+        with lock:
+            worker = replay.worker_id
+            logs: list[dict[str, Any]] = []
+            for trial_id, key, value in ops:
+                if key == _STATE:
+                    state, values = value
+                    logs.append({"op_code": JournalOperation.SET_TRIAL_STATE_VALUES,
+                                 "worker_id": worker, "trial_id": trial_id, "state": state,
+                                 "values": values,
+                                 "datetime_start" if state == TrialState.RUNNING
+                                 else "datetime_complete": now})
+                else:
+                    logs.append({"op_code": JournalOperation.SET_TRIAL_SYSTEM_ATTR,
+                                 "worker_id": worker, "trial_id": trial_id,
+                                 "system_attr": {key: value}})
+            backend.append_logs(logs)
+            storage._sync_with_backend()  # type: ignore[attr-defined]
+        return
+    for trial_id, key, value in ops:
+        if key == _STATE:
+            storage.set_trial_state_values(trial_id, *value)
+        else:
+            storage.set_trial_system_attr(trial_id, key, value)
+
+
 class TrialQueue:
     """The planned trials of one lookbench study, on one Optuna storage."""
 
@@ -166,7 +232,11 @@ class TrialQueue:
             for opt in optimizers
         }
         self._waiting: dict[str, list[int]] = {}
+        self._ahead: list[Claimed] = []  # taken by claim(ahead=...), not handed out yet
         self._turn = 0
+        # Per study: how many of its trials are indexed, lookbench id -> their numbers, and
+        # the numbers of trials that had no id yet (a TPE proposal gets it after creation).
+        self._index: dict[int, tuple[int, dict[str, list[int]], set[int]]] = {}
 
     # -- planning -------------------------------------------------------------------------
 
@@ -184,7 +254,7 @@ class TrialQueue:
         attrs = self.storage.get_study_user_attrs(study._study_id)
         return set(attrs.get(VOIDED_ATTR, []))
 
-    def _done(self, t: FrozenTrial, recorded: set[str], voided: set[int]) -> bool:
+    def _done(self, t: FrozenTrial, recorded: Container[str], voided: set[int]) -> bool:
         """Whether finished trial ``t`` counts as done: not superseded nor voided, and its
         result is here, or (on a shared database) recorded by the machine that ran it."""
         if not t.state.is_finished() or SUPERSEDED_ATTR in t.user_attrs or t.number in voided:
@@ -288,18 +358,36 @@ class TrialQueue:
 
     # -- claiming ---------------------------------------------------------------------------
 
-    def claim(self) -> Claimed | None:
-        """Take a WAITING trial (alternating between the optimizers), or None if none is left."""
+    def claim(self, ahead: int = 1) -> Claimed | None:
+        """Take a WAITING trial (alternating between the optimizers), or None if none is left.
+
+        ``ahead`` > 1: take up to that many of one optimizer in one go (one hold of the lock,
+        one journal append) and hand out the others on the next calls; for trials so short
+        that claiming them one by one would cost more than running them. The ones taken ahead
+        are RUNNING and this worker's (:meth:`claimed_ahead`: keep them alive; on a stop
+        :meth:`release_ahead`)."""
+        if self._ahead:
+            return self._ahead.pop(0)
         opts = list(self.studies)
         for i in range(len(opts)):
             opt = opts[(self._turn + i) % len(opts)]
-            claimed = self._claim_from(opt)
-            if claimed is not None:
+            claimed = self._claim_from(opt, max(1, ahead))
+            if claimed:
                 self._turn = (self._turn + i + 1) % len(opts)
-                return claimed
+                self._ahead = claimed[1:]
+                return claimed[0]
         return None
 
-    def _claim_from(self, opt: str) -> Claimed | None:
+    def claimed_ahead(self) -> list[Claimed]:
+        return list(self._ahead)
+
+    def release_ahead(self, reason: str) -> None:
+        """Give back the trials taken ahead and not started (see :meth:`claim`)."""
+        ahead, self._ahead = self._ahead, []
+        for c in ahead:
+            self.release(c, reason)
+
+    def _claim_from(self, opt: str, n: int) -> list[Claimed]:
         study = self.studies[opt]
         for refresh in (False, True):
             if refresh or opt not in self._waiting:
@@ -307,12 +395,24 @@ class TrialQueue:
                 self._waiting[opt] = [t._trial_id for t in waiting]
             queue = self._waiting[opt]
             while queue:
-                storage_id = queue.pop(0)
+                ids, queue[:n] = queue[:n], []
                 with study_lock(self.storage, self.study_dir, self.name):
-                    taken = self._take(storage_id)
+                    taken = [sid for sid in ids if self._take(sid)] if len(ids) == 1 \
+                        else self._take_many(study, ids)
                 if taken:
-                    return self._claimed(study, storage_id)
-        return None
+                    return [self._claimed(study, sid) for sid in taken]
+        return []
+
+    def _take_many(self, study: optuna.Study, ids: list[int]) -> list[int]:
+        """:meth:`_take` for several trials: those still WAITING, under the lock the caller
+        holds, become RUNNING and this process's in one storage write (see ``_apply``)."""
+        waiting = {t._trial_id for t in self._trials(study, (TrialState.WAITING,))}
+        ids = [sid for sid in ids if sid in waiting]
+        owner = this_owner()
+        _apply(self.storage, [op for sid in ids for op in (
+            (sid, _STATE, (TrialState.RUNNING, None)), (sid, OWNER_ATTR, owner))])
+        running = {t._trial_id for t in self._trials(study, (TrialState.RUNNING,))}
+        return [sid for sid in ids if sid in running]
 
     def _take(self, storage_id: int) -> bool:
         """WAITING → RUNNING with this process as owner, under the study lock held by the
@@ -387,16 +487,37 @@ class TrialQueue:
                               point=point)
         return Claimed(study, trial._trial_id, trial.number, tid, config)
 
-    def is_duplicate(self, claimed: Claimed, recorded: set[str]) -> str | None:
+    def _same_id(self, claimed: Claimed) -> list[FrozenTrial]:
+        """The other trials of ``claimed``'s study with its lookbench id, as they are now.
+
+        Trials are only ever added, numbered in order, and a trial's id never changes, so an
+        index of ids to numbers is extended with the new trials only: the check costs the same
+        in a study of 10 trials or of 10,000 (every claim makes it)."""
+        trials = self._trials(claimed.study)
+        key = claimed.study._study_id
+        n, by_id, unnamed = self._index.get(key, (0, {}, set()))
+        if len(trials) < n or any(trials[k].number != k for k in (0, len(trials) - 1)
+                                  if 0 <= k < len(trials)):
+            n, by_id, unnamed = 0, {}, set()  # (not the numbering expected: index afresh)
+        for k in [*sorted(unnamed), *range(n, len(trials))]:
+            tid = trials[k].user_attrs.get(ID_ATTR)
+            if tid is None:
+                unnamed.add(k)
+            else:
+                unnamed.discard(k)
+                by_id.setdefault(tid, []).append(k)
+        self._index[key] = (len(trials), by_id, unnamed)
+        return [trials[k] for k in by_id.get(claimed.lookbench_id, [])
+                if trials[k]._trial_id != claimed.storage_id]
+
+    def is_duplicate(self, claimed: Claimed, recorded: Container[str]) -> str | None:
         """Why ``claimed`` must not run: its result is recorded here, it finished on some
         machine, or an earlier trial with the same id is running live."""
         if claimed.lookbench_id in recorded:
             return "already recorded"
-        voided = self._voided(claimed.study)
-        for t in self._trials(claimed.study):
-            if (t._trial_id == claimed.storage_id
-                    or t.user_attrs.get(ID_ATTR) != claimed.lookbench_id):
-                continue
+        same = self._same_id(claimed)
+        voided = self._voided(claimed.study) if same else set()
+        for t in same:
             if self._done(t, recorded, voided):
                 return f"already finished as trial {t.number}"
             if t.state == TrialState.RUNNING and t.number < claimed.number and self._alive(t):
@@ -406,9 +527,8 @@ class TrialQueue:
     def previous_attempts(self, claimed: Claimed) -> list[tuple[str, int]]:
         """(host, epochs reached) of earlier attempts at this id that were cut off."""
         out = []
-        for t in self._trials(claimed.study, (TrialState.FAIL,)):
-            if (t.user_attrs.get(ID_ATTR) == claimed.lookbench_id
-                    and SUPERSEDED_ATTR in t.user_attrs):
+        for t in self._same_id(claimed):
+            if t.state == TrialState.FAIL and SUPERSEDED_ATTR in t.user_attrs:
                 owner = t.system_attrs.get(OWNER_ATTR) or {}
                 out.append((str(owner.get("host", "?")), int(t.system_attrs.get(EPOCH_ATTR, 0))))
         return out
@@ -420,6 +540,41 @@ class TrialQueue:
 
     def progress(self, claimed: Claimed, epoch: int) -> None:
         self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epoch)
+
+    def finish_many(self, outcomes: list[Outcome], record: Callable[[list[Outcome]], None]
+                    ) -> list[bool]:
+        """:meth:`finish` for several trials at once (``lookbench.study.recorder``): ``record``
+        writes the rows of those still ours (one batch file), then their outcomes go to Optuna
+        under one hold of the study lock, and on the study's own journal as one append (one
+        fsync instead of three per trial). Returns, per outcome, whether it was still ours."""
+        if not outcomes:
+            return []
+        ours = self._still_ours_many([o.claimed for o in outcomes])
+        mine = [o for o, ok in zip(outcomes, ours) if ok]
+        if not mine:
+            return ours
+        record(mine)
+        with study_lock(self.storage, self.study_dir, self.name):
+            again = self._still_ours_many([o.claimed for o in mine])
+            lost = {id(o) for o, ok in zip(mine, again) if not ok}
+            mine = [o for o in mine if id(o) not in lost]
+            ops: list[tuple[int, str, Any]] = []
+            for o in mine:
+                sid = o.claimed.storage_id
+                ops.append((sid, RECORDED_IN_ATTR, self._here))
+                if o.epochs is not None:
+                    ops.append((sid, EPOCH_ATTR, o.epochs))
+                ops.append((sid, _STATE, _final_state(o.state, o.value)))
+            _apply(self.storage, ops)
+        return [ok and id(o) not in lost for o, ok in zip(outcomes, ours)]
+
+    def _still_ours_many(self, claimed: list[Claimed]) -> list[bool]:
+        """:meth:`_still_ours` for several trials, from one read of each study's trials."""
+        current: dict[int, FrozenTrial] = {}
+        for study in {id(c.study): c.study for c in claimed}.values():
+            current.update((t._trial_id, t) for t in self._trials(study))
+        return [(t := current.get(c.storage_id)) is not None and t.state == TrialState.RUNNING
+                and SUPERSEDED_ATTR not in t.user_attrs for c in claimed]
 
     def finish(self, claimed: Claimed, state: str, value: float | None,
                record: Callable[[], None], epochs: int | None = None) -> bool:
@@ -442,16 +597,10 @@ class TrialQueue:
         with study_lock(self.storage, self.study_dir, self.name):
             if not self._still_ours(claimed):
                 return False
-            self.storage.set_trial_system_attr(claimed.storage_id, RECORDED_IN_ATTR, self._here)
-            if epochs is not None:
-                self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epochs)
-            if state == "complete" and value is not None:
-                self.storage.set_trial_state_values(claimed.storage_id, TrialState.COMPLETE,
-                                                    [value])
-            elif state == "failed":
-                self.storage.set_trial_state_values(claimed.storage_id, TrialState.FAIL)
-            else:  # diverged, or no finite metric: stopped early, not an error
-                self.storage.set_trial_state_values(claimed.storage_id, TrialState.PRUNED)
+            sid = claimed.storage_id
+            _apply(self.storage, [(sid, RECORDED_IN_ATTR, self._here),
+                                  *([(sid, EPOCH_ATTR, epochs)] if epochs is not None else []),
+                                  (sid, _STATE, _final_state(state, value))])
         return True
 
     def _still_ours(self, claimed: Claimed) -> bool:

@@ -39,7 +39,7 @@ def _enospc(*args, **kwargs):
 
 
 @pytest.mark.parametrize("where", ["lookbench.study.checkpoints.save_checkpoint",
-                                   "lookbench.results.store.write_part"])
+                                   "lookbench.results.store._write_new"])
 def test_a_full_disk_stops_the_run_and_records_nothing_as_failed(tmp_path, monkeypatch, where):
     with monkeypatch.context() as m:
         m.setattr(where, _enospc)
@@ -91,15 +91,17 @@ def test_failed_trials_run_again_on_request(tmp_path, monkeypatch):
     assert len(kept) == 4  # the earlier rows are kept aside, out of the table
 
 
-def test_a_deleted_part_file_is_run_again(tmp_path):
+def test_the_trials_of_a_deleted_results_file_run_again(tmp_path):
     assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
     study = tmp_path / "digits-sgd"
-    lost = sorted((study / "trials").glob("part-*.parquet"))[0]
+    lost = sorted((study / "trials").glob("*.parquet"))[0]  # (a part, a batch or compacted)
+    ids = set(pq.read_table(lost, columns=["trial"])["trial"].to_pylist())
     lost.unlink()
+    assert ids and not ids & StudyResults(study).recorded()
     result = invoke("run", *TINY, "--out", str(tmp_path))
     assert result.exit_code == 0, result.stderr
     assert "still running elsewhere" not in result.stderr  # (it used to say so, falsely)
-    assert lost.exists() and "4 of 4 trials recorded" in result.output
+    assert ids <= StudyResults(study).recorded() and "4 of 4 trials recorded" in result.output
 
 
 def _final_numbers(study: Path) -> dict[str, tuple]:
@@ -243,9 +245,10 @@ def test_part_files_are_written_outside_the_study_lock(tmp_path, monkeypatch):
     from lookbench.study.storage import LOCK_FILE
 
     held_during_write = []
-    original = StudyResults.write_trial
+    written = []
+    original = StudyResults.write_trials
 
-    def checking_write(self, row, curves):
+    def checking_write(self, trials):
         with open(self.root / LOCK_FILE, "a+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -253,11 +256,12 @@ def test_part_files_are_written_outside_the_study_lock(tmp_path, monkeypatch):
                 held_during_write.append(False)
             except BlockingIOError:
                 held_during_write.append(True)
-        original(self, row, curves)
+        written.extend(row["trial"] for row, _ in trials)
+        original(self, trials)
 
-    monkeypatch.setattr(StudyResults, "write_trial", checking_write)
+    monkeypatch.setattr(StudyResults, "write_trials", checking_write)
     assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
-    assert held_during_write == [False] * 4
+    assert len(written) == 4 and not any(held_during_write)
 
 
 @pytest.fixture
