@@ -31,6 +31,7 @@ from lookbench.study.worker import WorkerOptions, claim_ahead, run_worker
 
 runner = CliRunner()
 STUDY = Path(__file__).parents[2] / "studies" / "nqm-analytic.toml"  # 120 trials, ~ms each
+RUN = ["run", "--spec", str(STUDY), "--devices", "cpu", "--workers", "1"]
 
 
 def _journal_trials(study_dir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -51,8 +52,7 @@ def test_short_trials_are_recorded_together_and_optuna_knows_each_outcome(tmp_pa
     monkeypatch.setattr(TrialQueue, "_take_many",
                         lambda self, study, ids: takes.append(len(ids))
                         or real_take(self, study, ids))
-    result = runner.invoke(app, ["run", "--spec", str(STUDY), "--out", str(tmp_path), "--devices", "cpu",
-                                 "--workers", "1"])
+    result = runner.invoke(app, [*RUN, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     study = tmp_path / "nqm-analytic"
     assert sum(writes) == 120 and len(writes) < 60  # many trials per write ...
@@ -72,8 +72,7 @@ def test_short_trials_are_recorded_together_and_optuna_knows_each_outcome(tmp_pa
             assert t.state == TrialState.COMPLETE and t.values == [final[tid]]
         else:
             assert t.state == TrialState.PRUNED
-    again = runner.invoke(app, ["run", "--spec", str(STUDY), "--out", str(tmp_path), "--devices", "cpu",
-                                "--workers", "1"])
+    again = runner.invoke(app, [*RUN, "--out", str(tmp_path)])
     assert again.exit_code == 0 and "120 of 120" in again.output
 
 
@@ -104,8 +103,7 @@ def test_a_stopped_worker_gives_back_what_it_claimed_ahead_and_records_what_it_f
     trials = [t for s in storage.get_all_studies()
               for t in storage.get_all_trials(s._study_id)]
     assert not [t for t in trials if t.state == TrialState.RUNNING]  # none held by anyone
-    result = runner.invoke(app, ["run", "--spec", str(STUDY), "--out", str(tmp_path), "--devices", "cpu",
-                                 "--workers", "1"])
+    result = runner.invoke(app, [*RUN, "--out", str(tmp_path)])
     assert result.exit_code == 0 and "120 of 120" in result.output, result.output
 
 

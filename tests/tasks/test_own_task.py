@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lookbench.cli import app
+from lookbench.results import StudyResults
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "iris_task.py"
 runner = CliRunner()
@@ -73,7 +74,7 @@ def test_installed_and_module_tasks_are_found_by_name(tmp_path, monkeypatch):
     result = runner.invoke(app, ["run", "iris", "--lr", "0.3", "--epochs", "1", "--devices",
                                  "cpu", "--workers", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
-    assert len(list((out / "iris-sgd" / "trials").glob("*.parquet"))) == 2
+    assert len(StudyResults(out / "iris-sgd").recorded()) == 2
 
 
 @pytest.mark.parametrize("source, reference, says", [
