@@ -92,9 +92,10 @@ def digits(rounds: int, device: str) -> None:
     # (the trials' times are measured within the engine's, so the difference is never < 0)
     own = [a / max(b, 1e-9) for a, b in zip(one, inside)]
     per_trial = statistics.median([max(a - b, 0.0) for a, b in zip(one, inside)]) / len(configs)
-    print(f"  engine with --population 1: {statistics.median(own):.3f}x the time its trials "
-          f"took inside it (rounds {', '.join(f'{r:.3f}' for r in own)}): the engine's own "
-          f"cost, {per_trial * 1e3:.1f} ms per trial")
+    print(f"  engine with --population 1: {statistics.median(own):.3f}x the time its trials' "
+          f"epochs took inside it (rounds {', '.join(f'{r:.3f}' for r in own)}); outside "
+          f"them {per_trial * 1e3:.1f} ms per trial: the engine's own cost plus each trial's "
+          f"set-up (data, model; the first round also imports)")
     ratios = [a / max(b, 1e-9) for a, b in zip(one, loop)]
     spread = (max(ratios) - min(ratios)) / statistics.median(ratios) if len(ratios) > 1 else 0
     print(f"  against the trial runner in a plain loop ({statistics.median(loop):.1f} s): "

@@ -384,3 +384,31 @@ def test_what_a_compaction_killed_while_removing_a_batch_left_is_cleaned_up(tmp_
     StudyResults(tmp_path / "s").compact()
     assert _files(trials) == [COMPACTED_FILE]
     assert StudyResults(tmp_path / "s").recorded() == {"a", "b"}
+
+
+def test_folders_of_two_machines_merge_as_the_distributed_guide_says(tmp_path):
+    """docs/distributed.md: parts keep their names, every other file (a batch, the compacted
+    file: the same names on every machine) is copied as a batch named after its machine."""
+    import shutil
+
+    machines = {"m1": {"a": 0.1, "b": 0.2, "c": 0.3}, "m2": {"d": 0.4, "e": 0.5}}
+    for m, trials in machines.items():
+        results = StudyResults(tmp_path / m / "s")
+        _batch(results, dict(list(trials.items())[:2]))
+        results.compact()
+        for t, v in list(trials.items())[2:]:
+            _write(results, t, v)  # recorded after the compaction: a part
+    merged = tmp_path / "merged" / "s"
+    for m in machines:
+        for table in ("trials", "curves"):
+            (merged / table).mkdir(parents=True, exist_ok=True)
+            for f in (tmp_path / m / "s" / table).iterdir():
+                to = f.name if f.name.startswith("part-") else f"batch-{m}-{f.name}"
+                shutil.copy(f, merged / table / to)
+    results = StudyResults(merged)
+    want = {t: v for trials in machines.values() for t, v in trials.items()}
+    rows = results.trials()
+    assert dict(zip(rows["trial"].to_pylist(), rows["final_test_acc"].to_pylist())) == want
+    assert len(results.curves()) == 2 * len(want) and results.recorded() == set(want)
+    results.compact()
+    assert _files(merged / "trials") == [COMPACTED_FILE] and results.recorded() == set(want)
