@@ -5,8 +5,9 @@ dynamics in well under a millisecond, so nearly all of the time is the engine's)
 engine with the default journal storage, one worker in the command's process (claiming trials
 from Optuna's storage, several at a time when they are this short; heartbeats; per-epoch
 progress; finished trials recorded together in atomic Parquet batch files and one journal
-append; the compaction at the end) against a plain Python loop calling the same trial function on the same 1,000 configurations. Run one
-after the other, twice, in one process. Goal (issue 15): engine overhead below 5 ms per trial.
+append; the compaction at the end) against a plain Python loop calling the same trial
+function on the same 1,000 configurations. Run one after the other, twice, in one process.
+Goal (issue 15): engine overhead below 5 ms per trial.
 
 Usage: python benchmarks/engine_overhead.py [--trials 1000]
 """
