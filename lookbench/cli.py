@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -16,6 +17,11 @@ import typer
 
 from lookbench import __version__
 from lookbench.choices import SCHEDULES
+
+# OpenMP threads that wait passively, set before torch is imported (by a command): spinning
+# threads made trials 4-75x slower when the machine had other work (measured on 2 cores), and
+# `lookbench run` trains in this process too (one worker, or one of several on the CPU).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Exit codes: 0 done (every planned trial recorded); 1 the run failed (a trial failed, data,
 # disk or storage unusable, a worker stopped); 2 bad input (options, study file); 3 not

@@ -8,10 +8,12 @@ recorded trials are kept, interrupted ones resume from their checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,6 +310,41 @@ def _worker_command(spec: StudySpec, study_dir: Path, storage_url: str | None,
     return cmd, env
 
 
+def _stop_workers(procs: list[subprocess.Popen]) -> None:
+    """Ask the worker processes to stop (they give their trials back), then kill stragglers."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _run_here(spec: StudySpec, study_dir: Path, storage_url: str | None, place: Placement,
+              data_dir: Path | None, grace_s: float | None, refresh, result: RunResult,
+              population: int | None, compile: bool) -> None:
+    """One worker in this process, in the main thread (it takes Ctrl-C there), while a
+    thread keeps the progress view up to date (the only one that draws it)."""
+    done = threading.Event()
+
+    def keep_drawing() -> None:
+        while not done.wait(0.5):
+            with contextlib.suppress(Exception):  # (a storage hiccup: the next round draws)
+                refresh()
+
+    drawer = threading.Thread(target=keep_drawing, daemon=True, name="lookbench-progress")
+    drawer.start()
+    try:
+        _run_in_process(spec, study_dir, storage_url, place, data_dir, grace_s, lambda: None,
+                        result, population, compile)
+    finally:
+        done.set()
+        drawer.join(timeout=5)
+
+
 def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
                    where: list[Placement], data_dir: Path | None, grace_s: float | None,
                    refresh, result: RunResult, population: int | None = None,
@@ -332,13 +369,31 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
         if place.visible is not None:
             gate.started(place.visible)
 
-    for place in where:
+    # On the CPU this process runs one of the workers itself: it has imported torch and
+    # Optuna already, so that worker starts at once instead of paying a new process's start
+    # (about 4 s on 2 cores) while the others start. (Not on GPUs: a worker's memory there
+    # is counted per process, see GpuMemoryGate.)
+    # (Its OpenMP threads must wait passively, as the workers' do: see _worker_command.)
+    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+    here = where[0] if all(p.visible is None for p in where) and (
+        passive or all(p.threads == 1 for p in where)) else None
+    for place in where[1:] if here is not None else where:
         if place.visible is not None and place.visible in on_gpu:
             waiting.append(place)
             continue
         if place.visible is not None:
             on_gpu.add(place.visible)
         start(place)
+    if here is not None:
+        try:
+            _run_here(spec, study_dir, storage_url, here, data_dir, grace_s, refresh, result,
+                      population, compile)
+        except BaseException:  # (the storage or the data gone: the others stop too)
+            _stop_workers(procs)
+            raise
+        if result.interrupted:
+            _stop_workers(procs)
+            return
     try:
         while any(p.poll() is None for p in procs):
             # The next waiting worker of each GPU (one per round: a new worker's memory
@@ -356,15 +411,7 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
             time.sleep(0.5)
     except KeyboardInterrupt:
         result.interrupted = True
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop_workers(procs)
         return
     for p, log in zip(procs, logs):
         text = log.read_text(errors="replace").splitlines()

@@ -301,8 +301,11 @@ def test_workers_run_every_grid_point_exactly_once(tmp_path):
               if SUPERSEDED_ATTR not in t.user_attrs]
     ids = [t.user_attrs["lookbench_id"] for t in frozen]
     assert sorted(ids) == sorted(trials["trial"]) and len(set(ids)) == len(ids)
+    # Two workers: the command's own process and one worker process (with its log).
     logs = list((tmp_path / "digits-sgd" / "logs").glob("worker-*.log"))
-    assert len(logs) == 2
+    assert len(logs) == 1
+    pids = {t.system_attrs[OWNER_ATTR]["pid"] for t in frozen}
+    assert proc.pid in pids and len(pids) <= 2  # (the other may start after all is claimed)
 
 
 @pytest.mark.slow
@@ -464,10 +467,10 @@ def test_workers_exit_when_the_command_that_started_them_dies(tmp_path):
     proc = lookbench("run", *GRID, "--out", str(tmp_path), cwd=tmp_path, start_new_session=True)
     deadline = time.monotonic() + 120
     workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2:
-        workers = _children(proc.pid)
+    while time.monotonic() < deadline and len(workers) < 1:
+        workers = _children(proc.pid)  # (one: the command itself is the other worker)
         time.sleep(0.1)
-    assert len(workers) == 2
+    assert len(workers) == 1
     wait_until = time.monotonic() + 120  # let them claim trials
     while time.monotonic() < wait_until and not list((tmp_path / "digits-sgd").glob(
             "checkpoints/*.pt")):
@@ -478,9 +481,12 @@ def test_workers_exit_when_the_command_that_started_them_dies(tmp_path):
     while time.monotonic() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers)
-    # They gave their trials back on the way out: nothing is left RUNNING.
+    # They gave their trials back on the way out: nothing is left RUNNING but the killed
+    # command's own (its worker could not; a dead owner on this host is known at once, so
+    # the next run takes them over).
     frozen = optuna_trials(tmp_path, "digits-sgd")
-    assert not [t for t in frozen if t.state == TrialState.RUNNING]
+    owners = {t.system_attrs[OWNER_ATTR]["pid"] for t in frozen if t.state == TrialState.RUNNING}
+    assert owners <= {proc.pid}
 
 
 def test_a_damaged_journal_is_one_line_and_the_parquet_results_rebuild_the_study(tmp_path):
