@@ -9,7 +9,6 @@ optimizer was built is not pulled back toward stale weights at the first sync.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -21,35 +20,12 @@ from lookbench.choices import INNER_STATE_POLICIES, InnerStatePolicy
 from lookbench.optim import _tensor_ops
 from lookbench.optim import inner_state as families
 from lookbench.optim.wrapper import WrappedOptimizer, check_inner
+from lookbench.theory import check_alpha, check_k, lookahead_args  # noqa: F401 (re-exported)
 
 ADAPTIVE = "adaptive"
 
 SLOW = "slow_param"
 OWN_SQ_AVG = "lookahead_sq_avg"  # second moment kept for adaptive α when the inner has none
-
-
-def check_k(k: object) -> int:
-    """``k`` as an int if it is an integer >= 1, else a ``ValueError`` saying so."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be an integer >= 1 (inner steps per sync), got {k!r}")
-    return int(k)
-
-
-def check_alpha(alpha: object, name: str = "alpha") -> float:
-    """``alpha`` as a float if it is a number in (0, 1], else a ``ValueError`` saying so."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {alpha!r}")
-    return float(alpha)
-
-
-def lookahead_args(k: object, alpha: object, plain: str) -> tuple[int, float] | None:
-    """For the analyses: ``None`` when neither k nor alpha is given (the ``plain`` inner
-    optimizer), else the validated pair; giving only one of them is an error."""
-    if k is None and alpha is None:
-        return None
-    if k is None or alpha is None:
-        raise ValueError(f"give both k and alpha (Lookahead) or neither ({plain})")
-    return check_k(k), check_alpha(alpha)
 
 
 def adaptive_alpha(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +36,8 @@ class StudyData:
     curves: pd.DataFrame
 
     sampler: str = "unknown"  # grid, random or tpe, from the study's definition when present
+    # What the task knows without training (loss floor, initial loss), from study.json
+    facts: dict = field(default_factory=dict)
 
     @functools.cached_property
     def metric(self) -> str:  # asked for by every figure and table: worked out once
@@ -66,17 +68,23 @@ class StudyData:
         except Exception:  # unknown task or options this version refuses: report without it
             return None
 
+    def _fact(self, name: str) -> float | None:
+        """What the task knows, as the study's ``study.json`` recorded it; a study without it
+        (an older one, hand-made tables) asks the task (which imports torch: seconds)."""
+        if name in self.facts:
+            return self.facts[name]
+        fn = getattr(self._task, name, None)
+        return fn() if fn is not None else None
+
     @property
     def loss_floor(self) -> float | None:
         """The lowest value the task's loss can reach, where the task knows it."""
-        fn = getattr(self._task, "loss_floor", None)
-        return fn() if fn is not None else None
+        return self._fact("loss_floor")
 
     @property
     def initial_loss(self) -> float | None:
         """The task's loss at initialisation, where the task knows it without training."""
-        fn = getattr(self._task, "initial_loss", None)
-        return fn() if fn is not None else None
+        return self._fact("initial_loss")
 
     @functools.cached_property
     def analysis(self):
@@ -128,8 +136,12 @@ def load_study(study_dir: Path) -> StudyData:
         raise ReportError(str(e)) from None
     if trials.empty:
         raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
-    sampler = str(_definition(study_dir).get("sampler", "unknown"))
-    return StudyData(name=study_dir.name, trials=trials, curves=curves, sampler=sampler)
+    definition = _definition(study_dir)
+    sampler = str(definition.get("sampler", "unknown"))
+    facts = {k: (float(v) if isinstance(v, (int, float)) else None)
+             for k, v in definition.items() if k in ("loss_floor", "initial_loss")}
+    return StudyData(name=study_dir.name, trials=trials, curves=curves, sampler=sampler,
+                     facts=facts)
 
 
 def _definition(study_dir: Path) -> dict:

@@ -446,7 +446,7 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
     number of steps and Proposition 2's steady state, against the learning rate."""
     if data.task != "nqm":
         return None
-    from lookbench.tasks.nqm import (
+    from lookbench.theory import (
         NqmOptions,
         default_spectrum,
         expected_loss,
@@ -508,7 +508,7 @@ def nqm_analytic_curves(data: StudyData) -> dict[str, np.ndarray] | None:
     """Eq. 5's expected loss per epoch for each optimizer's best configuration (NQM only)."""
     if data.task != "nqm":
         return None
-    from lookbench.tasks.nqm import NqmOptions, default_spectrum, expected_loss_curve
+    from lookbench.theory import NqmOptions, default_spectrum, expected_loss_curve
 
     opts = NqmOptions(**data.task_options)
     a, sigma2 = default_spectrum(opts.dim)

@@ -10,6 +10,7 @@ this module; none of them works out the metric or its direction again.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,30 @@ def check_same_definition(old: StudySpec, new: StudySpec) -> None:
             )
 
 
-def write_file(study_dir: Path, spec: StudySpec) -> None:
-    """``study.json`` beside the tables: the spec, and the metric and direction it ranks by."""
+# What a task knows without training, recorded in study.json for the report (which then reads
+# the folder only, and imports no torch to ask the task).
+TASK_FACTS = ("loss_floor", "initial_loss")
+
+
+def task_facts(task: Any) -> dict[str, float | None]:
+    """The task's :data:`TASK_FACTS` (``None`` where it does not know, or fails to say)."""
+    out: dict[str, float | None] = {}
+    for name in TASK_FACTS:
+        try:
+            value = getattr(task, name)()
+            out[name] = float(value) if value is not None and math.isfinite(value) else None
+        except Exception:  # (a task of one's own that cannot say: the report goes without)
+            out[name] = None
+    return out
+
+
+def write_file(study_dir: Path, spec: StudySpec, facts: dict[str, Any] | None = None) -> None:
+    """``study.json`` beside the tables: the spec, the metric and direction it ranks by, and
+    what its task knows without training (``facts``, see :func:`task_facts`)."""
     path = study_dir / DEFINITION_FILE
     rank = ranking(spec)
     content = {**spec.model_dump(mode="json"), "metric": rank.metric,
-               "higher_is_better": rank.higher_is_better}
+               "higher_is_better": rank.higher_is_better, **(facts or {})}
     text = json.dumps(content, indent=2, sort_keys=True) + "\n"
     if path.exists() and path.read_text(encoding="utf-8", errors="replace") == text:
         return

@@ -104,7 +104,8 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     from lookbench import tasks
 
     study_dir = out / spec.study_name
-    tasks.get(spec.task, **spec.task_options).check_data(data_dir)  # before creating anything
+    task = tasks.get(spec.task, **spec.task_options)
+    task.check_data(data_dir)  # before creating anything
     study_dir.mkdir(parents=True, exist_ok=True)  # (a file in the way: one line, from the CLI)
     storage = open_storage(storage_url, study_dir)
     with study_lock(storage, study_dir, spec.study_name):
@@ -116,7 +117,7 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
                            local=storage_url is None)
         if old is None:
             definition.store_spec(queue.studies.values(), spec)
-        definition.write_file(study_dir, old or spec)
+        definition.write_file(study_dir, old or spec, definition.task_facts(task))
     planned = {lookbench_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     results = StudyResults(study_dir)
     retried = _set_failed_aside(queue, results) if retry_failed else 0

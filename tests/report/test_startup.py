@@ -45,7 +45,7 @@ def test_reading_an_accuracy_study_does_not_import_torch(grid_study, tmp_path, c
     assert run_cli(*args) == "no torch"
 
 
-def test_status_of_a_study_with_its_journal_does_not_import_torch(tmp_path):
+def test_status_and_report_of_an_nqm_study_do_not_import_torch(tmp_path):
     from lookbench.study.engine import run_study
     from lookbench.study.spec import load_spec
 
@@ -56,6 +56,16 @@ def test_status_of_a_study_with_its_journal_does_not_import_torch(tmp_path):
                        data_dir=None, console=Console(file=io.StringIO()))
     assert result.recorded == 4
     assert run_cli("status", "--out", str(tmp_path)) == "no torch"
+    # The report of a task that knows its loss floor and initial loss (the NQM) reads them
+    # from study.json, where the run recorded the task's own values, instead of asking it.
+    from lookbench.report.data import load_study
+
+    data = load_study(tmp_path / spec.study_name)
+    task = tasks.get("nqm", analytic=True)
+    assert data.facts == {"loss_floor": task.loss_floor(), "initial_loss": task.initial_loss()}
+    assert data.loss_floor == task.loss_floor() and data.initial_loss == task.initial_loss()
+    assert run_cli("report", str(tmp_path / spec.study_name), "--out",
+                   str(tmp_path / "report")) == "no torch"
 
 
 def test_the_built_in_rankings_are_the_task_classes_own():
