@@ -221,7 +221,8 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
     pop: PopulationTrial | None = None
     one_at_a_time = False
     try:
-        with Heartbeat(queue, [*(members[m] for m in live), *recorder.claims()]), \
+        with Heartbeat(queue, [*(members[m] for m in live), *recorder.claims(),
+                               *queue.claimed_ahead()]), \
                 CheckpointWriter() as writer, interrupts.allowed():
             pop = PopulationTrial([config for _, config in layout], opts.device, opts.data_dir,
                                   only_if_faster=opts.population is None,

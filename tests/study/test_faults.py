@@ -145,9 +145,10 @@ def _workers_of(parent: int) -> list[int]:
 @pytest.mark.slow
 def test_a_worker_stopped_by_a_signal_fails_the_run(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lookbench", "run", "digits", "--lr", "0.03,0.1,0.3",
-         "--k", "5", "--alpha", "0.5", "--epochs", "20", "--devices", "cpu", "--workers", "2",
-         "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "lookbench", "run", "digits", "--lr", "0.01,0.03,0.1,0.3,1",
+         "--k", "5", "--alpha", "0.5", "--epochs", "20", "--seeds", "3", "--population", "1",
+         "--devices", "cpu", "--workers", "2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # (work left for both)
     deadline = time.monotonic() + 60
     workers: list[int] = []
     while len(workers) < 1 and time.monotonic() < deadline:
