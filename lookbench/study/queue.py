@@ -543,10 +543,18 @@ class TrialQueue:
 
     def finish_many(self, outcomes: list[Outcome], record: Callable[[list[Outcome]], None]
                     ) -> list[bool]:
-        """:meth:`finish` for several trials at once (``lookbench.study.recorder``): ``record``
-        writes the rows of those still ours (one batch file), then their outcomes go to Optuna
-        under one hold of the study lock, and on the study's own journal as one append (one
-        fsync instead of three per trial). Returns, per outcome, whether it was still ours."""
+        """Record finished trials (``lookbench.study.recorder``) and tell Optuna each outcome:
+        COMPLETE (with the metric), PRUNED (diverged) or FAIL, and the epochs it did (during
+        training that attribute is written at most once a second; a short trial may finish
+        before it ever was). Returns, per outcome, whether it was still ours.
+
+        Only trials still ours count: one superseded while it ran (this worker was presumed
+        dead and another took it over) is discarded. ``record`` writes the Parquet rows of the
+        rest *outside* the study lock (a slow disk must not stall every machine); then, under
+        the lock and only for those still ours, the outcomes go to Optuna, on the study's own
+        journal as one append (one fsync instead of three per trial). A trial taken over in
+        between is read from one file only (the store's precedence), so it is recorded once.
+        """
         if not outcomes:
             return []
         ours = self._still_ours_many([o.claimed for o in outcomes])
@@ -569,43 +577,13 @@ class TrialQueue:
         return [ok and id(o) not in lost for o, ok in zip(outcomes, ours)]
 
     def _still_ours_many(self, claimed: list[Claimed]) -> list[bool]:
-        """:meth:`_still_ours` for several trials, from one read of each study's trials."""
+        """Whether each trial is RUNNING and not superseded, from one read of each study's
+        trials."""
         current: dict[int, FrozenTrial] = {}
         for study in {id(c.study): c.study for c in claimed}.values():
             current.update((t._trial_id, t) for t in self._trials(study))
         return [(t := current.get(c.storage_id)) is not None and t.state == TrialState.RUNNING
                 and SUPERSEDED_ATTR not in t.user_attrs for c in claimed]
-
-    def finish(self, claimed: Claimed, state: str, value: float | None,
-               record: Callable[[], None], epochs: int | None = None) -> bool:
-        """Record the result (``record`` writes the Parquet rows) and tell Optuna the outcome:
-        COMPLETE (with the metric), PRUNED (diverged) or FAIL.
-
-        ``epochs`` (the epochs the trial did) becomes its epoch attribute, so a finished trial
-        shows its last epoch: during training that attribute is written at most once a second,
-        and a short trial may finish before it ever was.
-
-        Only while the trial is still ours: if it was superseded while we ran (we were presumed
-        dead and another worker took it over), the result is discarded and False returned. The
-        part files are written *outside* the study lock (a slow disk must not stall every
-        machine), after a check that the trial is still ours; should it be taken over in that
-        moment, the part files are named by the trial's id, so it is still recorded once.
-        """
-        if not self._still_ours(claimed):
-            return False
-        record()
-        with study_lock(self.storage, self.study_dir, self.name):
-            if not self._still_ours(claimed):
-                return False
-            sid = claimed.storage_id
-            _apply(self.storage, [(sid, RECORDED_IN_ATTR, self._here),
-                                  *([(sid, EPOCH_ATTR, epochs)] if epochs is not None else []),
-                                  (sid, _STATE, _final_state(state, value))])
-        return True
-
-    def _still_ours(self, claimed: Claimed) -> bool:
-        current = self.storage.get_trial(claimed.storage_id)
-        return current.state == TrialState.RUNNING and SUPERSEDED_ATTR not in current.user_attrs
 
     def release(self, claimed: Claimed, reason: str) -> None:
         """Give a claimed trial back (interrupted, bad checkpoint): superseded, planned again."""
