@@ -202,21 +202,10 @@ class Trial:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         n_steps = 0
         finite = True
-        per_step = self.schedule == "rsqrt"
         batches = (wl.train_batches(epoch, self._pass_generator(epoch))
                    if wl.epoch_steps is None else self._stream(wl.epoch_steps))
         for batch in batches:
-            if per_step:
-                f = rsqrt_factor(self.steps + n_steps + 1, wl.warmup_steps)
-                for group, base in zip(opt.param_groups, self._base_lrs):
-                    group["lr"] = base * f
-            opt.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss = wl.loss(self._train_model, batch)
-            loss.backward()
-            if wl.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(wl.model.parameters(), wl.clip_grad_norm)
-            opt.step()
+            loss = self.train_step(batch, self.steps + n_steps + 1)
             loss_sum += loss.detach().double()
             if self.initial_loss is None:
                 self.initial_loss = float(loss.detach())
@@ -227,6 +216,24 @@ class Trial:
         self.steps += n_steps
         train_loss = float(loss_sum) / max(n_steps, 1)
         return train_loss, n_steps, finite and math.isfinite(train_loss)
+
+    def train_step(self, batch: Any, step: int) -> torch.Tensor:
+        """One optimizer step on ``batch`` as training takes it (the ``rsqrt`` rate of 1-based
+        ``step``, autocast, clipping); returns the loss. Shared with the cost pass
+        (``lookbench.study.cost``), so what it times is exactly a trial's step."""
+        wl, opt = self.workload, self.optimizer
+        if self.schedule == "rsqrt":
+            f = rsqrt_factor(step, wl.warmup_steps)
+            for group, base in zip(opt.param_groups, self._base_lrs):
+                group["lr"] = base * f
+        opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = wl.loss(self._train_model, batch)
+        loss.backward()
+        if wl.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(wl.model.parameters(), wl.clip_grad_norm)
+        opt.step()
+        return loss
 
     def _pass_generator(self, data_pass: int) -> torch.Generator:
         """The generator of one pass over the training data: its order and augmentation."""
