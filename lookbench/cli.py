@@ -345,6 +345,10 @@ def run(
     elsewhere = f" ({result.elsewhere} more by other machines)" if result.elsewhere else ""
     out_console.print(f"{result.recorded} of {result.planned} trials recorded in "
                       f"{out / study_spec.study_name}{elsewhere}")
+    if result.cost is not None:
+        from lookbench.study.cost import summary
+
+        out_console.print(summary(result.cost, study_spec.inner), highlight=False)
     _print_status(out_console, out, [study_spec.study_name], storage)
     if result.errors or result.failed or (missing > 0 and not result.running_elsewhere):
         raise typer.Exit(EXIT_FAILED)

@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lookbench._messages import first_line
+from lookbench._messages import describe_os_error, first_line
 from lookbench.hparams import format_config
 from lookbench.results import ResultsUnreadable, StudyResults
 from lookbench.study import definition
@@ -69,6 +69,7 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
+    cost: dict | None = None  # what this run's cost pass wrote to cost.json (None: no pass)
 
 
 def placements(devices: str, workers: int | None, threads: int = 1) -> list[Placement]:
@@ -195,6 +196,7 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     result = RunResult(planned=total, recorded=recorded_now(), retried=retried)
     _account(result, queue, results, planned)
     if result.recorded + result.elsewhere >= total:
+        _measure_cost(spec, study_dir, where[0], data_dir, console, result)
         return result
     before = results.recorded()
 
@@ -220,7 +222,33 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     result.failed = _failed_since(results, before)
     _account(result, queue, results, planned)
     _compact(results, result)
+    if not result.interrupted and result.recorded + result.elsewhere >= total:
+        _measure_cost(spec, study_dir, where[0], data_dir, console, result)
     return result
+
+
+def _measure_cost(spec: StudySpec, study_dir: Path, place: Placement, data_dir: Path | None,
+                  console: Console, result: RunResult) -> None:
+    """Once a study is complete and has no ``cost.json``, measure what Lookahead costs on the
+    study's device, in this process (``lookbench.study.cost``); a study measured before costs
+    nothing more. Not writing the file is a warning (the next run measures again); Ctrl-C
+    interrupts the run and writes nothing."""
+    from lookbench.study import cost
+
+    budget = cost.budget_seconds()
+    if (study_dir / cost.COST_FILE).exists() or budget <= 0:
+        return
+    device = "cpu" if place.visible is None else f"cuda:{place.visible}"
+    try:
+        with console.status("measuring what Lookahead costs…"):
+            result.cost = cost.measure_cost(spec, study_dir, device, spec.threads, data_dir,
+                                            budget)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except OSError as e:
+        result.warnings.append(f"what Lookahead costs was not measured "
+                               f"({describe_os_error(e)}); "
+                               f"the next `lookbench run` of the study measures it")
 
 
 def _compact(results: StudyResults, result: RunResult) -> None:
