@@ -122,18 +122,23 @@ def check_same_definition(old: StudySpec, new: StudySpec) -> None:
 
 # What a task knows without training, recorded in study.json for the report (which then reads
 # the folder only, and imports no torch to ask the task).
-TASK_FACTS = ("loss_floor", "initial_loss")
+TASK_FACTS = ("loss_floor", "initial_loss", "chance_level")
 
 
-def task_facts(task: Any) -> dict[str, float | None]:
-    """The task's :data:`TASK_FACTS` (``None`` where it does not know, or fails to say)."""
-    out: dict[str, float | None] = {}
+def task_facts(task: Any) -> dict[str, float | bool | None]:
+    """The task's :data:`TASK_FACTS` (``None`` where it does not know, or fails to say) and
+    whether it is ``deterministic``."""
+    out: dict[str, float | bool | None] = {}
     for name in TASK_FACTS:
         try:
             value = getattr(task, name)()
             out[name] = float(value) if value is not None and math.isfinite(value) else None
         except Exception:  # (a task of one's own that cannot say: the report goes without)
             out[name] = None
+    try:
+        out["deterministic"] = bool(task.deterministic())
+    except Exception:
+        out["deterministic"] = False
     return out
 
 

@@ -161,6 +161,21 @@ class Task(ABC):
         """
         return None
 
+    def chance_level(self) -> float | None:
+        """The ranking metric of a model that learned nothing (a classifier's best constant
+        guess: the largest class's share of the test set), where the task knows it; ``None``
+        otherwise (default, and for metrics where lower is better).
+
+        The report scores a diverged run at this level (a blow-up is no worse than not
+        training, and no better) and calls a run that ends no better than it "did not train".
+        """
+        return None
+
+    def deterministic(self) -> bool:
+        """Whether every seed gives the same result (an analytic task): its report then shows
+        exact values and no intervals. Default: ``False``."""
+        return False
+
     def size(self) -> TaskSize:
         """Examples and parameter count, without loading the data (unknown by default)."""
         return TaskSize(None, None, None)

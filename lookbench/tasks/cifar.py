@@ -90,6 +90,10 @@ class _Cifar(Task):
         return TaskSize(train, TEST_EXAMPLES, parameter_count(
             lambda: build_model(self.opts.model, self.num_classes)))
 
+    def chance_level(self) -> float:
+        """1 / classes: both test sets hold the same number of images of every class."""
+        return 1.0 / self.num_classes
+
     def check_data(self, data_dir: Path | None) -> None:
         load_cifar(self.dataset, data_dir)  # cached: the first trial in this process reuses it
 

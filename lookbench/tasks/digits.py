@@ -75,6 +75,11 @@ class Digits(Task):
         n_test = int(np.ceil(1797 * TEST_FRACTION))
         return TaskSize(1797 - n_test, n_test, sum(p.numel() for p in build_mlp(hidden).parameters()))
 
+    def chance_level(self) -> float:
+        """The largest digit's share of the fixed test split (a constant guess's accuracy)."""
+        y_test = _split()[3]
+        return float(np.bincount(y_test).max() / len(y_test))
+
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         if inner not in _GRIDS:
             return super().default_grid(inner)

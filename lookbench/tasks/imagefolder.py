@@ -258,3 +258,8 @@ class ImageNet(ImageFolder):
         image_size: int = Field(224, ge=8, le=1024, description="pixels per side")
 
     paper_grids = _IMAGENET_GRIDS
+
+    def chance_level(self) -> float:
+        """1 / classes: ImageNet's validation set holds 50 images of every class (a budget run
+        of ``classes`` of them keeps that balance)."""
+        return 1.0 / (self.opts.classes or 1000)

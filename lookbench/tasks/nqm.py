@@ -105,6 +105,10 @@ class NoisyQuadratic(Task):
         a, sigma2 = default_spectrum(opts.dim)
         return float(_loss(a, sigma2, np.full_like(a, opts.x0), np.zeros_like(a)))
 
+    def deterministic(self) -> bool:
+        """With ``analytic=True`` the loss is Eq. 5's expectation: no seed changes it."""
+        return bool(self.options.analytic)  # type: ignore[attr-defined]
+
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         if inner not in _LRS:
             return super().default_grid(inner)

@@ -278,6 +278,10 @@ class DeterministicQuadratic(Task):
         a = spectrum(opts.dim, opts.condition_number)
         return float(0.5 * np.sum(a * opts.x0**2))
 
+    def deterministic(self) -> bool:
+        """Full-batch steps from a fixed start: every seed computes the same run."""
+        return True
+
     def default_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
         if inner != "sgd":
             raise ValueError(
