@@ -417,12 +417,25 @@ def report(
     runs: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
     compare: Annotated[bool, typer.Option(help="Put two studies side by side on one "
                                           "page.")] = False,
+    within: Annotated[str | None, typer.Option(
+        help="Tolerances ε a setting must come within of the best to count as good, e.g. "
+             "0.005,0.02 (default 0.01,0.05: relative to the best; a loss whose start the task "
+             "knows: a share of the improvement from it).")] = None,
+    absolute: Annotated[bool, typer.Option(
+        help="Read --within in the metric's own units (e.g. 0.02 of loss).")] = False,
 ) -> None:
-    """Write an offline HTML report per study: the verdict (Lookahead and its baseline on the
-    settings both ran), sensitivity surfaces, robustness metrics with intervals, learning
-    curves; plus <study>.json and <study>-configs.csv for scripts."""
+    """Write an offline HTML report per study: the headline and verdict (Lookahead and each
+    baseline on the settings both ran, with what each seed can tell and what Lookahead costs),
+    sensitivity surfaces, learning curves; plus <study>.json and <study>-configs.csv for
+    scripts."""
     from lookbench.report import ReportError, build_reports
+    from lookbench.report.rules import parse_within
     from lookbench.study.status import find_studies
+
+    try:
+        tolerances = parse_within(within)
+    except ValueError as e:
+        fail(str(e), EXIT_BAD_INPUT)
 
     if studies:
         dirs = [s if s.is_dir() or not (runs / s).is_dir() else runs / s for s in studies]
@@ -431,7 +444,7 @@ def report(
         if not dirs:
             fail(f"no studies under {runs}/ (run `lookbench run TASK` first)", EXIT_FAILED)
     try:
-        pages = build_reports(dirs, out, compare=compare)
+        pages = build_reports(dirs, out, compare=compare, within=tolerances, absolute=absolute)
     except ReportError as e:
         fail(str(e), EXIT_FAILED)
     except OSError as e:  # the report folder: read-only, forbidden, a file in the way

@@ -154,8 +154,14 @@ def columns(role: Role | None = None) -> list[str]:
     return [c for h in HYPERPARAMETERS if role in (None, h.role) for c in h.columns()]
 
 
-def label(name: str) -> str:
-    """The report's label of a hyperparameter (or of any other column: its own name)."""
+ADAM_FAMILY = ("adam", "adamw", "nadam", "radam", "adamax")  # their momentum is β1
+
+
+def label(name: str, inner: str | None = None) -> str:
+    """The report's label of a hyperparameter (or of any other column: its own name); with
+    the study's ``inner`` optimizer, momentum is called what that optimizer calls it."""
+    if name == "momentum" and inner is not None:
+        return "β1" if inner in ADAM_FAMILY else "momentum"
     h = BY_NAME.get(name)
     return h.label if h is not None else name.replace("_", " ")
 

@@ -13,12 +13,16 @@ from lookbench.report.data import ReportError, StudyData, load_study
 __all__ = ["ReportError", "StudyData", "build_reports", "load_study"]
 
 
-def build_reports(study_dirs: list[Path], out: Path, compare: bool = False) -> list[Path]:
+def build_reports(study_dirs: list[Path], out: Path, compare: bool = False,
+                  within: tuple[float, ...] | None = None,
+                  absolute: bool = False) -> list[Path]:
     """Write a page per study (and an index when there are several) under ``out``; with
-    ``compare``, one page with the two studies side by side. Returns the pages written."""
+    ``compare``, one page with the two studies side by side. ``within``/``absolute``: the
+    tolerances ε the verdict judges by. Returns the pages written."""
     from lookbench.report import page, verdict
 
-    studies = [load_study(d) for d in study_dirs]  # all readable before anything is written
+    # all readable before anything is written
+    studies = [load_study(d, within=within, absolute=absolute) for d in study_dirs]
     if compare:
         if len(studies) != 2:
             raise ReportError(f"--compare takes exactly two studies, got {len(studies)}")

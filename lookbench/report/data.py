@@ -36,8 +36,13 @@ class StudyData:
     curves: pd.DataFrame
 
     sampler: str = "unknown"  # grid, random or tpe, from the study's definition when present
-    # What the task knows without training (loss floor, initial loss), from study.json
+    # What the task knows without training (loss floor, initial loss, chance level, whether it
+    # is deterministic), from study.json
     facts: dict = field(default_factory=dict)
+    cost: dict | None = None  # the study's timing pass (cost.json), None where not measured
+    seed_plan: tuple[int, int | None] = (1, None)  # seeds planned first, and the cap (max_seeds)
+    within: tuple[float, ...] | None = None  # tolerances ε asked for (None: 1% and 5%)
+    absolute: bool = False  # ε in the metric's own units
 
     @functools.cached_property
     def metric(self) -> str:  # asked for by every figure and table: worked out once
@@ -68,11 +73,16 @@ class StudyData:
         except Exception:  # unknown task or options this version refuses: report without it
             return None
 
-    def _fact(self, name: str) -> float | None:
-        """What the task knows, as the study's ``study.json`` recorded it; a study without it
-        (an older one, hand-made tables) asks the task (which imports torch: seconds)."""
+    def _fact(self, name: str) -> float | bool | None:
+        """What the task knows, as the study's ``study.json`` recorded it. A study without it
+        (an older one, hand-made tables) ranked by a loss asks the task, which imports torch
+        (seconds): a loss cannot be judged without its floor and start. One ranked by an
+        accuracy goes without (its failed runs then stand in at the worst completed run), so
+        reporting it stays free of torch."""
         if name in self.facts:
             return self.facts[name]
+        if self.maximize:
+            return None
         fn = getattr(self._task, name, None)
         return fn() if fn is not None else None
 
@@ -86,6 +96,16 @@ class StudyData:
         """The task's loss at initialisation, where the task knows it without training."""
         return self._fact("initial_loss")
 
+    @property
+    def chance_level(self) -> float | None:
+        """The ranking metric of a model that learned nothing, where the task knows it."""
+        return self._fact("chance_level")
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether every seed gives the same result (an analytic task)."""
+        return bool(self._fact("deterministic"))
+
     @functools.cached_property
     def analysis(self):
         """Every number of the report (``lookbench.report.analysis.Analysis``), worked out once."""
@@ -96,6 +116,12 @@ class StudyData:
     @property
     def task(self) -> str:
         return str(self.trials["task"].iloc[0])
+
+    @functools.cached_property
+    def inner(self) -> str | None:
+        """What Lookahead wraps in this study (``None`` without Lookahead runs)."""
+        la = self.trials.loc[self.trials["optimizer"] == "lookahead", "inner"]
+        return str(la.iloc[0]) if len(la) else None
 
     @functools.cached_property
     def optimizers(self) -> list[str]:
@@ -123,8 +149,11 @@ class StudyData:
         return out
 
 
-def load_study(study_dir: Path) -> StudyData:
-    """The study's tables; ``ReportError`` if the folder is missing or holds no trials."""
+def load_study(study_dir: Path, within: tuple[float, ...] | None = None,
+               absolute: bool = False) -> StudyData:
+    """The study's tables; ``ReportError`` if the folder is missing or holds no trials.
+    ``within``/``absolute``: the tolerances ε its comparisons judge by (default 1% and 5% of
+    the best)."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise ReportError(f"no study at {study_dir}")
@@ -138,10 +167,30 @@ def load_study(study_dir: Path) -> StudyData:
         raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
     definition = _definition(study_dir)
     sampler = str(definition.get("sampler", "unknown"))
-    facts = {k: (float(v) if isinstance(v, (int, float)) else None)
-             for k, v in definition.items() if k in ("loss_floor", "initial_loss")}
+    facts: dict = {k: (float(v) if isinstance(v, (int, float)) else None)
+                   for k, v in definition.items()
+                   if k in ("loss_floor", "initial_loss", "chance_level")}
+    if isinstance(definition.get("deterministic"), bool):
+        facts["deterministic"] = definition["deterministic"]
+    seeds = definition.get("seeds")
+    cap = definition.get("max_seeds")
+    plan = (int(seeds) if isinstance(seeds, int) else int(trials["seed"].nunique()),
+            int(cap) if isinstance(cap, int) else None)
     return StudyData(name=study_dir.name, trials=trials, curves=curves, sampler=sampler,
-                     facts=facts)
+                     facts=facts, cost=_cost(study_dir), seed_plan=plan, within=within,
+                     absolute=absolute)
+
+
+COST_FILE = "cost.json"  # what the study's timing pass measured (lookbench.study.cost)
+
+
+def _cost(study_dir: Path) -> dict | None:
+    """The study's ``cost.json``; ``None`` where it was never measured or cannot be read."""
+    try:
+        content = json.loads((study_dir / COST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
 
 
 def _definition(study_dir: Path) -> dict:

@@ -34,9 +34,10 @@ DIVERGED_GROUND = "#c8c8c8"
 METRIC_LABELS = {"test_acc": "test accuracy", "test_loss": "test loss"}
 
 
-def label(name: str) -> str:
-    """An axis's label: a metric's, or a hyperparameter's from ``lookbench.hparams``."""
-    return METRIC_LABELS.get(name) or hparams.label(name)
+def label(name: str, inner: str | None = None) -> str:
+    """An axis's label: a metric's, or a hyperparameter's from ``lookbench.hparams`` (momentum
+    named as the study's ``inner`` optimizer names it)."""
+    return METRIC_LABELS.get(name) or hparams.label(name, inner)
 
 
 # The paper's lr × α and k × α, then the learning rate against each other hyperparameter.
@@ -70,23 +71,35 @@ def _others(row: pd.Series, axes: tuple[str, ...]) -> str:
                                   if h.name not in axes for c in h.columns()})
 
 
-def _hover(row: pd.Series, data: StudyData, axes: tuple[str, ...]) -> str:
+def _hover(row: pd.Series | dict, data: StudyData, axes: tuple[str, ...]) -> str:
     n = int(row["seeds"])
     text = f"{label(data.metric)}: {row['score']:.4g}"
     if n > 1:
-        text += f" [{row['ci_low']:.4g}, {row['ci_high']:.4g}] (95% interval, {n} seeds)"
+        text += f" (mean of {n} seeds, which span {row['seed_min']:.4g}–{row['seed_max']:.4g})"
     else:
-        text += " (one seed: no interval)"
+        text += " (one seed)"
     if "gap" in row and np.isfinite(row["gap"]):
-        if data.maximize:
+        rules = data.analysis.rules
+        if rules.absolute:
+            gap = f"{row['gap']:.3g} from the best"
+        elif data.maximize:
             gap = f"{row['gap']:.1%} below the best"
-        else:  # (only a loss asks its task for a floor: an accuracy's report needs no task)
-            excess = " excess" if data.loss_floor is not None else ""
+        elif rules.initial is not None:
+            gap = f"gives up {row['gap']:.1%} of the best's improvement"
+        else:
+            excess = " excess" if rules.floor is not None else ""
             gap = f"{1 + row['gap']:.3g}× the best{excess}"
         text += f"<br>{gap}"
+    shares = [(c, row[c]) for c in row.keys() if str(c).startswith("good_share_")]
+    for c, share in shares:
+        if pd.notna(share):
+            text += f"<br>within {float(c.rsplit('_', 1)[1]) * 100:g}% in {share:.0%} of sweeps"
     div = int(row["diverged"])
     if div:
         text += f"<br>diverged or failed in {div} of {n} seeds"
+    untrained = int(row.get("untrained", 0) or 0)
+    if untrained:
+        text += f"<br>did not train in {untrained} of {n} seeds"
     rest = _others(row, axes)
     return text + (f"<br>best at {rest}" if rest else "")
 
@@ -100,28 +113,45 @@ def _cell_text(row: pd.Series, data: StudyData) -> str:
     return score + (f" ({int(row['diverged'])}✕)" if row["diverged"] else "")
 
 
-def gap_colour(gap: np.ndarray | pd.Series, maximize: bool) -> np.ndarray:
-    """Where a gap falls on the colour scale: the % below the best for higher-is-better
-    metrics (0 to 10, linear), the ratio to the best (excess) loss on a log scale for losses
-    (0 to 1 decade). Everything worse is clipped to the far end, so one bad setting never
-    washes out the good region."""
+def _linear(rules) -> bool:
+    """Whether gaps are coloured on a linear scale: a share below the best (accuracy), a share
+    of the improvement given up (a loss whose start is known), or absolute units; else a loss
+    ratio on a log scale."""
+    return rules.absolute or rules.maximize or rules.initial is not None
+
+
+def gap_colour(gap: np.ndarray | pd.Series, rules) -> np.ndarray:
+    """Where a gap falls on the colour scale: in % (0 to 10, linear) for a share of the best or
+    of the improvement, in multiples of ε for absolute tolerances, and the ratio to the best
+    (excess) loss on a log scale (0 to 1 decade) otherwise. Everything worse is clipped to the
+    far end, so one bad setting never washes out the good region."""
     g = np.asarray(gap, dtype=float)
-    if maximize:
+    if rules.absolute:
+        return np.clip(g / rules.primary, 0, GAP_CAP_PCT)
+    if _linear(rules):
         return np.clip(g * 100, 0, GAP_CAP_PCT)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.clip(np.log10(1 + np.maximum(g, 0)), 0, GAP_CAP_DECADES)
 
 
-def _coloraxis(maximize: bool, floor: bool) -> dict:
-    if maximize:
+def _coloraxis(rules, whose: str) -> dict:
+    if rules.absolute:
+        ticks = ([0, 1, 5, GAP_CAP_PCT], ["best", "ε", "5 ε", f"≥ {GAP_CAP_PCT:g} ε"])
+        cmax, title = GAP_CAP_PCT, f"gap to {whose} best"
+    elif rules.maximize:
         ticks = ([0, 1, 5, GAP_CAP_PCT], ["best", "1% below", "5% below",
                                           f"≥ {GAP_CAP_PCT:g}% below"])
-        cmax, title = GAP_CAP_PCT, "gap to the best"
+        cmax, title = GAP_CAP_PCT, f"gap to {whose} best"
+    elif rules.initial is not None:
+        ticks = ([0, 1, 5, GAP_CAP_PCT], ["best", "1% given up", "5% given up",
+                                          f"≥ {GAP_CAP_PCT:g}%"])
+        cmax, title = GAP_CAP_PCT, f"improvement given up vs {whose} best"
     else:
         vals = [0, math.log10(1.5), math.log10(2), math.log10(5), GAP_CAP_DECADES]
         ticks = (vals, ["best", "1.5×", "2×", "5×", f"≥ {10 ** GAP_CAP_DECADES:g}×"])
         cmax = GAP_CAP_DECADES
-        title = "excess loss ÷ best excess" if floor else "loss ÷ best loss"
+        title = ("excess loss ÷ best excess" if rules.floor is not None
+                 else f"loss ÷ {whose} best")
     return {"colorscale": "Viridis", "reversescale": True, "cmin": 0, "cmax": cmax,
             "colorbar": {"title": title, "tickvals": ticks[0], "ticktext": ticks[1]}}
 
@@ -141,7 +171,7 @@ def _heatmap(fig: go.Figure, cells: pd.DataFrame, x: str, y: str, data: StudyDat
     for _, r in cells.iterrows():
         i, j = ys.index(r[y]), xs.index(r[x])
         if r["diverged"] < r["seeds"]:
-            z[i, j] = gap_colour(r["gap"], data.maximize)
+            z[i, j] = gap_colour(r["gap"], data.analysis.rules)
         text[i][j] = _cell_text(r, data)
         hover[i][j] = _hover(r, data, (x, y))
     fig.add_trace(go.Heatmap(
@@ -150,16 +180,16 @@ def _heatmap(fig: go.Figure, cells: pd.DataFrame, x: str, y: str, data: StudyDat
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{customdata}}<extra></extra>"),
         row=1, col=col)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=xl,
-                     title_text=label(x), row=1, col=col)
+                     title_text=label(x, data.inner), row=1, col=col)
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=yl,
-                     title_text=(label(y) if not y_labels else None) if col == 1
+                     title_text=(label(y, data.inner) if not y_labels else None) if col == 1
                      else None, row=1, col=col)
 
 
-def _finish_surface(fig: go.Figure, data: StudyData, title: str, height: int = 420) -> None:
+def _finish_surface(fig: go.Figure, data: StudyData, title: str, height: int = 420,
+                    whose: str = "the whole study's") -> None:
     fig.update_layout(title=title, height=height, plot_bgcolor=DIVERGED_GROUND,
-                      margin={"t": 90},
-                      coloraxis=_coloraxis(data.maximize, data.analysis.scoring.floor is not None))
+                      margin={"t": 90}, coloraxis=_coloraxis(data.analysis.rules, whose))
 
 
 def matched_figure(data: StudyData) -> go.Figure | None:
@@ -188,8 +218,9 @@ def matched_figure(data: StudyData) -> go.Figure | None:
             _heatmap(fig, best, "lr", y, data, col)
         height = 420
     _finish_surface(fig, data, f"Matched comparison: final {label(data.metric)}"
-                               f" on the {m.configurations} settings both ran (colour: gap to the "
-                               f"study's best; ✕ = diverged in every seed)", height)
+                               f" on the {m.configurations} settings both ran (colour: gap to "
+                               f"this comparison's best; ✕ = diverged in every seed)", height,
+                    whose="this comparison's")
     return fig
 
 
@@ -223,7 +254,8 @@ def k_alpha_figure(data: StudyData) -> go.Figure | None:
         if len(rows):
             r = rows.iloc[0]
             ref += f"; {b} at the same setting: {_cell_text(r, data)}"
-    _finish_surface(fig, data, f"Lookahead's k × α at {where} (Figure 9's design){ref}")
+    _finish_surface(fig, data, f"Lookahead's k × α at {where} (Figure 9's design; colour: gap "
+                               f"to the whole study's best){ref}")
     return fig
 
 
@@ -251,10 +283,10 @@ def surface_figures(data: StudyData) -> list[tuple[str, go.Figure]]:
         for col, (_, s) in enumerate(panels, start=1):
             best = _best_over_rest(s, [x, y], data.maximize)
             _add_surface(fig, best, x, y, data, col)
-        title = f"{label(y)} × {label(x)}"
+        title = f"{label(y, data.inner)} × {label(x, data.inner)}"
         _finish_surface(fig, data, f"{title}: whole grids, best over the other hyperparameters "
-                                   f"(colour: gap to the study's best; ✕ = diverged in every "
-                                   f"seed)")
+                                   f"(colour: gap to the whole study's best; ✕ = diverged in "
+                                   f"every seed)")
         out.append((title, fig))
     return out
 
@@ -272,7 +304,7 @@ def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, data: Study
     ok = best[~all_diverged]
     fig.add_trace(go.Scatter(
         x=ok[x], y=ok[y], mode="markers", name="configurations",
-        marker={"color": gap_colour(ok["gap"], data.maximize), "coloraxis": "coloraxis",
+        marker={"color": gap_colour(ok["gap"], data.analysis.rules), "coloraxis": "coloraxis",
                 "size": 10},
         text=[_hover(r, data, (x, y)) for r in ok.to_dict("records")],
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>",
@@ -285,8 +317,8 @@ def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, data: Study
             hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>diverged in every seed<extra></extra>"),
             row=1, col=col)
     fig.update_xaxes(type="log" if hparams.is_log(x) else "linear",
-                     title_text=label(x), row=1, col=col)
-    fig.update_yaxes(title_text=label(y) if col == 1 else None, row=1, col=col)
+                     title_text=label(x, data.inner), row=1, col=col)
+    fig.update_yaxes(title_text=label(y, data.inner) if col == 1 else None, row=1, col=col)
 
 
 def lr_sensitivity_figure(data: StudyData) -> go.Figure:
@@ -318,12 +350,11 @@ def lr_sensitivity_figure(data: StudyData) -> go.Figure:
         best = best[~dead]
         finite_scores += list(best["score"])
         c = color(opt)
-        lo = best["ci_low"].fillna(best["score"])
-        hi = best["ci_high"].fillna(best["score"])
+        lo, hi = best["seed_min"], best["seed_max"]
         fig.add_trace(go.Scatter(
             x=list(best["lr"]) + list(best["lr"])[::-1], y=list(hi) + list(lo)[::-1],
             fill="toself", fillcolor=c, opacity=0.18, line={"width": 0}, hoverinfo="skip",
-            name=f"{opt} 95% interval over seeds", showlegend=False, legendgroup=opt))
+            name=f"{opt}: the range its seeds span", showlegend=False, legendgroup=opt))
         fig.add_trace(go.Scatter(
             x=best["lr"], y=best["score"], mode="lines+markers", name=opt, legendgroup=opt,
             line={"color": c}, marker={"size": 9},
@@ -343,7 +374,8 @@ def lr_sensitivity_figure(data: StudyData) -> go.Figure:
     fig.update_yaxes(title_text=f"final {label(data.metric)}",
                      type="log" if log_y else "linear")
     fig.update_layout(title=f"Sensitivity to the inner learning rate {where} (best over the "
-                            "other hyperparameters; band: 95% interval over seeds; ✕ = diverged)",
+                            "other hyperparameters; band: the range the seeds span; "
+                            "✕ = diverged)",
                       height=420)
     return fig
 

@@ -1,20 +1,24 @@
-"""The matched comparison: Lookahead and its baseline on the same values of the
-hyperparameters they share, as the paper's section 5.5 compares them.
+"""The matched comparison: Lookahead and one baseline on the same values of the hyperparameters
+they share, as the paper's section 5.5 compares them, worked out as a closed world.
 
 Whole grids of different sizes cannot be compared: Lookahead's grid usually adds k × α, so its
 "best" is a maximum over more configurations and its shares count configurations the baseline
-never had. The *matched set* is defined once here and used by the verdict, the JSON summary and
-the figures:
+never had. The *matched set* is:
 
 - Lookahead at **one setting of its own hyperparameters** (k, α, inner-state policy): the
   paper's default k = 5, α = 0.5 when the grid holds it, else the setting that covers the most
-  shared configurations, ties broken by the best median score (the page says which);
-- the baseline's configurations and Lookahead's at that setting, **restricted to the values of
-  the shared hyperparameters (inner lr, momentum, weight decay) that both grids hold**: the
-  configurations present for both.
+  shared configurations, ties broken by the best median score (the page says so: a choice made
+  on the data favours Lookahead a little);
+- a baseline that sweeps hyperparameters of its own (an EMA's decay) at one setting of them,
+  chosen the same way;
+- both **restricted to the values of the shared hyperparameters (inner lr, momentum, weight
+  decay, ...) that both ran**.
 
-A matched set needs at least two shared configurations; with fewer (the paper's CIFAR grids fix
-Lookahead's lr), there is nothing to rank robustness on and the report says so.
+**A comparison is a closed world**: every number in it (its best score, the value a failed run
+stands in at, its per-sweep figures, its colour scale) is a function of its own runs only, so
+runs outside it (more k × α points, a learning rate only one optimizer ran, another baseline)
+cannot move it (``tests/report/test_closed_world.py``). The verdict's figures are worked out
+per sweep (one seed's runs) and summarised over sweeps in :mod:`lookbench.report.sweeps`.
 """
 
 from __future__ import annotations
@@ -24,28 +28,35 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lookbench import stats
 from lookbench.hparams import format_config
 from lookbench.report.metrics import (
     AVERAGING_OWN,
-    EPSILONS,
     LOOKAHEAD_OWN,
     SHARED,
-    Difference,
-    Robustness,
-    eps_key,
+    completed_values,
+    config_scores,
     expected_configs_to_good,
-    good_learning_rates,
     matching,
-    paired_difference,
-    robustness_of,
-    seed_paired_difference,
     span_decades,
-    t_interval,
+)
+from lookbench.report.rules import Rules, eps_key
+from lookbench.report.sweeps import (
+    Line,
+    SweepTable,
+    good_runs,
+    line,
+    lines,
+    side_interval,
+    statistics,
+    sweep_best,
 )
 
 PAPER_K, PAPER_ALPHA = 5, 0.5
 MIN_MATCHED = 2
 _NONE = -1.0  # stands for a missing shared value (no weight decay) when matching
+SLOW_EMA_WEIGHT = 0.01  # an EMA whose start still weighs more than this at the end is too slow
+EMA_DEFAULT_DECAY = 0.999  # lookbench.optim.AveragedOptimizer's default (torch-free copy)
 
 
 def _shared_key(df: pd.DataFrame) -> pd.Series:
@@ -68,18 +79,80 @@ def describe_setting(setting: dict) -> str:
     return f"k = {int(setting['k'])}, {alpha}, {state}"
 
 
-@dataclass(frozen=True)
-class OptimizerSide:
-    """One optimizer's figures on the matched set."""
+def _ranking_scores(runs: pd.DataFrame, metric: str, maximize: bool) -> pd.Series:
+    """Each run's final metric with a failed run at the worst possible value (±inf): what a
+    choice between settings ranks by, with no stand-in value that other runs could move."""
+    values = runs["final_" + metric].astype(float)
+    bad = (runs["state"] != "complete") | ~np.isfinite(values.fillna(np.nan))
+    return values.mask(bad, -np.inf if maximize else np.inf)
 
-    robustness: Robustness
-    lr_good: dict[str, list[float]]  # ε key -> learning rates with an ε-good configuration
-    lr_good_range: dict[str, tuple[int, int]] | None  # ε key -> plausible count of such lrs
-    expected_to_good: dict[str, float | None]
-    wall_per_epoch: float | None  # median seconds per epoch over its matched runs
+
+def _median_of_configs(runs: pd.DataFrame, metric: str, maximize: bool) -> float:
+    """The median over configurations of their mean ranking score (higher is better)."""
+    if runs.empty:
+        return -np.inf
+    scored = runs.assign(_rank=_ranking_scores(runs, metric, maximize))
+    means = scored.groupby(list(SHARED), dropna=False)["_rank"].mean()
+    m = float(np.median(means.to_numpy(float)))
+    return m if maximize else -m
+
+
+@dataclass(frozen=True)
+class Failures:
+    """How a side's runs ended: shares of all its runs in the comparison."""
+
+    runs: int
+    diverged: float  # diverged (NaN/inf or blow-up)
+    failed: float  # an error of the trial
+    untrained: float  # completed no better than chance / the loss at initialisation
+
+    @property
+    def total(self) -> float:
+        return self.diverged + self.failed + self.untrained
+
+
+@dataclass(frozen=True)
+class Side:
+    """One optimizer's figures in a comparison (each per sweep, as a median with an interval)."""
+
+    name: str
+    configurations: int
+    lrs: dict[str, stats.Interval]  # ε key -> learning rates within ε in a sweep
+    good: dict[str, stats.Interval]  # ε key -> configurations within ε in a sweep
+    lr_good: dict[str, list[float]]  # ε key -> learning rates within ε in at least half the sweeps
+    best: stats.Interval  # its best setting's score in a sweep
+    best_config: dict  # its best configuration by mean score (shared hyperparameters)
+    median: float  # median over its settings of their mean score
+    failures: Failures
+    edge: str | None  # "lowest"/"highest": its best learning rate is at that end of the grid
 
     def span(self, eps: float) -> float | None:
         return span_decades(self.lr_good[eps_key(eps)])
+
+    def share(self, eps: float) -> stats.Interval:
+        """Share of its configurations within ε in a sweep."""
+        g, n = self.good[eps_key(eps)], max(self.configurations, 1)
+        return stats.Interval(g.estimate / n, None if g.low is None else g.low / n,
+                              None if g.high is None else g.high / n, g.n, g.coverage,
+                              g.spread / n)
+
+    def expected_to_good(self, eps: float) -> float | None:
+        """Expected configurations drawn at random without replacement until the first ε-good
+        one, in a typical sweep: (N + 1)/(G + 1)."""
+        return expected_configs_to_good(self.configurations, self.good[eps_key(eps)].estimate)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What Lookahead costs against one baseline, from the study's timing pass
+    (``<study>/cost.json``)."""
+
+    ratio: stats.Interval | None  # Lookahead's time per step ÷ the baseline's
+    extra_bytes: int | None  # Lookahead's optimizer state − the baseline's
+    device: str | None
+    skipped: str | None = None  # why there is no measurement
+    step_s: dict[str, float] = field(default_factory=dict)  # optimizer -> median s per step
+    state_bytes: dict[str, int] = field(default_factory=dict)  # optimizer -> state bytes
 
 
 @dataclass(frozen=True)
@@ -89,223 +162,330 @@ class Matched:
     baseline: str
     setting: dict
     setting_reason: str
-    keys: list[tuple]  # the shared configurations, as (lr, momentum, weight_decay)
+    setting_chosen_on_data: bool  # picked by the best median: a choice that favours Lookahead
+    keys: list[tuple]  # the shared configurations
     learning_rates: list[float]  # the shared inner learning rates
-    lookahead: OptimizerSide
-    base: OptimizerSide
-    lookahead_scores: pd.DataFrame  # annotated config scores at the setting, matched rows only
+    rules: Rules
+    stand_in: float  # what a failed run of this comparison scores
+    best: float  # the comparison's best configuration score (by mean; colours)
+    seeds: list[int]  # the sweeps: seeds every shared configuration of both sides ran
+    level: float  # coverage each interval aims for (less than 95% per look when sequential)
+    lookahead: Side
+    base: Side
+    lookahead_scores: pd.DataFrame  # per configuration: mean score, seed range, gap, good share
     base_scores: pd.DataFrame
-    score_difference: Difference | None  # mean over the matched set, paired over seeds
-    best_difference: Difference | None  # each one's best matched configuration, paired
-    lr_count_difference: dict[str, tuple[int, tuple[int, int] | None]] = field(
-        default_factory=dict)  # ε key -> (difference, plausible range or None)
-    cost_ratio: Difference | None = None  # wall time per epoch, Lookahead / baseline
+    lines: dict[str, Line]  # "lrs@ε", "mean", "best": Lookahead − baseline
+    cost: Cost | None = None
     baseline_setting: dict = field(default_factory=dict)  # its own swept values (EMA's decay)
+    baseline_setting_chosen_on_data: bool = False
+    flags: list[str] = field(default_factory=list)  # what a careful reader should know
 
     @property
     def configurations(self) -> int:
         return len(self.keys)
 
+    @property
+    def headline_line(self) -> Line:
+        return self.lines[f"lrs@{eps_key(self.rules.primary)}"]
+
+    @property
+    def label(self) -> str:
+        """The comparison's verdict, from its headline figure (learning rates within the
+        primary ε): lookahead_better, baseline_better, equivalent or undecided."""
+        return self.headline_line.label
+
+    @property
+    def decided(self) -> bool:
+        return all(ln.decided for ln in self.lines.values())
+
 
 @dataclass(frozen=True)
 class Unmatched:
-    """Why a baseline has no matched set, and the one shared configuration if any."""
+    """Why a baseline has no matched set, and what can still be compared."""
 
     baseline: str
     reason: str
-    shared_difference: Difference | None = None  # at a single shared configuration
+    shared: Line | None = None  # at the single shared configuration, Lookahead − baseline
     shared_key: tuple | None = None
+    cost: Cost | None = None
+
+    @property
+    def label(self) -> str:
+        return "undecided"
 
 
-def _choose_setting(la: pd.DataFrame, base_keys: set,
-                    maximize: bool) -> tuple[dict, str, set] | None:
-    """The Lookahead setting to match on, why, and its shared keys; ``None`` if no setting
-    shares at least ``MIN_MATCHED`` configurations with the baseline."""
+def _choose_setting(la: pd.DataFrame, base_keys: set, metric: str,
+                    maximize: bool) -> tuple[dict, str, bool, set] | None:
+    """The Lookahead setting to match on, why, whether the data chose it, and its shared
+    keys; ``None`` if no setting shares at least ``MIN_MATCHED`` configurations."""
     candidates = []
     for setting, group in la.groupby(_setting_keys(la), sort=True):
         keys = set(group["shared"]) & base_keys
         if len(keys) < MIN_MATCHED:
             continue
-        matched = group[group["shared"].isin(keys)]
-        candidates.append((dict(zip(LOOKAHEAD_OWN, setting)), keys, matched))
+        candidates.append((dict(zip(LOOKAHEAD_OWN, setting)), keys,
+                           group[group["shared"].isin(keys)]))
     if not candidates:
         return None
 
-    def median(c: tuple) -> float:
-        m = float(np.median(c[2]["score"]))
-        return m if maximize else -m
+    def rank(c: tuple) -> tuple[int, float]:
+        return len(c[1]), _median_of_configs(c[2], metric, maximize)
 
     paper = [c for c in candidates if c[0]["k"] == PAPER_K and not c[0]["alpha_adaptive"]
              and c[0]["alpha"] is not None and abs(c[0]["alpha"] - PAPER_ALPHA) < 1e-12]
     if paper:
-        chosen = max(paper, key=lambda c: (len(c[1]), median(c)))
-        reason = "the paper's default k = 5, α = 0.5"
-        if len(paper) > 1:
+        chosen = max(paper, key=rank)
+        reason = "the paper's default"
+        on_data = len(paper) > 1
+        if on_data:
             reason += f" ({chosen[0]['inner_state']}, the inner-state policy with the best median)"
     else:
-        chosen = max(candidates, key=lambda c: (len(c[1]), median(c)))
+        chosen = max(candidates, key=rank)
+        on_data = len(candidates) > 1
         reason = ("the grid has no k = 5, α = 0.5 over the shared settings, so the setting that "
-                  "covers the most of them, with the best median score")
-    return chosen[0], reason, chosen[1]
+                  "covers the most of them" + (", with the best median score" if on_data else ""))
+    return chosen[0], reason, on_data, chosen[1]
 
 
-def _baseline_setting(base: pd.DataFrame, la_keys: set, maximize: bool
-                      ) -> tuple[pd.DataFrame, dict]:
+def _baseline_setting(base: pd.DataFrame, la_keys: set, metric: str,
+                      maximize: bool) -> tuple[pd.DataFrame, dict, bool]:
     """A baseline that sweeps hyperparameters of its own (an EMA's decay, an average's start)
     is compared at one setting of them, as Lookahead is: the one covering the most of
-    Lookahead's shared configurations, ties broken by the best median score. Returns its
-    configurations at that setting and the setting (empty when it sweeps none)."""
+    Lookahead's shared configurations, ties broken by the best median score. Returns its runs
+    at that setting, the setting (empty when it sweeps none) and whether the data chose it."""
     own = [c for c in AVERAGING_OWN if c in base and base[c].nunique(dropna=True) > 1]
     if not own or base.empty:
-        return base, {}
+        return base, {}, False
 
     def rank(item: tuple) -> tuple[int, float]:
         group = item[1]
-        median = float(np.median(group["score"]))
-        return len(set(group["shared"]) & la_keys), median if maximize else -median
+        return (len(set(group["shared"]) & la_keys),
+                _median_of_configs(group, metric, maximize))
 
-    values, group = max(base.groupby(own, dropna=False, sort=True), key=rank)
+    groups = list(base.groupby(own, dropna=False, sort=True))
+    values, group = max(groups, key=rank)
     values = values if isinstance(values, tuple) else (values,)
-    return group, {c: (None if pd.isna(v) else v) for c, v in zip(own, values)}
+    return group, {c: (None if pd.isna(v) else v) for c, v in zip(own, values)}, len(groups) > 1
 
 
-def _per_seed(runs: pd.DataFrame, keys: list[tuple]) -> pd.DataFrame:
-    """Run values as a (shared key × seed) table."""
-    table = runs.pivot_table(index="shared", columns="seed", values="value", aggfunc="mean")
-    return table.reindex(keys)
+def _table(la_runs: pd.DataFrame, base_runs: pd.DataFrame, keys: list[tuple], metric: str,
+           rules: Rules, stand_in: float) -> tuple[SweepTable, dict[str, np.ndarray]]:
+    """The comparison's runs as (configuration × seed) arrays, over the seeds every shared
+    configuration of both sides ran (complete sweeps); also each side's raw final values."""
+    def pivot(runs: pd.DataFrame, column: pd.Series) -> pd.DataFrame:
+        return (runs.assign(_v=column).pivot_table(index="shared", columns="seed", values="_v",
+                                                   aggfunc="first", dropna=False)
+                .reindex(keys))
+
+    tables, raw = {}, {}
+    for side, runs in (("lookahead", la_runs), ("baseline", base_runs)):
+        final = runs["final_" + metric].astype(float)
+        complete = (runs["state"] == "complete") & np.isfinite(final.fillna(np.nan))
+        tables[side] = (pivot(runs, final.where(complete)), pivot(runs, complete.astype(float)))
+    seeds = [s for s in tables["lookahead"][1].columns
+             if s in tables["baseline"][1].columns
+             and tables["lookahead"][1][s].notna().all() and tables["baseline"][1][s].notna().all()]
+    values, trained = {}, {}
+    for side, (final, complete) in tables.items():
+        f = final[seeds].to_numpy(float)
+        done = complete[seeds].to_numpy(float) > 0
+        values[side] = np.where(done, f, stand_in)
+        trained[side] = done & rules.trained(np.where(done, f, np.nan))
+        raw[side] = f
+    lrs = np.array([k[0] for k in keys], dtype=float)
+    return SweepTable(lrs, np.array(seeds), values, trained), raw
 
 
-def trained_alone(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs whose wall time is their own: not trained in a population (whose members
-    share its time), or recorded before populations existed (no column, or null)."""
-    if "population" not in runs:
-        return runs
-    size = pd.to_numeric(runs["population"], errors="coerce")
-    return runs[size.isna() | (size <= 1)]
+def _descriptive(runs: pd.DataFrame, metric: str, rules: Rules, stand_in: float,
+                 table: SweepTable, side: str, keys: list[tuple]) -> pd.DataFrame:
+    """Per configuration: mean score and seed range (with the comparison's stand-in), and in
+    how many sweeps it was within each ε (its gap to the comparison's best is added once both
+    sides are known)."""
+    scores = config_scores(runs.drop(columns=["shared"]), metric, rules, stand_in)
+    scores["shared"] = _shared_key(scores)
+    scores = scores.set_index("shared").reindex(keys).reset_index()
+    sweep = sweep_best(table, rules)
+    for eps in rules.within:
+        good = good_runs(table, rules, side, eps, sweep)
+        scores[f"good_share_{eps_key(eps)}"] = (good.mean(1) if good.shape[1]
+                                                else np.full(len(keys), np.nan))
+    return scores
 
 
-def _cost(la_runs: pd.DataFrame, base_runs: pd.DataFrame) -> Difference | None:
-    """Lookahead's wall time per epoch ÷ the baseline's at the same shared configuration,
-    seed and device: the geometric mean ratio with a t-interval over those pairs (of runs
-    trained alone: a population's members share its time)."""
-    def per_epoch(runs: pd.DataFrame) -> pd.DataFrame:
-        runs = trained_alone(runs)
-        ok = runs[(runs["state"] == "complete") & (runs["epochs_done"] > 0)]
-        return ok.assign(per_epoch=ok["wall_s"] / ok["epochs_done"])[
-            ["shared", "seed", "device", "per_epoch"]]
+def _side(name: str, side: str, table: SweepTable, per_sweep: dict[str, np.ndarray],
+          scores: pd.DataFrame, runs: pd.DataFrame, metric: str, rules: Rules, level: float,
+          minimum: float, maximize: bool) -> Side:
+    lrs_of = {}
+    for eps in rules.within:
+        good = good_runs(table, rules, side, eps)
+        half = good.mean(1) >= 0.5 if good.shape[1] else np.zeros(len(table.lrs), bool)
+        lrs_of[eps_key(eps)] = sorted({float(v) for v in table.lrs[half]})
+    s = scores["score"].to_numpy(float)
+    best_i = int(np.argmax(s) if maximize else np.argmin(s))
+    best_lr = float(table.lrs[best_i])
+    every = sorted(set(map(float, table.lrs)))
+    edge = None
+    if len(every) > 2:
+        edge = "lowest" if best_lr == every[0] else "highest" if best_lr == every[-1] else None
+    final = runs["final_" + metric].astype(float)
+    complete = (runs["state"] == "complete") & np.isfinite(final.fillna(np.nan))
+    n = len(runs)
+    untrained = complete & ~rules.trained(final.to_numpy())
+    return Side(
+        name=name, configurations=len(scores),
+        lrs={eps_key(e): side_interval(per_sweep[f"{side}.lrs@{eps_key(e)}"], rules, level,
+                                       minimum) for e in rules.within},
+        good={eps_key(e): side_interval(per_sweep[f"{side}.good@{eps_key(e)}"], rules, level,
+                                        minimum) for e in rules.within},
+        lr_good=lrs_of,
+        best=side_interval(per_sweep[f"{side}.best"], rules, level, minimum),
+        best_config=dict(zip(SHARED, scores.iloc[best_i]["shared"])),
+        median=float(np.median(s)),
+        failures=Failures(n, float((runs["state"] == "diverged").sum()) / max(n, 1),
+                          float(((runs["state"] != "complete") & (runs["state"] != "diverged"))
+                                .sum()) / max(n, 1),
+                          float(untrained.sum()) / max(n, 1)),
+        edge=edge,
+    )
 
-    pairs = per_epoch(la_runs).merge(per_epoch(base_runs), on=["shared", "seed", "device"],
-                                     suffixes=("_la", "_b"))
-    pairs = pairs[(pairs["per_epoch_la"] > 0) & (pairs["per_epoch_b"] > 0)]
-    if pairs.empty:
+
+def _ema_flag(runs: pd.DataFrame, curves: pd.DataFrame | None, baseline: str,
+              setting: dict) -> str | None:
+    """An EMA whose starting weights still weigh more than 1% at the end of training averages
+    mostly the early, untrained iterates: the baseline is then too slow for the budget."""
+    if runs.empty or "decay" not in runs:
         return None
-    logs = np.log(pairs["per_epoch_la"].to_numpy(float) / pairs["per_epoch_b"].to_numpy(float))
-    ci = t_interval(logs)
-    est = float(np.exp(logs.mean()))
-    if ci is None:
-        return Difference(est, None, None, n=len(logs), no_difference=1.0)
-    return Difference(est, float(np.exp(ci[0])), float(np.exp(ci[1])), n=len(logs),
-                      no_difference=1.0)
+    decays = runs["decay"].dropna()
+    decay = float(setting.get("decay") or (decays.iloc[0] if len(decays) else EMA_DEFAULT_DECAY))
+    if (runs["optimizer"] != "ema").all():
+        return None
+    steps = None
+    if curves is not None and "steps" in curves and len(curves):
+        mine = curves[curves["trial"].isin(runs["trial"])]
+        if len(mine):
+            steps = float(mine["steps"].max())
+    if not steps:
+        return None
+    start = runs["start"].dropna()
+    steps -= float(start.iloc[0]) if len(start) else 0.0
+    weight = decay ** max(steps, 0.0)
+    if weight <= SLOW_EMA_WEIGHT:
+        return None
+    return (f"{baseline}'s decay {decay:g} is slow for the budget: after {steps:.0f} averaged "
+            f"steps its first iterate still weighs {weight:.0%} of the average (the window "
+            f"is about {1 / (1 - decay):.0f} steps); a faster decay may serve it better")
 
 
-def _side(name: str, annotated: pd.DataFrame, runs: pd.DataFrame, maximize: bool) -> OptimizerSide:
-    rob = robustness_of(name, annotated, runs, maximize)
-    lr_good = {eps_key(e): good_learning_rates(annotated, f"good_{eps_key(e)}") for e in EPSILONS}
-    lr_range = None
-    if rob.good_range is not None:
-        lr_range = {eps_key(e): (len(good_learning_rates(annotated, f"sure_{eps_key(e)}")),
-                                 len(good_learning_rates(annotated, f"maybe_{eps_key(e)}")))
-                    for e in EPSILONS}
-    alone = trained_alone(runs)
-    done = alone[(alone["state"] == "complete") & (alone["epochs_done"] > 0)]
-    wall = float((done["wall_s"] / done["epochs_done"]).median()) if len(done) else None
-    return OptimizerSide(
-        robustness=rob, lr_good=lr_good, lr_good_range=lr_range,
-        expected_to_good={eps_key(e): expected_configs_to_good(len(annotated),
-                                                               rob.good[eps_key(e)])
-                          for e in EPSILONS},
-        wall_per_epoch=wall,
-    )
-
-
-def compare(annotated: pd.DataFrame, runs: pd.DataFrame, baseline: str,
-            maximize: bool) -> Matched | Unmatched:
-    """Lookahead against ``baseline``. ``annotated``: config scores of the study with
-    ``metrics.annotate``'s columns; ``runs``: the trials table with each run's ``value``."""
-    la = annotated[annotated["optimizer"] == "lookahead"].copy()
-    base = annotated[annotated["optimizer"] == baseline].copy()
-    la["shared"], base["shared"] = _shared_key(la), _shared_key(base)
-    base, base_setting = _baseline_setting(base, set(la["shared"]), maximize)
-    base_keys = set(base["shared"])
-    chosen = _choose_setting(la, base_keys, maximize) if len(la) else None
-    if chosen is None:
-        return _unmatched(la, runs, baseline, base_keys, maximize)
-    setting, reason, keyset = chosen
-    target = tuple(setting[c] for c in LOOKAHEAD_OWN)
-    at_setting = la[_setting_keys(la).map(lambda t: t == target)]
-    la_m = at_setting[at_setting["shared"].isin(keyset)].sort_values(SHARED)
-    base_m = base[base["shared"].isin(keyset)].sort_values(SHARED)
-    keys = list(base_m["shared"])
-
+def compare(runs: pd.DataFrame, baseline: str, metric: str, rules: Rules,
+            level: float = stats.LEVEL, minimum: float = stats.MINIMUM,
+            cost: Cost | None = None, curves: pd.DataFrame | None = None
+            ) -> Matched | Unmatched:
+    """Lookahead against ``baseline`` from the study's trials table (``runs``)."""
+    maximize = rules.maximize
     runs = runs.assign(shared=_shared_key(runs))
-    setting_mask = matching(runs, setting)
-    la_runs = runs[(runs["optimizer"] == "lookahead") & setting_mask & runs["shared"].isin(keyset)]
-    base_runs = runs[(runs["optimizer"] == baseline) & runs["shared"].isin(keyset)
-                     & matching(runs, base_setting)]
+    la_all = runs[runs["optimizer"] == "lookahead"]
+    base_all = runs[runs["optimizer"] == baseline]
+    base_all, base_setting, base_on_data = _baseline_setting(base_all, set(la_all["shared"]),
+                                                             metric, maximize)
+    base_keys = set(base_all["shared"])
+    chosen = _choose_setting(la_all, base_keys, metric, maximize) if len(la_all) else None
+    if chosen is None:
+        return _unmatched(la_all, base_all, baseline, base_keys, metric, rules, level, minimum,
+                          cost)
+    setting, reason, on_data, keyset = chosen
+    la_runs = la_all[matching(la_all, setting) & la_all["shared"].isin(keyset)]
+    base_runs = base_all[base_all["shared"].isin(keyset)]
+    keys = sorted(keyset)
 
-    la_side = _side("lookahead", la_m, la_runs, maximize)
-    base_side = _side(baseline, base_m, base_runs, maximize)
+    # The closed world: the stand-in comes from this comparison's completed runs only.
+    stand_in = rules.stand_in(np.concatenate([completed_values(la_runs, metric),
+                                              completed_values(base_runs, metric)]))
+    table, _ = _table(la_runs, base_runs, keys, metric, rules, stand_in)
+    per_sweep = statistics(table, rules)
+    la_scores = _descriptive(la_runs, metric, rules, stand_in, table, "lookahead", keys)
+    base_scores = _descriptive(base_runs, metric, rules, stand_in, table, "baseline", keys)
+    means = np.concatenate([la_scores["score"], base_scores["score"]])
+    clean = np.concatenate([la_scores["diverged"] == 0, base_scores["diverged"] == 0])
+    pool = means[clean] if clean.any() else means
+    best = float(pool.max() if maximize else pool.min())
+    for frame in (la_scores, base_scores):
+        frame["gap"] = rules.gap(frame["score"].to_numpy(float), best)
 
-    score_diff = best_diff = None
-    la_table, base_table = _per_seed(la_runs, keys), _per_seed(base_runs, keys)
-    seeds = [s for s in la_table.columns if s in base_table.columns
-             and la_table[s].notna().all() and base_table[s].notna().all()]
-    if seeds:
-        score_diff = paired_difference((la_table[seeds] - base_table[seeds]).mean(axis=0))
-        la_best = la_m.iloc[int(np.argmax(la_m["score"]) if maximize
-                                else np.argmin(la_m["score"]))]["shared"]
-        b_best = base_m.iloc[int(np.argmax(base_m["score"]) if maximize
-                                 else np.argmin(base_m["score"]))]["shared"]
-        best_diff = paired_difference(la_table.loc[[la_best], seeds].to_numpy()[0]
-                                      - base_table.loc[[b_best], seeds].to_numpy()[0])
-    counts = {}
-    for e in EPSILONS:
-        key = eps_key(e)
-        diff = len(la_side.lr_good[key]) - len(base_side.lr_good[key])
-        rng = None
-        if la_side.lr_good_range is not None and base_side.lr_good_range is not None:
-            (la_lo, la_hi), (b_lo, b_hi) = la_side.lr_good_range[key], base_side.lr_good_range[key]
-            rng = (la_lo - b_hi, la_hi - b_lo)
-        counts[key] = (diff, rng)
+    la_side = _side("lookahead", "lookahead", table, per_sweep, la_scores, la_runs, metric,
+                    rules, level, minimum, maximize)
+    base_side = _side(baseline, "baseline", table, per_sweep, base_scores, base_runs, metric,
+                      rules, level, minimum, maximize)
+    flags = []
+    for side in (la_side, base_side):
+        if side.edge:
+            flags.append(f"{side.name}'s best learning rate ({format_config(side.best_config)}) "
+                         f"is the {side.edge} of the grid: extend the grid "
+                         f"{'below' if side.edge == 'lowest' else 'above'} it to see where it "
+                         "stops training well")
+    if on_data:
+        flags.append(f"Lookahead's setting ({describe_setting(setting)}) was picked by its best "
+                     "median on these same runs, which favours Lookahead a little")
+    if base_on_data:
+        flags.append(f"{baseline}'s own setting ({format_config(base_setting)}) was picked by "
+                     "its best median on these same runs, which favours it a little")
+    slow = _ema_flag(base_runs, curves, baseline, base_setting)
+    if slow:
+        flags.append(slow)
     return Matched(
-        baseline=baseline, setting=setting, setting_reason=reason, keys=keys,
-        learning_rates=sorted({k[0] for k in keys}), lookahead=la_side, base=base_side,
-        lookahead_scores=la_m, base_scores=base_m, score_difference=score_diff,
-        best_difference=best_diff, lr_count_difference=counts,
-        cost_ratio=_cost(la_runs, base_runs), baseline_setting=base_setting,
+        baseline=baseline, setting=setting, setting_reason=reason, setting_chosen_on_data=on_data,
+        keys=keys, learning_rates=sorted({float(k[0]) for k in keys}), rules=rules,
+        stand_in=stand_in, best=best, seeds=[int(s) for s in table.seeds], level=level,
+        lookahead=la_side, base=base_side, lookahead_scores=la_scores, base_scores=base_scores,
+        lines=lines(per_sweep, rules, level, minimum), cost=cost, baseline_setting=base_setting,
+        baseline_setting_chosen_on_data=base_on_data, flags=flags,
     )
 
 
-def _unmatched(la: pd.DataFrame, runs: pd.DataFrame, baseline: str, base_keys: set,
-               maximize: bool) -> Unmatched:
+def paired_line(a_runs: pd.DataFrame, b_runs: pd.DataFrame, metric: str, rules: Rules,
+                level: float = stats.LEVEL, minimum: float = stats.MINIMUM,
+                name: str = "shared") -> Line | None:
+    """One configuration of each (or each one's chosen best) compared seed by seed: the
+    median over the seeds both ran of ``a − b``, with its interval (the stand-in from these
+    runs only). ``None`` when they share no seed."""
+    stand_in = rules.stand_in(np.concatenate([completed_values(a_runs, metric),
+                                              completed_values(b_runs, metric)]))
+
+    def per_seed(runs: pd.DataFrame) -> pd.Series:
+        final = runs["final_" + metric].astype(float)
+        ok = (runs["state"] == "complete") & np.isfinite(final.fillna(np.nan))
+        return final.where(ok, stand_in).groupby(runs["seed"]).mean()
+
+    a, b = per_seed(a_runs), per_seed(b_runs)
+    both = a.index.intersection(b.index)
+    if not len(both):
+        return None
+    diff = (a[both] - b[both]).to_numpy(float)
+    pool = np.concatenate([a.to_numpy(float), b.to_numpy(float)])
+    best = float(pool.max() if rules.maximize else pool.min())
+    return line(name, diff, rules.margin(best), 1 if rules.maximize else -1, rules, level,
+                minimum, scale=abs(best))
+
+
+def _unmatched(la: pd.DataFrame, base: pd.DataFrame, baseline: str, base_keys: set,
+               metric: str, rules: Rules, level: float, minimum: float,
+               cost: Cost | None) -> Unmatched:
     shared = sorted(set(la["shared"]) & base_keys) if len(la) else []
     if not shared:
         return Unmatched(baseline, f"Lookahead and {baseline} share no configuration of the inner "
                                    "optimizer's hyperparameters, so their robustness "
                                    "cannot be compared on equal terms; each is shown over its own "
-                                   "grid.")
+                                   "grid.", cost=cost)
     key = shared[0]
-    runs = runs.assign(shared=_shared_key(runs))
-    at = runs[runs["shared"] == key]
-    la_runs = at[at["optimizer"] == "lookahead"]
-    # Lookahead's best setting at the shared point, against the baseline there, per seed.
-    la_cfg = la[la["shared"] == key]
-    best = la_cfg.iloc[int(np.argmax(la_cfg["score"]) if maximize else np.argmin(la_cfg["score"]))]
-    diff = seed_paired_difference(la_runs[matching(la_runs, best[LOOKAHEAD_OWN])],
-                                  at[at["optimizer"] == baseline])
+    at = la[la["shared"] == key]
+    # Lookahead's best setting at the shared point (by its median ranking score).
+    best_setting = max(at.groupby(_setting_keys(at), sort=True),
+                       key=lambda item: _median_of_configs(item[1], metric, rules.maximize))[0]
+    la_at = at[matching(at, dict(zip(LOOKAHEAD_OWN, best_setting)))]
+    diff = paired_line(la_at, base[base["shared"] == key], metric, rules, level, minimum)
     where = format_config({c: v for c, v in zip(SHARED, key) if v != _NONE})
     return Unmatched(baseline, f"Lookahead and {baseline} share only one configuration ({where}), "
                                "so their robustness cannot be ranked from this study's grids: "
                                "each is shown over its own grid, and the two are compared at "
                                "that configuration only.",
-                     shared_difference=diff, shared_key=key)
+                     shared=diff, shared_key=key, cost=cost)
+

@@ -1,32 +1,19 @@
-"""Robustness metrics of a study, computed from its trials table alone.
+"""Descriptive figures of a study's configurations, computed from its trials table alone.
 
-Definitions (the page shows the same words):
+These describe; they do not decide. The verdict's figures (the matched comparison, with its
+intervals) are worked out per comparison in :mod:`lookbench.report.matched` and
+:mod:`lookbench.report.sweeps`, from that comparison's own runs. What lives here:
 
-- A *run* is one (configuration, seed). Its value is the final metric on the evaluation weights.
-  A diverged or failed run counts as the worst outcome (:func:`worst_value`): never better than
-  the worst completed run (for a loss, nor than the loss at initialisation where the task knows
-  it), so a run that blew up cannot stretch a colour scale, an axis or a mean.
-- A *configuration*'s score is the mean of its runs' values over seeds, with a Student-t
-  interval over seeds (:func:`t_interval`): with 2–5 seeds a percentile bootstrap covers far
-  less than it says (about 74% at a nominal 95% with 3 seeds), the t-interval keeps 95%.
-- The *reference best* is the best score of any clean configuration (no seed diverged or
-  failed) of any optimizer in the study.
-- A configuration's *gap* to the reference best (:meth:`Scoring.gap`): for a metric where higher
-  is better, ``(best − score) / |best|``; for a loss whose floor the task knows (the noisy
-  quadratic's ½Σaσ², a deterministic quadratic's 0), the excess over the floor relative to the
-  best excess, ``(score − floor) / (best − floor) − 1``; for other losses
-  ``(score − best) / |best|``.
-- A configuration is *ε-good* when it is clean and its gap is at most ε (1% and 5% here).
-- *Share within ε*: ε-good configurations ÷ configurations.
-- *Expected configurations to ε-good*: drawing configurations at random without replacement,
-  the expected number drawn until the first ε-good one, ``(N + 1) / (G + 1)`` for G good of N;
-  none when G = 0.
-- The *learning-rate range*: the inner learning rates at which an optimizer has an ε-good
-  configuration, and their span in decades.
-
-Where seeds give an interval, a count of ε-good configurations has a *plausible range*: from
-the configurations that are ε-good at the pessimistic end of their t-interval to those that are
-ε-good at its optimistic end.
+- A *run* is one (configuration, seed); its value is the final metric on the evaluation
+  weights. A diverged or failed run takes a stand-in value (:meth:`Rules.stand_in`): the
+  task's chance level for an accuracy where the task knows it, else the worst completed run;
+  for a loss the worse of its value at initialisation and the worst completed loss.
+- A *configuration*'s score is the mean of its runs' values over seeds, shown with the range
+  its seeds span (a range, not an interval: :mod:`lookbench.stats` says why few seeds cannot
+  give a trustworthy interval of a mean).
+- Over a *whole grid* (each optimizer's own configurations), scores are compared with the best
+  configuration of the whole study (one none of whose seeds failed): a figure for exploring,
+  labelled as the study's best, which never feeds a comparison.
 """
 
 from __future__ import annotations
@@ -38,9 +25,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special  # (not scipy.stats, three times as long to import: see t_quantile)
 
 from lookbench import hparams
+from lookbench.report.rules import Rules, eps_key
 
 # A configuration's key columns, from lookbench.hparams: what Lookahead and its baselines share
 # (the inner optimizer's hyperparameters), and what is Lookahead's own (and an average's own).
@@ -48,63 +35,33 @@ CONFIG_COLUMNS = ["optimizer", "inner", *hparams.columns()]
 SHARED = hparams.columns("inner")
 LOOKAHEAD_OWN = hparams.columns("lookahead")
 AVERAGING_OWN = hparams.columns("averaging")
-EPSILONS = (0.01, 0.05)
-LEVEL = 0.95
-TOLERANCE = 1e-9  # a gap this small is zero: the best configuration is always within ε
 
-# One sentence each, shown beside the tables in the report.
+# One sentence each, shown beside the whole-grid table in the report.
 EXPLANATIONS = {
-    "best": "the best configuration's score (final metric, mean over seeds) with its 95% "
-            "t-interval over seeds",
-    "median": "the median score over the configurations (diverged runs at the worst value)",
-    "within_1": "the share of configurations that are 1%-good: no seed diverged and the score "
-                "is within 1% of the best score of any optimizer in the study (for a loss with "
-                "a known floor: the excess over the floor within 1.01× the best excess)",
-    "within_5": "the same share within 5%: how wide the good region is",
+    "best": "the best configuration's score (final metric, mean over seeds; the range its "
+            "seeds span beside it)",
+    "median": "the median score over the configurations (failed runs at the stand-in value)",
+    "within_1": "the share of configurations none of whose seeds failed whose score is within "
+                "the first ε of the whole study's best",
+    "within_5": "the same share within the second ε: how wide the good region is",
     "divergence_rate": "the share of runs (configuration × seed) that diverged or failed",
+    "untrained_rate": "the share of completed runs that ended no better than chance (or than "
+                      "the loss at initialisation)",
 }
 
 
-def worst_value(trials: pd.DataFrame, metric: str, maximize: bool,
-                initial: float | None = None) -> float:
-    """What a diverged or failed run scores: never better than the worst completed run; for a
-    higher-is-better metric never above 0 (an accuracy's floor), for a loss never below the
-    loss at initialisation where the task knows it (``initial``)."""
-    done = trials.loc[trials["state"] == "complete", "final_" + metric].astype(float)
-    done = done[np.isfinite(done)]
-    if maximize:
-        return float(min(done.min(), 0.0)) if len(done) else 0.0
-    candidates = [float(done.max())] if len(done) else []
-    if initial is not None and math.isfinite(initial):
-        candidates.append(float(initial))
-    return max(candidates) if candidates else float("nan")
-
-
-def run_values(trials: pd.DataFrame, metric: str, maximize: bool,
-               worst: float | None = None) -> pd.Series:
-    """Each run's final metric, with diverged/failed runs (or a missing value) at ``worst``."""
-    if worst is None:
-        worst = worst_value(trials, metric, maximize)
+def run_values(trials: pd.DataFrame, metric: str, stand_in: float) -> pd.Series:
+    """Each run's final metric, with diverged/failed runs (or a missing value) at
+    ``stand_in``."""
     values = trials["final_" + metric].astype(float)
     bad = (trials["state"] != "complete") | ~np.isfinite(values.fillna(np.nan))
-    return values.mask(bad, worst)
+    return values.mask(bad, stand_in)
 
 
-def t_quantile(q: float, df: int | np.ndarray) -> float | np.ndarray:
-    """Student's t quantile ``q`` with ``df`` degrees of freedom: ``scipy.stats.t.ppf(q, df)``
-    for q in (0, 1) and df ≥ 1, which is this very function (``stdtrit``)."""
-    return special.stdtrit(df, q)
-
-
-def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
-    """Student-t interval of the mean of ``values`` (``None`` for fewer than two)."""
-    v = np.asarray(values, dtype=float)
-    n = len(v)
-    if n < 2:
-        return None
-    mean, sd = float(v.mean()), float(v.std(ddof=1))
-    half = float(t_quantile(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean - half, mean + half
+def completed_values(trials: pd.DataFrame, metric: str) -> np.ndarray:
+    """The finite final metric of every completed run: what a stand-in is worked out from."""
+    done = trials.loc[trials["state"] == "complete", "final_" + metric].astype(float)
+    return done[np.isfinite(done)].to_numpy()
 
 
 def matching(frame: pd.DataFrame, values: Mapping[str, Any]) -> pd.Series:
@@ -120,92 +77,58 @@ def config_keys(df: pd.DataFrame) -> list[str]:
     return [c for c in CONFIG_COLUMNS if c in df.columns]
 
 
-def config_scores(trials: pd.DataFrame, metric: str, maximize: bool,
-                  worst: float | None = None, level: float = LEVEL) -> pd.DataFrame:
-    """One row per configuration: ``score`` (mean over seeds), ``std``, ``seeds``,
-    ``diverged`` (seeds that diverged or failed), ``ci_low``/``ci_high`` (t-interval; NaN with
-    one seed) and ``first_finished`` (when its first run ended: the order a sampler found it)."""
+def config_scores(trials: pd.DataFrame, metric: str, rules: Rules,
+                  stand_in: float | None = None) -> pd.DataFrame:
+    """One row per configuration: ``score`` (mean over seeds), ``std``, ``seed_min`` /
+    ``seed_max`` (the range its seeds span), ``seeds``, ``diverged`` (seeds that diverged or
+    failed), ``untrained`` (completed seeds that did not train, :meth:`Rules.trained`) and
+    ``first_finished`` (when its first run ended: the order a sampler found it)."""
+    if stand_in is None:
+        stand_in = rules.stand_in(completed_values(trials, metric))
     df = trials.copy()
-    df["value"] = run_values(df, metric, maximize, worst)
-    df["is_diverged"] = df["state"] != "complete"
+    df["value"] = run_values(df, metric, stand_in)
+    complete = df["state"] == "complete"
+    df["is_diverged"] = ~complete
+    df["is_untrained"] = complete & ~rules.trained(df["final_" + metric].astype(float).to_numpy())
     keys = config_keys(df)
     if "finished_at" not in df.columns:
         df["finished_at"] = pd.NaT
     grouped = df.groupby(keys, dropna=False, sort=True)
-    out = grouped.agg(score=("value", "mean"), std=("value", "std"), seeds=("value", "size"),
-                      diverged=("is_diverged", "sum"),
+    out = grouped.agg(score=("value", "mean"), std=("value", "std"),
+                      seed_min=("value", "min"), seed_max=("value", "max"),
+                      seeds=("value", "size"), diverged=("is_diverged", "sum"),
+                      untrained=("is_untrained", "sum"),
                       first_finished=("finished_at", "min")).reset_index()
     out["std"] = out["std"].fillna(0.0)
-    seeds = out["seeds"].to_numpy()
-    quantile = np.where(seeds > 1, t_quantile(0.5 + level / 2, np.maximum(seeds - 1, 1)),
-                        np.nan)
-    half = quantile * out["std"] / np.sqrt(out["seeds"])
-    out["ci_low"], out["ci_high"] = out["score"] - half, out["score"] + half
     return out
 
 
-@dataclass(frozen=True)
-class Scoring:
-    """How scores compare in one study: direction, the task's loss floor, the reference best."""
-
-    maximize: bool
-    best: float | None  # best clean configuration score of any optimizer; None if none is clean
-    floor: float | None = None  # a loss's known lower bound (only used when not maximize)
-
-    def gap(self, score: np.ndarray | pd.Series | float) -> np.ndarray:
-        """Relative gap to the reference best (0 at the best; see the module docstring)."""
-        s = np.asarray(score, dtype=float)
-        if self.best is None:
-            return np.full(s.shape, np.inf)
-        if self.maximize:
-            diff, scale = self.best - s, abs(self.best)
-        elif self.floor is not None and self.best > self.floor:
-            diff, scale = s - self.best, self.best - self.floor
-        else:
-            diff, scale = s - self.best, abs(self.best)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.where(scale > 0, diff / scale, np.where(diff <= 0, 0.0, np.inf))
-        return np.where(np.abs(out) < TOLERANCE, 0.0, out)
-
-    def label(self) -> str:
-        if self.maximize:
-            return "% below the best score"
-        return "× the best excess loss" if self.floor is not None else "× the best loss"
-
-
-def reference_best(scores: pd.DataFrame, maximize: bool) -> float | None:
+def best_score(scores: pd.DataFrame, maximize: bool) -> float | None:
+    """The best score among configurations none of whose seeds diverged or failed."""
     clean = scores.loc[scores["diverged"] == 0, "score"]
     if clean.empty:
         return None
     return float(clean.max() if maximize else clean.min())
 
 
-def annotate(scores: pd.DataFrame, scoring: Scoring) -> pd.DataFrame:
-    """Add ``gap``, ``clean`` and, per ε, ``good_<ε>`` (ε-good at the point estimate),
-    ``sure_<ε>`` / ``maybe_<ε>`` (ε-good at the pessimistic / optimistic end of the interval;
-    both equal ``good`` with one seed)."""
+def annotate(scores: pd.DataFrame, rules: Rules, best: float | None) -> pd.DataFrame:
+    """Add ``gap`` (to ``best``, in units of :meth:`Rules.gap`), ``clean`` (no seed failed) and,
+    per ε, ``good_<ε>`` (clean and within ε of ``best`` at the mean score)."""
     out = scores.copy()
-    out["gap"] = scoring.gap(out["score"])
     out["clean"] = out["diverged"] == 0
-    one_seed = out["seeds"] < 2
-    low, high = out["ci_low"].where(~one_seed, out["score"]), out["ci_high"].where(
-        ~one_seed, out["score"])
-    pessimistic, optimistic = (low, high) if scoring.maximize else (high, low)
-    gap_pess, gap_opt = scoring.gap(pessimistic), scoring.gap(optimistic)
-    for eps in EPSILONS:
-        key = eps_key(eps)
-        out[f"good_{key}"] = out["clean"] & (out["gap"] <= eps)
-        out[f"sure_{key}"] = out["clean"] & (gap_pess <= eps)
-        out[f"maybe_{key}"] = out["clean"] & (gap_opt <= eps)
+    if best is None:
+        out["gap"] = np.inf
+        for eps in rules.within:
+            out[f"good_{eps_key(eps)}"] = False
+        return out
+    out["gap"] = rules.gap(out["score"].to_numpy(float), best)
+    for eps in rules.within:
+        out[f"good_{eps_key(eps)}"] = out["clean"] & rules.good(out["score"].to_numpy(float),
+                                                                  best, eps)
     return out
 
 
-def eps_key(eps: float) -> str:
-    """``0.01`` → ``"0.01"``: the key used in column names and the JSON summary."""
-    return f"{eps:g}"
-
-
-def expected_configs_to_good(n: int, good: int) -> float | None:
+def expected_configs_to_good(n: int, good: float) -> float | None:
     """Expected draws without replacement until the first good one: (N + 1)/(G + 1)."""
     if good <= 0 or n <= 0:
         return None
@@ -220,76 +143,47 @@ def span_decades(lrs: list[float]) -> float | None:
     return math.log10(max(positive) / min(positive))
 
 
-def good_learning_rates(annotated: pd.DataFrame, column: str) -> list[float]:
-    """The inner learning rates with at least one configuration flagged in ``column``."""
-    return sorted(float(v) for v in annotated.loc[annotated[column], "lr"].unique())
-
-
 @dataclass(frozen=True)
 class Robustness:
-    """The robustness figures of one optimizer over a set of configurations."""
+    """One optimizer over its own whole grid, against the whole study's best (descriptive)."""
 
     optimizer: str
     configurations: int
     best: float
-    best_interval: tuple[float, float] | None
+    best_range: tuple[float, float] | None  # the best configuration's seeds (None: one seed)
     median: float
-    good: dict[str, int]  # ε key -> ε-good configurations (point estimate)
-    good_range: dict[str, tuple[int, int]] | None  # ε key -> plausible range (None: one seed)
+    good: dict[str, int]  # ε key -> configurations within ε of the study's best
     divergence_rate: float
+    untrained_rate: float
 
     def share(self, eps: float) -> float:
         return self.good[eps_key(eps)] / self.configurations if self.configurations else 0.0
 
-    @property
-    def within_1(self) -> float:
-        return self.share(0.01)
 
-    @property
-    def within_5(self) -> float:
-        return self.share(0.05)
-
-
-def robustness_of(optimizer: str, annotated: pd.DataFrame, runs: pd.DataFrame,
-                  maximize: bool) -> Robustness:
+def robustness_of(optimizer: str, annotated: pd.DataFrame, maximize: bool,
+                  within: tuple[float, ...]) -> Robustness:
     """The figures of one optimizer over the configurations in ``annotated`` (already
-    restricted to that optimizer) and their ``runs``."""
+    restricted to that optimizer)."""
     s = annotated["score"].to_numpy(float)
     best_i = int(np.argmax(s) if maximize else np.argmin(s))
-    best_row = annotated.iloc[best_i]
-    interval = None
-    if best_row["seeds"] > 1:
-        interval = (float(best_row["ci_low"]), float(best_row["ci_high"]))
-    several_seeds = bool((annotated["seeds"] > 1).any())
-    good = {eps_key(e): int(annotated[f"good_{eps_key(e)}"].sum()) for e in EPSILONS}
-    rng = ({eps_key(e): (int(annotated[f"sure_{eps_key(e)}"].sum()),
-                         int(annotated[f"maybe_{eps_key(e)}"].sum())) for e in EPSILONS}
-           if several_seeds else None)
+    row = annotated.iloc[best_i]
+    rng = (float(row["seed_min"]), float(row["seed_max"])) if row["seeds"] > 1 else None
+    runs = float(annotated["seeds"].sum())
+    done = runs - float(annotated["diverged"].sum())
     return Robustness(
         optimizer=optimizer, configurations=len(annotated), best=float(s[best_i]),
-        best_interval=interval, median=float(np.median(s)), good=good, good_range=rng,
-        divergence_rate=float((runs["state"] != "complete").mean()) if len(runs) else 0.0,
+        best_range=rng, median=float(np.median(s)),
+        good={eps_key(e): int(annotated[f"good_{eps_key(e)}"].sum()) for e in within},
+        divergence_rate=float(annotated["diverged"].sum()) / runs if runs else 0.0,
+        untrained_rate=float(annotated["untrained"].sum()) / done if done else 0.0,
     )
 
 
-def robustness_by_optimizer(annotated: pd.DataFrame, trials: pd.DataFrame,
-                            maximize: bool) -> list[Robustness]:
-    """The figures of each optimizer over its own configurations in ``annotated``, Lookahead
-    first."""
-    out = [robustness_of(str(opt), group, trials[trials["optimizer"] == opt], maximize)
-           for opt, group in annotated.groupby("optimizer", sort=False)]
-    return sorted(out, key=lambda r: (r.optimizer != "lookahead", r.optimizer))
-
-
-def robustness(trials: pd.DataFrame, metric: str, maximize: bool,
-               floor: float | None = None, initial: float | None = None) -> list[Robustness]:
-    """The figures per optimizer over its *whole* grid, against the study's reference best.
-    Grids of different sizes make these shares incomparable: the verdict uses the matched
-    comparison (:mod:`lookbench.report.matched`) instead."""
-    worst = worst_value(trials, metric, maximize, initial)
-    scores = config_scores(trials, metric, maximize, worst)
-    annotated = annotate(scores, Scoring(maximize, reference_best(scores, maximize), floor))
-    return robustness_by_optimizer(annotated, trials, maximize)
+def robustness_by_optimizer(annotated: pd.DataFrame, maximize: bool,
+                            within: tuple[float, ...]) -> list[Robustness]:
+    """The figures of each optimizer over its own configurations in ``annotated``."""
+    return [robustness_of(str(opt), group, maximize, within)
+            for opt, group in annotated.groupby("optimizer", sort=False)]
 
 
 def expected_best(scores: np.ndarray, n_max: int, maximize: bool) -> np.ndarray:
@@ -319,38 +213,3 @@ def best_so_far(scores: pd.DataFrame, maximize: bool) -> np.ndarray:
     ordered = scores.sort_values("first_finished", kind="stable")["score"].to_numpy(float)
     return (np.maximum.accumulate(ordered) if maximize
             else np.minimum.accumulate(ordered))
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A difference (Lookahead − baseline) with its interval; ``low``/``high`` are ``None``
-    when there is nothing to put an interval on (one seed)."""
-
-    estimate: float
-    low: float | None
-    high: float | None
-    n: int  # seeds (paired) or runs behind the interval
-    no_difference: float = 0.0  # what "no difference" is: 0 for a difference, 1 for a ratio
-
-    @property
-    def clear(self) -> bool:
-        """True when the interval excludes "no difference"."""
-        return (self.low is not None and self.high is not None
-                and (self.low > self.no_difference or self.high < self.no_difference))
-
-
-def seed_paired_difference(a_runs: pd.DataFrame, b_runs: pd.DataFrame) -> Difference | None:
-    """``a`` − ``b`` over the seeds both ran (each one's mean run value per seed), paired;
-    ``None`` when they share no seed."""
-    a = a_runs.groupby("seed")["value"].mean()
-    b = b_runs.groupby("seed")["value"].mean()
-    both = a.index.intersection(b.index)
-    return paired_difference((a[both] - b[both]).to_numpy()) if len(both) else None
-
-
-def paired_difference(per_seed: np.ndarray, level: float = LEVEL) -> Difference:
-    """Mean of per-seed differences with its t-interval: paired, because seed s gives both
-    optimizers the same initialisation and data order, so their runs share that noise."""
-    d = np.asarray(per_seed, dtype=float)
-    ci = t_interval(d, level)
-    return Difference(float(d.mean()), *(ci if ci else (None, None)), n=len(d))

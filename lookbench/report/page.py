@@ -19,7 +19,9 @@ from lookbench.hparams import HYPERPARAMETERS, format_config, label
 from lookbench.report import figures, verdict
 from lookbench.report.data import StudyData
 from lookbench.report.matched import Matched, describe_setting
-from lookbench.report.metrics import EPSILONS, EXPLANATIONS, config_keys, eps_key
+from lookbench import stats
+from lookbench.report.metrics import EXPLANATIONS, config_keys
+from lookbench.report.rules import eps_key
 from lookbench.report.paper import paper_results
 
 STYLE = """
@@ -36,6 +38,7 @@ dl.grid dt { font-weight: 600; } dl.grid dd { margin: 0 0 0.4rem 1.2rem; }
 section.verdict { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px;
                   padding: 0.6rem 1.2rem; margin-top: 1rem; }
 section.verdict p { font-size: 1.05rem; margin: 0.5rem 0; max-width: 72rem; }
+section.verdict p.headline { font-size: 1.2rem; font-weight: 600; }
 tr.difference td { border-top: 2px solid #999; font-weight: 600; }
 .diff.clear { text-decoration: underline; } table.configs { font-size: 0.85rem; }
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hover { color: #06c; }
@@ -110,122 +113,163 @@ def _pct(v: float) -> str:
     return f"{v:.0%}"
 
 
-def _range(lo: int, hi: int, total: int | None = None, share: bool = False) -> str:
-    if share and total:
-        return f'<span class="ci">[{lo / total:.0%}–{hi / total:.0%}]</span>'
-    return f'<span class="ci">[{lo}–{hi}]</span>'
+def _ci(text: str) -> str:
+    return f'<span class="ci">{text}</span>'
 
 
-def _diff_cell(d, data: StudyData, ratio: bool = False) -> str:
-    if d is None:
+def _interval_cell(iv, fmt) -> str:
+    """``3 [2–4]`` with the interval greyed; the estimate alone without one."""
+    if iv is None:
         return "–"
-    cls = " clear" if d.clear else ""
-    return f'<span class="diff{cls}">{_esc(verdict.fmt_interval(d, data, ratio=ratio))}</span>'
+    text = fmt(iv.estimate)
+    if iv.bracketed:
+        text += " " + _ci(f"[{fmt(iv.low)}–{fmt(iv.high)}]")
+    return text
+
+
+def _line_cell(line, fmt) -> str:
+    """A difference with its interval, marked by its label (decided lines are underlined)."""
+    if line is None:
+        return "–"
+    text = _interval_cell(line.interval, fmt) if line.interval is not None else fmt(
+        line.estimate) + " " + _ci("exact")
+    words = {"lookahead_better": "Lookahead ahead", "baseline_better": "baseline ahead",
+             "equivalent": "equivalent", "undecided": "undecided"}[line.label]
+    cls = " clear" if line.decided else ""
+    return f'<span class="diff{cls}">{text}</span><br><small>{_esc(words)}</small>'
 
 
 def matched_table(m: Matched, data: StudyData) -> str:
-    """The verdict's small table: each optimizer on the matched set, and the difference."""
+    """The verdict's small table: each optimizer's per-sweep figures on the matched set (the
+    median over sweeps, its interval greyed), and the differences."""
     total = len(m.learning_rates)
+    within = m.rules.within
+    count = verdict.fmt_count
+    score = lambda v: verdict.fmt_score(v, data)  # noqa: E731
+    last = within[-1]
     rows = []
     base_name = m.baseline + (f" ({format_config(m.baseline_setting)})"
                               if m.baseline_setting else "")
-    for name, side in ((f"lookahead ({describe_setting(m.setting)})", m.lookahead),
-                       (base_name, m.base)):
-        r = side.robustness
+    cost = m.cost
+    for name, opt, side in ((f"lookahead ({describe_setting(m.setting)})", "lookahead",
+                             m.lookahead), (base_name, m.baseline, m.base)):
         cells = [name]
-        for eps in EPSILONS:
-            key = eps_key(eps)
-            n = len(side.lr_good[key])
-            text = f"{n} of {total}"
-            if side.lr_good_range:
-                text += " " + _range(*side.lr_good_range[key])
+        for eps in within:
+            text = _interval_cell(side.lrs[eps_key(eps)], count) + f" of {total}"
             span = side.span(eps)
-            text += f"<br><small>{span:.1f} decades</small>" if span is not None and n > 1 else ""
+            good = side.lr_good[eps_key(eps)]
+            text += (f"<br><small>{good[0]:g}–{good[-1]:g}, {span:.1f} decades</small>"
+                     if span is not None and len(good) > 1 else "")
             cells.append(text)
-        exp = side.expected_to_good[eps_key(0.01)]
+        exp = side.expected_to_good(m.rules.primary)
         cells.append(f"{exp:.1f}" if exp is not None else "never")
-        share5 = f"{r.share(0.05):.0%}"
-        if r.good_range:
-            share5 += " " + _range(*r.good_range[eps_key(0.05)], r.configurations, share=True)
-        cells.append(share5)
-        best = verdict.fmt_score(r.best, data)
-        if r.best_interval:
-            lo, hi = r.best_interval
-            best += (f' <span class="ci">[{verdict.fmt_score(lo, data)}–'
-                     f'{verdict.fmt_score(hi, data)}]</span>')
-        cells += [best, verdict.fmt_score(r.median, data), _pct(r.divergence_rate),
-                  f"{side.wall_per_epoch:.3g} s" if side.wall_per_epoch else "–"]
+        cells.append(_interval_cell(side.share(last), lambda v: f"{v:.0%}"))
+        cells.append(_interval_cell(side.best, score))
+        cells.append(score(side.median))
+        f = side.failures
+        cells.append(f"{_pct(f.total)}<br><small>diverged {_pct(f.diverged)}, "
+                     f"untrained {_pct(f.untrained)}</small>")
+        step = cost.step_s.get(opt) if cost is not None else None
+        cells.append(f"{step * 1e3:.3g} ms" if step else "–")
         rows.append("<tr>" + "".join(f"<td>{c if i else _esc(c)}</td>"
                                      for i, c in enumerate(cells)) + "</tr>")
-    d1, r1 = m.lr_count_difference[eps_key(0.01)]
-    d5, r5 = m.lr_count_difference[eps_key(0.05)]
-    diff = ["Lookahead − " + m.baseline,
-            verdict.signed(d1) + (f' <span class="ci">[{verdict.signed(r1[0])}, '
-                                  f'{verdict.signed(r1[1])}]</span>' if r1 else ""),
-            verdict.signed(d5) + (f' <span class="ci">[{verdict.signed(r5[0])}, '
-                                  f'{verdict.signed(r5[1])}]</span>' if r5 else ""),
-            "", "", _diff_cell(m.best_difference, data),
-            _diff_cell(m.score_difference, data) + "<br><small>mean at the same settings</small>",
-            "", _diff_cell(m.cost_ratio, data, ratio=True)]
+    signed = lambda v: verdict.fmt_count(v, signed=True)  # noqa: E731
+    diff = [f"Lookahead − {m.baseline}"]
+    diff += [_line_cell(m.lines[f"lrs@{eps_key(e)}"], signed) for e in within]
+    diff += ["", "", _line_cell(m.lines["best"], lambda v: verdict.fmt_diff(v, data, False)),
+             _line_cell(m.lines["mean"], lambda v: verdict.fmt_diff(v, data, False))
+             + "<br><small>mean at the same settings</small>", ""]
+    if cost is not None and cost.ratio is not None:
+        r = cost.ratio
+        text = f"{r.estimate:.2f}×" + (" " + _ci(f"[{r.low:.2f}–{r.high:.2f}]")
+                                       if r.low is not None else "")
+        if cost.extra_bytes is not None:
+            text += f"<br><small>{_esc(verdict.fmt_bytes(cost.extra_bytes))} more state</small>"
+        diff.append(text)
+    else:
+        diff.append("–")
     rows.append('<tr class="difference">' + "".join(
         f"<td>{c if i else _esc(c)}</td>" for i, c in enumerate(diff)) + "</tr>")
-    head = ["", f"learning rates within 1% (of {total})", "learning rates within 5%",
-            "expected configurations to 1%-good", "share within 5%", "best", "median",
-            "divergence rate", "wall time per epoch"]
+    eps_words = [verdict._eps_words(e, data.analysis) for e in within]
+    head = ["", *(f"learning rates within {w} (of {total})" for w in eps_words),
+            f"expected configurations to {eps_words[0]}-good", f"share within {eps_words[-1]}",
+            "best in a sweep", "median score", "did not train", "time per step (timed)"]
     return (f'<table class="verdict-table"><tr>{"".join(f"<th>{_esc(h)}</th>" for h in head)}'
             f'</tr>{"".join(rows)}</table>')
 
 
 def verdict_section(data: StudyData) -> str:
-    """Two to four plain sentences and the small table of the matched comparison."""
+    """The headline, a few plain sentences and the small table of each matched comparison."""
     a = data.analysis
+    head = f'<p class="headline">{_esc(verdict.headline(a, data))}</p>'
     text = "".join(f"<p>{_esc(t)}</p>" for t in verdict.sentences(a, data))
     tables = "".join(matched_table(c, data) for c in a.comparisons if isinstance(c, Matched))
-    seeds = int(data.trials["seed"].nunique())
-    how = ("Brackets: 95% intervals; underlined: a clear difference (the interval excludes 0, "
-           "or 1× for a ratio). Scores: Student-t over seeds; differences: paired over "
-           "seeds (seed s gives both optimizers the same initialisation and data order); counts "
-           "of good learning rates: the plausible range from each configuration's interval; wall "
-           "time: geometric-mean ratio over runs paired by setting, seed and device."
-           if seeds > 1 else
-           "One seed per configuration: no intervals, so no difference here can be called clear.")
-    return (f'<section class="verdict">{text}{tables}<p class="note">{_esc(how)} '
+    if a.rules.exact:
+        how = ("The task is deterministic (every seed computes the same run): the figures are "
+               "exact, and no interval is shown.")
+    else:
+        level = (f"{a.level:.2%}" if a.looks else "95%")
+        how = (f"Every figure is worked out within a sweep (one seed's run of every setting, "
+               f"judged against that sweep's own best) and shown as its median over sweeps; "
+               f"brackets are distribution-free intervals of that median (the sign test "
+               f"inverted: they aim for {level} and hold at least "
+               f"{a.minimum:.2%} whatever the runs' distribution; at least "
+               f"{stats.fewest(a.level, a.minimum)} sweeps are needed for any). "
+               "Underlined: decided (a direction, or equivalent within the stated margin).")
+        if a.looks:
+            how += (f" This study adds seeds until its verdict is decided; it may stop at "
+                    f"{', '.join(map(str, a.looks))} seeds, so each look's intervals aim for "
+                    f"{a.level:.2%} and all of them hold together at 95%.")
+    return (f'<section class="verdict">{head}{text}{tables}<p class="note">{_esc(how)} '
             f'Definitions are under "How to read this page".</p></section>')
 
 
 def definitions_section(data: StudyData) -> str:
     """The words the verdict uses, defined once (the same text as the code's docstrings)."""
-    sc = data.analysis.scoring
-    if data.maximize:
-        gap = "(best − score) / |best|"
-    elif sc.floor is not None:
-        gap = (f"(score − floor) / (best − floor) − 1, with the task's loss floor "
-               f"{sc.floor:.6g} (a loss cannot go below it, so only the excess over it counts)")
-    else:
-        gap = "(score − best) / |best|"
+    a = data.analysis
+    rules = a.rules
+    stand = ("the task's chance level (a blow-up is no better, and no worse, than learning "
+             "nothing)" if data.maximize and rules.chance is not None else
+             "the comparison's worst completed run" if data.maximize else
+             "the worse of the loss at initialisation and the comparison's worst completed "
+             "loss" if rules.initial is not None else "the comparison's worst completed loss")
+    untrained = ("ended no better than chance (within 1% of the way from a constant guess to a "
+                 "perfect score)" if data.maximize and rules.chance is not None else
+                 "ended no lower than the loss at initialisation"
+                 if not data.maximize and rules.initial is not None else
+                 "(this task knows neither a chance level nor its starting loss, so every "
+                 "completed run counts as trained)")
     items = [
-        ("score", "a configuration's final metric on the evaluation weights (slow weights for "
-                  "Lookahead), averaged over seeds; a diverged or failed run counts as "
-                  + ("0 (or the worst completed run, if that is lower)" if data.maximize else
-                     "the worst completed run's loss, or the loss at initialisation where the "
-                     "task knows it, whichever is worse")
-                  + f" ({verdict.fmt_score(data.analysis.worst, data)} here), so it never sets "
-                    "a colour scale or an axis"),
-        ("reference best", "the best score of any configuration, of any optimizer, that "
-                           f"diverged in no seed: {verdict.fmt_score(sc.best, data)}"),
-        ("gap", gap),
-        ("ε-good", "no seed diverged or failed, and the gap is at most ε (1% or 5%)"),
-        ("share within ε", "ε-good configurations ÷ configurations"),
-        ("learning rates within ε", "the shared inner learning rates at which the optimizer "
-                                     "has an ε-good configuration, and their span in decades"),
-        ("expected configurations to ε-good", "drawing configurations of the matched set at "
-                                              "random without replacement, how many one "
-                                              "expects to draw until the first ε-good one: "
-                                              "(N + 1)/(G + 1) for G good of N"),
-        ("matched set", "the baseline's configurations and Lookahead's at one setting of k, α "
-                        "and inner-state policy (the paper's k = 5, α = 0.5 when the grid has "
-                        "it), on the values of inner learning rate, momentum and weight decay "
-                        "that both ran (the paper's section 5.5 design)"),
+        ("comparison", "Lookahead at one setting of k, α and inner-state policy (the paper's "
+                       "k = 5, α = 0.5 when the grid has it) and one baseline, on the values of "
+                       "the inner optimizer's hyperparameters both ran (the paper's section 5.5 "
+                       "design). It is a closed world: every number in it comes from its own "
+                       "runs, so runs outside it cannot move it."),
+        ("sweep", "one seed's runs of every setting of a comparison: an experiment a user could "
+                  "run once. The seed gives both optimizers the same initialisation and data "
+                  "order."),
+        ("score", "a run's final metric on the evaluation weights (slow weights for Lookahead, "
+                  f"averages for averaging baselines); a diverged or failed run counts as {stand}"),
+        ("did not train", f"a completed run that {untrained}; counted beside the diverged ones"),
+        ("ε-good", rules.describe() + ", the best being the sweep's best run of the comparison; "
+                   "a run that did not train is never good"),
+        ("learning rates within ε", "the shared inner learning rates at which the optimizer has "
+                                     "an ε-good setting in the sweep (the range shown: those "
+                                     "good in at least half the sweeps)"),
+        ("expected configurations to ε-good", "drawing settings of the comparison at random "
+                                              "without replacement, how many one expects to "
+                                              "draw until the first ε-good one in a typical "
+                                              "sweep: (N + 1)/(G + 1) for G good of N"),
+        ("margin", "a difference is called equivalent when its interval holds 0 and stays "
+                   "within ± one learning rate (counts) or ± the first ε's tolerance around "
+                   "the comparison's best (scores)"),
+        ("time per step", "from the study's timing pass: training steps of Lookahead and of "
+                          "each baseline on the task's own model and device, interleaved, "
+                          "after a warm-up; the ratio is the median over rounds with its "
+                          "interval"),
+        ("whole study's best", "the best configuration of any optimizer none of whose seeds "
+                               f"failed: {verdict.fmt_score(a.study_best, data)}; the whole-grid "
+                               "figures use it, no comparison does"),
     ]
     body = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)
     return f'<dl class="grid">{body}</dl>'
@@ -233,9 +277,13 @@ def definitions_section(data: StudyData) -> str:
 
 def robustness_table(data: StudyData) -> str:
     """Each optimizer over its own whole grid, with the grid sizes beside every figure."""
-    rows = data.analysis.whole
-    names = {"best": "best", "median": "median over the grid", "within_1": "within 1% of best",
-             "within_5": "within 5% of best", "divergence_rate": "divergence rate"}
+    a = data.analysis
+    rows = a.whole
+    within = a.rules.within
+    names = {"best": "best (seed range)", "median": "median over the grid",
+             **{f"within_{i}": f"within {verdict._eps_words(e, a)} of the whole study's best"
+                for i, e in enumerate(within)},
+             "divergence_rate": "divergence rate", "untrained_rate": "did not train"}
     head = "".join(f"<th>{_esc(r.optimizer)} (whole grid: {r.configurations} "
                    f"configurations)</th>" for r in rows)
     body = []
@@ -244,41 +292,44 @@ def robustness_table(data: StudyData) -> str:
         for r in rows:
             if field == "best":
                 text = verdict.fmt_score(r.best, data)
-                if r.best_interval:
-                    lo, hi = r.best_interval
-                    text += (f' <span class="ci">[{verdict.fmt_score(lo, data)}–'
-                             f'{verdict.fmt_score(hi, data)}]</span>')
+                if r.best_range:
+                    lo, hi = r.best_range
+                    text += " " + _ci(f"({verdict.fmt_score(lo, data)}–"
+                                      f"{verdict.fmt_score(hi, data)})")
             elif field == "median":
                 text = verdict.fmt_score(r.median, data)
             elif field == "divergence_rate":
                 text = _pct(r.divergence_rate)
+            elif field == "untrained_rate":
+                text = _pct(r.untrained_rate)
             else:
-                eps = 0.01 if field == "within_1" else 0.05
+                eps = within[int(field.split("_")[1])]
                 key = eps_key(eps)
                 text = f"{r.share(eps):.0%} ({r.good[key]} of {r.configurations})"
-                if r.good_range:
-                    text += " " + _range(*r.good_range[key], r.configurations, share=True)
             cells.append(f"<td>{text}</td>")
-        body.append(f"<tr><td title=\"{_esc(EXPLANATIONS[field])}\">{_esc(name)}</td>"
+        explain = EXPLANATIONS.get(field) or EXPLANATIONS["within_5"]
+        body.append(f"<tr><td title=\"{_esc(explain)}\">{_esc(name)}</td>"
                     f"{''.join(cells)}</tr>")
     note = ("Over grids of different sizes these shares are not comparable (a grid that adds "
             "k × α adds configurations the baseline never had, and its best is a maximum over "
-            "more of them): the verdict above uses the matched set only.")
-    if data.analysis.sampler == "tpe":
+            "more of them), and they are measured against the whole study's best: the verdict "
+            "above uses each comparison's own runs only.")
+    if a.sampler == "tpe":
         note = ("TPE chose where to sample: these shares and medians describe where it searched, "
                 "not how wide the good region is.")
     return (f"<table class=\"robustness\"><tr><th></th>{head}</tr>{''.join(body)}</table>"
             f"<p class=\"note\">{_esc(note)}</p>")
 
 
-SCORE_COLUMNS = ["score", "ci_low", "ci_high", "gap", "seeds", "diverged", "good_0.01",
-                 "good_0.05"]
+def score_columns(data: StudyData) -> list[str]:
+    return ["score", "seed_min", "seed_max", "gap", "seeds", "diverged", "untrained",
+            *(f"good_{eps_key(e)}" for e in data.analysis.rules.within)]
 
 
 def config_frame(data: StudyData) -> pd.DataFrame:
-    """Every configuration's score, interval, gap and ε-good flags (the CSV and the table):
-    the hyperparameters any configuration of the study sets, each in one column (a number's
-    words, α's ``adaptive``, in the number's column)."""
+    """Every configuration's score, seed range, gap and ε-good flags against the whole study's
+    best (the CSV and the table): the hyperparameters any configuration of the study sets,
+    each in one column (a number's words, α's ``adaptive``, in the number's column)."""
     s = data.analysis.scores.copy()
     shown = []
     for h in HYPERPARAMETERS:
@@ -291,7 +342,7 @@ def config_frame(data: StudyData) -> pd.DataFrame:
         s[h.name] = column
         if s[h.name].notna().any():
             shown.append(h.name)
-    return s[["optimizer", *shown, *SCORE_COLUMNS]].sort_values(
+    return s[["optimizer", *shown, *score_columns(data)]].sort_values(
         "score", ascending=not data.maximize, kind="stable").reset_index(drop=True)
 
 
@@ -309,8 +360,10 @@ def _cell(v: object) -> tuple[str, str]:
 def config_table(data: StudyData) -> str:
     """A sortable table of every configuration (click a heading to sort)."""
     frame = config_frame(data)
-    heads = {"ci_low": "95% low", "ci_high": "95% high", "good_0.01": "1%-good",
-             "good_0.05": "5%-good"}
+    heads = {"seed_min": "lowest seed", "seed_max": "highest seed",
+             "untrained": "did not train",
+             **{f"good_{eps_key(e)}": f"{verdict._eps_words(e, data.analysis)}-good"
+                for e in data.analysis.rules.within}}
     head = "".join(f'<th data-col="{i}">{_esc(heads.get(c) or label(c))}</th>'
                    for i, c in enumerate(frame.columns))
     body = []
@@ -421,12 +474,12 @@ def index_page(entries: list[tuple[StudyData, str]]) -> str:
     for data, href in entries:
         best = ", ".join(f"{r.optimizer} {verdict.fmt_score(r.best, data)}"
                          for r in data.analysis.whole)
-        text = verdict.sentences(data.analysis, data)[0]
+        text = verdict.headline(data.analysis, data)
         rows.append(f"<tr><td><a href=\"{_esc(href)}\">{_esc(data.name)}</a></td>"
                     f"<td>{_esc(data.task)}</td><td>{len(data.trials)}</td>"
                     f"<td>{_esc(best)}</td><td class=\"note\">{_esc(text)}</td></tr>")
     body = ("<h1>lookbench studies</h1><table><tr><th>study</th><th>task</th><th>runs</th>"
-            f"<th>best per optimizer</th><th>verdict</th></tr>{''.join(rows)}</table>"
+            f"<th>best per optimizer</th><th>headline</th></tr>{''.join(rows)}</table>"
             + _footer())
     return _document("lookbench studies", body, with_plotly=False)
 

@@ -136,10 +136,11 @@ def _best_configurations(trials: pd.DataFrame, metric: str, maximize: bool
     """Each optimizer's best configuration, scored as the report scores (``config_scores``:
     the mean over seeds), among those none of whose seeds diverged or failed."""
     from lookbench.report.metrics import config_scores
+    from lookbench.report.rules import Rules
 
     if trials.empty or f"final_{metric}" not in trials:
         return {}
-    scores = config_scores(trials, metric, maximize)
+    scores = config_scores(trials, metric, Rules(maximize))
     clean = scores[scores["diverged"] == 0]
     out = {}
     for opt, group in clean.groupby("optimizer"):

@@ -57,20 +57,25 @@ def test_a_study_page_renders_every_figure_with_no_script_error(grid_study, tmp_
         assert 'class="main-svg"' in chunk, f"figure {name} did not render"
     errors = [line for line in console if "Uncaught" in line or "rror" in line]
     assert not errors, errors
-    assert "Whole grids" in dom and "within 5% of best" in dom
+    assert "Whole grids" in dom and "within 5% of the whole study's best" in dom
     # The verdict comes first, in words and as a table, with the definitions it uses.
     verdict = dom.index('class="verdict"')
     assert verdict < dom.index('data-figure="matched"')
-    assert "trains to within 1% of the study's best score" in dom
+    headline = dom.index('class="headline"')
+    assert headline < dom.index("Compared on the")
+    assert "trains to within 1% of the best at" in dom and "in a typical sweep" in dom
     assert "Lookahead − sgd" in dom and "How to read this page" in dom
     assert "= lookahead with α = 1" not in dom
     # Beside the page: the JSON summary and every configuration as CSV.
     summary = json.loads((out / "grid.json").read_text())
     assert summary["verdict"] and summary["matched"]["lookahead_setting"]["k"] == 5
+    assert summary["schema_version"] == 2 and summary["headline"].startswith("On digits")
+    assert summary["comparisons"][0]["verdict"]["label"] in (
+        "lookahead_better", "baseline_better", "equivalent", "undecided")
     import pandas as pd
 
     configs = pd.read_csv(out / "grid-configs.csv")
-    assert len(configs) == 20 and {"score", "ci_low", "ci_high", "gap"} <= set(configs.columns)
+    assert len(configs) == 20 and {"score", "seed_min", "seed_max", "gap"} <= set(configs.columns)
 
 
 def test_the_configuration_table_sorts_in_the_browser(grid_study, tmp_path):

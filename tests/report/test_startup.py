@@ -62,7 +62,8 @@ def test_status_and_report_of_an_nqm_study_do_not_import_torch(tmp_path):
 
     data = load_study(tmp_path / spec.study_name)
     task = tasks.get("nqm", analytic=True)
-    assert data.facts == {"loss_floor": task.loss_floor(), "initial_loss": task.initial_loss()}
+    assert data.facts == {"loss_floor": task.loss_floor(), "initial_loss": task.initial_loss(),
+                          "chance_level": None, "deterministic": True}
     assert data.loss_floor == task.loss_floor() and data.initial_loss == task.initial_loss()
     assert run_cli("report", str(tmp_path / spec.study_name), "--out",
                    str(tmp_path / "report")) == "no torch"
