@@ -53,6 +53,34 @@ def console() -> Any:
     return c
 
 
+def _seeds(seeds: str | None, max_seeds: int | None, spec: Path | None
+           ) -> tuple[int | None, int | None]:
+    """``--seeds N`` or ``--seeds auto`` (with ``--max-seeds``) as the spec's ``seeds`` and
+    ``max_seeds`` (``None``: the study file's, or the default)."""
+    if seeds is None:
+        return None, max_seeds
+    if seeds.strip().lower() == "auto":
+        from lookbench.study.spec import AUTO_START, DEFAULT_MAX_SEEDS
+
+        start = AUTO_START
+        if spec is not None:  # a study file's own seeds, if it gives more
+            import contextlib
+            import tomllib
+
+            with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+                given = tomllib.loads(spec.read_text(encoding="utf-8")).get("seeds")
+                if isinstance(given, int) and given > start:
+                    start = given
+        return start, max_seeds or max(DEFAULT_MAX_SEEDS, start)
+    try:
+        n = int(seeds)
+    except ValueError:
+        fail(f"--seeds takes a number of seeds or auto, got {seeds!r}")
+    if n < 1:
+        fail(f"--seeds must be at least 1, got {n}")
+    return n, max_seeds
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """One clear line on stderr and a non-zero exit, never a traceback."""
     typer.echo(f"error: {message}", err=True)
@@ -226,7 +254,12 @@ def run(
                                                   "optimizer alone, e.g. polyak,ema,swa "
                                                   "(averaging its iterates).")] = None,
     # (here: one option per hyperparameter of lookbench.hparams, added by the decorator)
-    seeds: Annotated[int | None, typer.Option(help="Seeds per configuration (0..N-1).")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Seeds per configuration (0..N-1), or auto: start with 3 (or the study file's) "
+             "and add seeds to the matched settings until every verdict line is decided or "
+             "--max-seeds ran.")] = None,
+    max_seeds: Annotated[int | None, typer.Option(
+        min=1, help="With --seeds auto: the most seeds to run (default 20).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the task's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the task's).")] = None,
     schedule: Annotated[str | None, typer.Option(help="Learning-rate schedule (default: the "
@@ -295,7 +328,9 @@ def run(
         task_options[key] = _option_value(value)
     if model is not None:
         task_options["model"] = model
-    overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds, "epochs": epochs,
+    seeds_n, cap = _seeds(seeds, max_seeds, spec)
+    overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds_n,
+                                 "max_seeds": cap, "epochs": epochs,
                                  "baselines": _names("--baselines", baselines),
                                  "batch_size": batch_size, "schedule": schedule,
                                  "sampler": sampler, "trials": trials,
@@ -345,6 +380,8 @@ def run(
     elsewhere = f" ({result.elsewhere} more by other machines)" if result.elsewhere else ""
     out_console.print(f"{result.recorded} of {result.planned} trials recorded in "
                       f"{out / study_spec.study_name}{elsewhere}")
+    if result.seeds_note:
+        out_console.print(f"seeds: {result.seeds_note}", highlight=False)
     if result.cost is not None:
         from lookbench.study.cost import summary
 

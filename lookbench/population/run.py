@@ -12,6 +12,7 @@ member by member, to float tolerance.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
@@ -121,7 +122,7 @@ def _layout_of(state: dict[str, Any]) -> Layout | None:
 
 
 def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
-           planned: dict[str, TrialConfig]) -> Gathered:
+           planned: dict[str, TrialConfig], stages: list[int] | None = None) -> Gathered:
     """The trials claimed to train with ``first`` (``first`` included), and the population's
     layout (see :class:`Gathered`).
 
@@ -133,7 +134,9 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
     compute it in the same one.
     Peers that are recorded already, or held by another worker, take part as placeholders.
     A trial cut off in a population brings its population back in the layout its checkpoint
-    records.
+    records. ``stages``: the seed counts at which a study that adds seeds grows its plan
+    (``lookbench.study.seeds.boundaries``); each stage is partitioned on its own, so a stage
+    added later never changes the populations of the ones before it.
     """
     alone = Gathered([first], [(first.lookbench_id, first.config)], {})
     if not _trains(first.config) or why_not(first.config) is not None \
@@ -154,7 +157,7 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
             lambda config, tid: tid in peers and (checkpoints / f"{tid}.pt").exists(),
             len(peers))
         return Gathered([first, *claimed], layout, {path: state})
-    layout = _chunk(first, planned, member_limit(first, opts))
+    layout = _chunk(first, planned, member_limit(first, opts), stages)
     if len(layout) <= 1:
         return alone
     peers = {tid for tid, _ in layout} - {first.lookbench_id}
@@ -179,12 +182,18 @@ def _trains(config: TrialConfig) -> bool:
 _TRAINS: dict[str, bool] = {}
 
 
-def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int) -> Layout:
+def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int,
+           stages: list[int] | None = None) -> Layout:
     """The chunk of the plan that ``first`` belongs to (see :func:`gather`), its members
     ordered by update rule (the optimizer steps each rule's members as one slice)."""
     key = shared_key(first.config)
+
+    def stage(config: TrialConfig) -> int:
+        return bisect.bisect_right(stages, config.seed) if stages else 0
+
+    mine = stage(first.config)
     group = [(tid, c) for tid, c in planned.items()
-             if shared_key(c) == key and why_not(c) is None]
+             if shared_key(c) == key and stage(c) == mine and why_not(c) is None]
     ids = [tid for tid, _ in group]
     if first.lookbench_id not in ids or limit <= 1:
         return [(first.lookbench_id, first.config)]

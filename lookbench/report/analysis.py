@@ -131,7 +131,8 @@ def analyse(data: StudyData) -> Analysis:
     if "lookahead" in order:
         for b in baselines:
             comparisons.append(compare(trials, b, metric, rules, level, minimum,
-                                       cost=cost_of(data, b), curves=data.curves))
+                                       cost=cost_of(data, b), curves=data.curves,
+                                       base_seeds=data.seed_plan[0] if looks else None))
             best_lines[b] = paired_line(_best_runs(trials, "lookahead", metric, maximize),
                                         _best_runs(trials, b, metric, maximize), metric, rules,
                                         level, minimum, name="best")

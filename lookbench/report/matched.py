@@ -339,7 +339,8 @@ def _side(name: str, side: str, table: SweepTable, per_sweep: dict[str, np.ndarr
                                         minimum) for e in rules.within},
         lr_good=lrs_of,
         best=side_interval(per_sweep[f"{side}.best"], rules, level, minimum),
-        best_config=dict(zip(SHARED, scores.iloc[best_i]["shared"])),
+        best_config={c: v for c, v in zip(SHARED, scores.iloc[best_i]["shared"])
+                     if v != _NONE},
         median=float(np.median(s)),
         failures=Failures(n, float((runs["state"] == "diverged").sum()) / max(n, 1),
                           float(((runs["state"] != "complete") & (runs["state"] != "diverged"))
@@ -378,17 +379,24 @@ def _ema_flag(runs: pd.DataFrame, curves: pd.DataFrame | None, baseline: str,
 
 def compare(runs: pd.DataFrame, baseline: str, metric: str, rules: Rules,
             level: float = stats.LEVEL, minimum: float = stats.MINIMUM,
-            cost: Cost | None = None, curves: pd.DataFrame | None = None
-            ) -> Matched | Unmatched:
-    """Lookahead against ``baseline`` from the study's trials table (``runs``)."""
+            cost: Cost | None = None, curves: pd.DataFrame | None = None,
+            base_seeds: int | None = None) -> Matched | Unmatched:
+    """Lookahead against ``baseline`` from the study's trials table (``runs``).
+    ``base_seeds``: the seeds every configuration ran (a study that adds seeds adds them to
+    the matched settings only); the settings are chosen on those, so that added seeds never
+    change which settings they were added for."""
     maximize = rules.maximize
     runs = runs.assign(shared=_shared_key(runs))
     la_all = runs[runs["optimizer"] == "lookahead"]
     base_all = runs[runs["optimizer"] == baseline]
-    base_all, base_setting, base_on_data = _baseline_setting(base_all, set(la_all["shared"]),
-                                                             metric, maximize)
+    first = (lambda r: r[r["seed"] < base_seeds]) if base_seeds else (lambda r: r)
+    base_first, base_setting, base_on_data = _baseline_setting(
+        first(base_all), set(la_all["shared"]), metric, maximize)
+    if base_setting:
+        base_all = base_all[matching(base_all, base_setting)]
     base_keys = set(base_all["shared"])
-    chosen = _choose_setting(la_all, base_keys, metric, maximize) if len(la_all) else None
+    chosen = (_choose_setting(first(la_all), set(base_first["shared"]), metric, maximize)
+              if len(la_all) else None)
     if chosen is None:
         return _unmatched(la_all, base_all, baseline, base_keys, metric, rules, level, minimum,
                           cost)

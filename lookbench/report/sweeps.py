@@ -72,7 +72,7 @@ def statistics(table: SweepTable, rules: Rules) -> dict[str, np.ndarray]:
     member = (lrs[None, :] == unique[:, None]).astype(float)  # (U, C)
     out: dict[str, np.ndarray] = {"best": best}
     for side in SIDES:
-        v, trained = table.values[side], table.trained[side]
+        v = table.values[side]
         out[f"{side}.mean"] = v.mean(0)
         out[f"{side}.best"] = v.max(0) if rules.maximize else v.min(0)
         for eps in rules.within:

@@ -71,11 +71,12 @@ def fmt_level(coverage: float | None) -> str:
 
 
 def _interval_text(line: Line, fmt) -> str:
-    """``−1 [−2, −1] (96% interval over 9 sweeps)`` or the estimate alone."""
+    """``−1 [−2, −1] (96% interval over 9 sweeps)`` or the estimate alone (``fmt(v, False)``
+    writes a bound without its unit)."""
     iv = line.interval
     if iv is None or not iv.bracketed:
         return fmt(line.estimate)
-    return (f"{fmt(line.estimate)} [{fmt(iv.low)}, {fmt(iv.high)}] "
+    return (f"{fmt(line.estimate)} [{fmt(iv.low, False)}, {fmt(iv.high, False)}] "
             f"({fmt_level(iv.coverage)} interval over {iv.n} sweeps)")
 
 
@@ -86,7 +87,7 @@ def judgement(line: Line, fmt, who: str, unit_words: str, seeds_word: str = "see
         if line.label == "equivalent":
             return f"the same{tail}"
         better = "Lookahead" if line.label == "lookahead_better" else who
-        return f"{better} ahead by {fmt(abs(line.estimate))}{tail}"
+        return f"{better} ahead by {fmt(abs(line.estimate)).lstrip('+')}{tail}"
     text = _interval_text(line, fmt)
     if line.label == "lookahead_better":
         return f"Lookahead ahead: {text}"
@@ -112,13 +113,16 @@ def judgement(line: Line, fmt, who: str, unit_words: str, seeds_word: str = "see
 
 
 # -- a matched comparison ------------------------------------------------------------------------
+def _which(side: Side, eps: float) -> str:
+    """`` (0.03–1)``: the learning rates good in at least half the sweeps."""
+    good = side.lr_good[eps_key(eps)]
+    return f" ({good[0]:g}–{good[-1]:g})" if len(good) > 1 else (
+        f" ({good[0]:g})" if good else "")
+
+
 def _lr_phrase(side: Side, eps: float, total: int) -> str:
     """``3 of 7 (0.03–1)``: learning rates within ε in a typical sweep, and which."""
-    iv = side.lrs[eps_key(eps)]
-    good = side.lr_good[eps_key(eps)]
-    which = f" ({good[0]:g}–{good[-1]:g})" if len(good) > 1 else (
-        f" ({good[0]:g})" if good else "")
-    return f"{fmt_count(iv.estimate)} of {total}{which}"
+    return f"{fmt_count(side.lrs[eps_key(eps)].estimate)} of {total}{_which(side, eps)}"
 
 
 def _axes(m: Matched, inner: str | None) -> str:
@@ -152,7 +156,7 @@ def cost_phrase(cost: Cost | None, baseline: str) -> str:
 def _count_headline(m: Matched) -> str:
     """The headline's judgement of the learning-rate counts."""
     line, b = m.headline_line, m.baseline
-    count = lambda v: fmt_count(v, signed=True)  # noqa: E731
+    count = lambda v, unit=True: fmt_count(v, signed=True)  # noqa: E731
     if line.exact:
         return {"lookahead_better": "exactly, so Lookahead tolerates more of the range",
                 "baseline_better": f"exactly, so {b} tolerates more of the range",
@@ -190,11 +194,12 @@ def headline(analysis: Analysis, data: StudyData) -> str:
                 f"much tuning each needs; {cost_phrase(c.cost, c.baseline)}.")
     eps = analysis.rules.primary
     total = len(m.learning_rates)
+    la, base = m.lookahead.lrs[eps_key(eps)], m.base.lrs[eps_key(eps)]
     return (f"On {data.task}, {who} at {describe_setting(m.setting).rsplit(',', 1)[0]} trains "
-            f"to within {_eps_words(eps, analysis)} of the best at "
-            f"{_lr_phrase(m.lookahead, eps, total)} learning rates in a typical sweep, "
-            f"{m.baseline} at {_lr_phrase(m.base, eps, total)}: {_count_headline(m)}; "
-            f"{cost_phrase(m.cost, m.baseline)}.")
+            f"to within {_eps_words(eps, analysis)} of the best at {fmt_count(la.estimate)} of "
+            f"{total} learning rates{_which(m.lookahead, eps)} in a typical sweep, "
+            f"{m.baseline} at {fmt_count(base.estimate)}{_which(m.base, eps)}: "
+            f"{_count_headline(m)}; {cost_phrase(m.cost, m.baseline)}.")
 
 
 def _eps_words(eps: float, analysis: Analysis) -> str:
@@ -210,8 +215,8 @@ def matched_sentences(m: Matched, analysis: Analysis, data: StudyData) -> list[s
     b, total = m.baseline, len(m.learning_rates)
     inner = _inner(data)
     sweeps = len(m.seeds)
-    score = lambda v: fmt_diff(v, data)  # noqa: E731
-    count = lambda v: fmt_count(v, signed=True)  # noqa: E731
+    score = lambda v, unit=True: fmt_diff(v, data, unit)  # noqa: E731
+    count = lambda v, unit=True: fmt_count(v, signed=True)  # noqa: E731
     out = [f"Compared on the {m.configurations} settings of {_axes(m, inner)} that both ran, "
            f"Lookahead at {describe_setting(m.setting)} ({m.setting_reason}), over {sweeps} "
            f"sweep{'s' if sweeps != 1 else ''} (each seed runs every setting once, with the same "
@@ -233,8 +238,9 @@ def matched_sentences(m: Matched, analysis: Analysis, data: StudyData) -> list[s
     fl, fb = m.lookahead.failures, m.base.failures
     if abs(fl.total - fb.total) > 1e-12:
         def words(f) -> str:
-            parts = [f"diverged {f.diverged:.0%}", f"no better than "
-                     f"{'chance' if data.maximize else 'at initialisation'} {f.untrained:.0%}"]
+            parts = [f"diverged {f.diverged:.0%}",
+                     ("no better than chance " if data.maximize else
+                      "no lower than the loss at initialisation ") + f"{f.untrained:.0%}"]
             if f.failed:
                 parts.append(f"errors {f.failed:.0%}")
             return f"{f.total:.0%} ({', '.join(parts)})"
@@ -245,7 +251,7 @@ def matched_sentences(m: Matched, analysis: Analysis, data: StudyData) -> list[s
 
 
 def unmatched_sentences(u: Unmatched, analysis: Analysis, data: StudyData) -> list[str]:
-    score = lambda v: fmt_diff(v, data)  # noqa: E731
+    score = lambda v, unit=True: fmt_diff(v, data, unit)  # noqa: E731
     out = [u.reason]
     if u.shared is not None:
         out.append(f"At that configuration, Lookahead − {u.baseline}: "
@@ -261,7 +267,7 @@ def unmatched_sentences(u: Unmatched, analysis: Analysis, data: StudyData) -> li
 
 def sampler_sentences(analysis: Analysis, data: StudyData) -> list[str]:
     """Random and TPE studies: no shared grid; say what their numbers can mean."""
-    score = lambda v: fmt_diff(v, data)  # noqa: E731
+    score = lambda v, unit=True: fmt_diff(v, data, unit)  # noqa: E731
     out = []
     for c in analysis.comparisons:
         b = c.baseline

@@ -24,7 +24,7 @@ from pydantic import (
 from lookbench.choices import Schedule
 from lookbench.hparams import BY_NAME, HYPERPARAMETERS, MAX_COUNT, NAMES, Hyperparameter
 
-__all__ = ["MAX_COUNT", "OPTIMIZER_FIELDS", "TrialConfig"]
+__all__ = ["MAX_COUNT", "OPTIMIZER_FIELDS", "TrialConfig", "hyperparameter_columns"]
 
 # Fields passed to lookbench.optim.build: what a wrapper wraps, and every hyperparameter.
 OPTIMIZER_FIELDS = ("inner", *NAMES)
@@ -96,3 +96,19 @@ TrialConfig = create_model(  # type: ignore[misc]
 )
 TrialConfig.__doc__ = "Everything that determines a trial's result, besides the device."
 assert set(BY_NAME) <= set(TrialConfig.model_fields)
+
+
+def hyperparameter_columns(config: TrialConfig) -> dict[str, Any]:
+    """A configuration's hyperparameter columns (``lookbench.hparams``): its values, a number's
+    words as boolean columns (``alpha_adaptive``), and for Lookahead the value an unset policy
+    means (``inner_state`` ``maintain``), so equal configurations share a row key."""
+    out: dict[str, Any] = {}
+    for h in HYPERPARAMETERS:
+        v = getattr(config, h.name)
+        if v is None and h.unset is not None and h.role == "lookahead" == config.optimizer:
+            v = h.unset
+        words = h.words if h.numeric else ()
+        out[h.name] = None if v in words else v
+        for w in words:
+            out[f"{h.name}_{w}"] = v == w
+    return out

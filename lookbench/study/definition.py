@@ -21,7 +21,8 @@ from lookbench.study.spec import StudySpec, grid_tables
 SPEC_ATTR = "lookbench_spec"  # the spec, as a user attribute of each of the study's Optuna studies
 
 # Everything that defines a study: re-running it with other values would mix two studies.
-DEFINING_FIELDS = ("task", "inner", "baselines", "epochs", "seeds", "sampler", "trials",
+DEFINING_FIELDS = ("task", "inner", "baselines", "epochs", "seeds", "max_seeds", "sampler",
+                   "trials",
                    "batch_size", "schedule", "threads", "task_options", "grid")
 
 

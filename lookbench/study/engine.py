@@ -33,12 +33,12 @@ from rich.table import Table
 from lookbench._messages import describe_os_error, first_line
 from lookbench.hparams import format_config
 from lookbench.results import ResultsUnreadable, StudyResults
-from lookbench.study import definition
+from lookbench.study import definition, seeds
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.definition import StudyConflict
 from lookbench.study.gpu_memory import GpuMemoryGate
 from lookbench.study.queue import TrialQueue
-from lookbench.study.spec import StudySpec, lookbench_id, plan, planned_runs
+from lookbench.study.spec import StudySpec, planned_runs
 from lookbench.study.storage import open_storage, study_lock
 from lookbench.study.worker import STORAGE_ENV, WorkerOptions, WorkerStopped, run_worker
 
@@ -65,6 +65,7 @@ class RunResult:
     elsewhere: int = 0
     running_elsewhere: int = 0
     retried: int = 0
+    seeds_note: str | None = None  # a study that adds seeds: why it stopped adding them
     failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -119,10 +120,12 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
         if old is None:
             definition.store_spec(queue.studies.values(), spec)
         definition.write_file(study_dir, old or spec, definition.task_facts(task))
-    planned = {lookbench_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
     results = StudyResults(study_dir)
     retried = _set_failed_aside(queue, results) if retry_failed else 0
     recorded = results.recorded()
+    # (a study that adds seeds plans the stages its recorded outcomes asked for: seeds.py)
+    planned = seeds.current_plan(spec, queue, study_dir, recorded)[0] \
+        if spec.sampler != "tpe" else {}
     queue.replan(planned, recorded)
     remove_recorded(study_dir / CHECKPOINTS_DIR, recorded)  # left by a worker killed at the end
     return queue, planned, retried
@@ -193,7 +196,22 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     def recorded_now() -> int:
         return len(results.recorded() & set(planned)) if planned else len(results.recorded())
 
+    grown = [time.monotonic()]
+
+    def grow() -> None:
+        """A study that adds seeds: its workers plan each stage as the one before ends; the
+        count follows (at most every 2 s: it reads every outcome in the storage)."""
+        nonlocal planned, total
+        if not seeds.sequential(spec) or time.monotonic() - grown[0] < 2.0:
+            return
+        grown[0] = time.monotonic()
+        planned, result.seeds_note = seeds.current_plan(spec, queue, study_dir,
+                                                        results.recorded())
+        total = result.planned = len(planned)
+
     result = RunResult(planned=total, recorded=recorded_now(), retried=retried)
+    if seeds.sequential(spec):
+        result.seeds_note = seeds.current_plan(spec, queue, study_dir, results.recorded())[1]
     _account(result, queue, results, planned)
     if result.recorded + result.elsewhere >= total:
         _measure_cost(spec, study_dir, where[0], data_dir, console, result)
@@ -203,6 +221,9 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     view = ProgressView(console, total, spec.epochs or 0)
 
     def refresh() -> None:
+        grow()
+        view.total = total
+        view.progress.update(view.bar, total=total)
         done = recorded_now()
         running = [f"{_describe(c)}: epoch {e or 0}/{c.epochs}" for c, e in queue.running()]
         view.update(done, running)
@@ -218,6 +239,9 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
         refresh()
     if not console.is_terminal:
         console.print()  # a non-terminal Live leaves its last frame without a newline
+    if seeds.sequential(spec):
+        grown[0] = 0.0
+        grow()
     result.recorded = recorded_now()
     result.failed = _failed_since(results, before)
     _account(result, queue, results, planned)

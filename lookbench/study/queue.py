@@ -599,6 +599,25 @@ class TrialQueue:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def outcomes(self, recorded: Container[str]) -> list[tuple[TrialConfig, str, float | None]]:
+        """Every trial done by any machine (see :meth:`_done`), once, as (config, state,
+        final ranking metric): what a study that adds seeds decides from, the same on every
+        machine sharing the storage. ``state``: complete, failed, or diverged (Optuna's PRUNED:
+        diverged, or no finite metric)."""
+        out: dict[str, tuple[TrialConfig, str, float | None]] = {}
+        for study in self.studies.values():
+            voided = self._voided(study)
+            for t in self._trials(study):
+                tid = t.user_attrs.get(ID_ATTR)
+                if tid is None or CONFIG_ATTR not in t.user_attrs or tid in out \
+                        or not self._done(t, recorded, voided):
+                    continue
+                state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(
+                    t.state, "diverged")
+                value = t.values[0] if state == "complete" and t.values else None
+                out[tid] = (TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR]), state, value)
+        return list(out.values())
+
     def running(self) -> list[tuple[TrialConfig, int | None]]:
         """Configs of the trials running live now, with the epoch each has reached."""
         out = []

@@ -11,9 +11,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lookbench import __version__
-from lookbench.hparams import HYPERPARAMETERS
 from lookbench.results.schema import FIXED_METRICS
-from lookbench.study.config import TrialConfig
+from lookbench.study.config import TrialConfig, hyperparameter_columns
 from lookbench.study.trial import EpochRecord
 
 
@@ -28,22 +27,6 @@ def trial_state(records: list[EpochRecord], error: str | None) -> str:
     if records and records[-1].diverged:
         return "diverged"
     return "complete"
-
-
-def hyperparameter_columns(config: TrialConfig) -> dict[str, Any]:
-    """A configuration's hyperparameter columns (``lookbench.hparams``): its values, a number's
-    words as boolean columns (``alpha_adaptive``), and for Lookahead the value an unset policy
-    means (``inner_state`` ``maintain``), so equal configurations share a row key."""
-    out: dict[str, Any] = {}
-    for h in HYPERPARAMETERS:
-        v = getattr(config, h.name)
-        if v is None and h.unset is not None and h.role == "lookahead" == config.optimizer:
-            v = h.unset
-        words = h.words if h.numeric else ()
-        out[h.name] = None if v in words else v
-        for w in words:
-            out[f"{h.name}_{w}"] = v == w
-    return out
 
 
 def metric_series(records: list[EpochRecord], name: str) -> list[tuple[float, int]]:

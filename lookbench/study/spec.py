@@ -34,6 +34,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_NAME = 200  # a folder name (and the journal's study names) must fit in 255 bytes
 MAX_STUDY_FILE = 1 << 20  # bytes: a study file is a few hundred; /dev/zero is not one
 LARGE_PLAN = 10_000  # trials: planning more asks for confirmation (allow_large / --yes)
+AUTO_START = 3  # --seeds auto starts with at least this many seeds
+DEFAULT_MAX_SEEDS = 20  # --seeds auto without --max-seeds
 
 # One optimizer's grid: a table of values to cross, or several whose products are united.
 GridTable = dict[str, Any]
@@ -56,6 +58,9 @@ class StudySpec(BaseModel):
     epochs: int | None = Field(None, ge=1, le=MAX_COUNT, description="default: the task's")
     seeds: int = Field(1, ge=1, le=10_000,
                        description="every configuration runs with seeds 0..seeds-1")
+    max_seeds: int | None = Field(
+        None, ge=1, le=10_000, description="add seeds to the matched settings, a stage at a "
+        "time, until every verdict line is decided or this many seeds ran (--seeds auto)")
     sampler: Sampler = "grid"
     trials: int | None = Field(None, ge=1, le=1_000_000,
                                description="configurations per optimizer (random, tpe)")
@@ -234,6 +239,14 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str,
     })
     if spec.sampler != "grid" and spec.trials is None:
         raise SpecError(f"{where}: trials: the {spec.sampler} sampler needs --trials N")
+    if spec.max_seeds is not None:
+        if spec.max_seeds < spec.seeds:
+            raise SpecError(f"{where}: max_seeds: {spec.max_seeds} is fewer than the "
+                            f"{spec.seeds} seeds planned first")
+        if spec.sampler != "grid":
+            raise SpecError(f"{where}: max_seeds: adding seeds until the verdict is decided "
+                            f"needs the grid sampler (a matched comparison), not "
+                            f"{spec.sampler}")
     size = planned_size(spec)
     if size > LARGE_PLAN and not allow_large:  # (counted before any point is built)
         raise SpecError(

@@ -47,6 +47,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
         CONFIG_ATTR,
         GRACE_S,
         HEARTBEAT_ATTR,
+        ID_ATTR,
         OWNER_ATTR,
         owner_alive,
     )
@@ -60,11 +61,16 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
         if spec is None:
             return {}, {}, None
         running: dict[str, int] = defaultdict(int)
+        planned = planned_runs(spec)
         for opt in spec.optimizers:
             try:
                 study_id = storage.get_study_id_from_name(f"{spec.study_name}.{opt}")
             except KeyError:  # not created yet
                 continue
+            if spec.max_seeds is not None:  # it adds seeds by stages: what is queued so far
+                ids = {t.user_attrs.get(ID_ATTR) for t in storage.get_all_trials(
+                    study_id, deepcopy=False)}
+                planned[opt] = max(planned.get(opt, 0), len(ids - {None}))
             for t in storage.get_all_trials(study_id, deepcopy=False,
                                             states=(TrialState.RUNNING,)):
                 started = t.datetime_start.timestamp() if t.datetime_start else None
@@ -74,7 +80,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
                     running[opt] += 1
     except StorageUnavailable as e:
         raise StatusError(str(e)) from None
-    return planned_runs(spec), running, spec.task
+    return planned, running, spec.task
 
 
 def status_table(study_dir: Path, storage_url: str | None = None) -> Table:

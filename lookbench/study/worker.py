@@ -34,7 +34,7 @@ from lookbench.study.checkpoints import (
     load_checkpoint,
 )
 from lookbench.study.definition import Ranking, ranking, stored_spec
-from lookbench.study.interrupts import Interrupts
+from lookbench.study.interrupts import Interrupts, sleep
 from lookbench.study.queue import Claimed, Heartbeat, Outcome, TrialQueue
 from lookbench.study.recorder import Recorder
 from lookbench.study.records import curve_rows, trial_row, trial_state
@@ -42,7 +42,6 @@ from lookbench.study.spec import (
     StudySpec,
     config_from_point,
     lookbench_id,
-    plan,
     search_space,
 )
 from lookbench.study.storage import StorageUnavailable, open_storage
@@ -106,7 +105,11 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
     queue, spec = open_queue(opts)
     rank = ranking(spec)
     results = StudyResults(opts.study_dir)
-    planned = {lookbench_id(c): c for c in plan(spec)} if spec.sampler != "tpe" else {}
+    from lookbench.study import seeds
+
+    planned = (seeds.current_plan(spec, queue, opts.study_dir, results.recorded())[0]
+               if spec.sampler != "tpe" else {})
+    stages = seeds.boundaries(spec)  # a study that adds seeds grows its plan by stages
     report = WorkerReport()
     recorder = _recorder(queue, results, opts, report)
     ahead = 1  # trials claimed at a time (more when they are very short)
@@ -121,13 +124,22 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                     claimed = _propose(queue, spec)
                 if claimed is None:
                     recorder.flush()
-                    if queue.replan(planned, results.recorded()) == 0:
-                        break  # nothing waiting, nothing stale: done (others may still run)
-                    continue
+                    if queue.replan(planned, results.recorded()) > 0:
+                        continue
+                    if seeds.sequential(spec):  # a finished stage may ask for more seeds
+                        grown, stop = seeds.current_plan(spec, queue, opts.study_dir,
+                                                         results.recorded())
+                        if set(grown) - set(planned):
+                            planned = grown
+                            continue
+                        if stop is None and queue.running():  # the stage ends elsewhere
+                            sleep(STAGE_POLL_S)
+                            continue
+                    break  # nothing waiting, nothing stale: done (others may still run)
                 if spec.sampler != "tpe" and opts.population != 1:
                     from lookbench.population.run import gather, run_population
 
-                    gathered = gather(queue, claimed, opts, planned)
+                    gathered = gather(queue, claimed, opts, planned, stages)
                     if len(gathered.layout) > 1:
                         run_population(queue, gathered, results, rank, opts, report, interrupts,
                                        recorder)
@@ -144,6 +156,10 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                     queue.release_ahead("stopped before it started")
     return report
 
+
+# A worker of a study that adds seeds, with nothing to claim while other workers finish a
+# stage, looks again this often: the next stage may then be planned.
+STAGE_POLL_S = 0.5
 
 # Trials that take this long or less are claimed several at a time: claiming one costs two
 # journal appends (fsynced) and a hold of the study lock, ~1 ms, which would otherwise be a
