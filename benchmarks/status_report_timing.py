@@ -15,7 +15,7 @@ For each size (100, 1,000 and 5,000 trials by default), in one run:
   ``python -m lookbench status`` and ``python -m lookbench report`` timed as a user runs them
   (a new process each: start-up included); with one part file per trial, and again after
   ``StudyResults.compact()`` where the store has it. The report's time in-process is split
-  into reading the tables, the analysis (``lookbench.report.metrics``/``matched``) and the
+  into reading the tables, the analysis (``lookbench.comparison.metrics``/``matched``) and the
   page.
 
 Usage: python benchmarks/status_report_timing.py [--sizes 100,1000,5000] [--skip-engine]

@@ -65,6 +65,7 @@ def _seeds(seeds: str | None, max_seeds: int | None, spec: Path | None
         start = AUTO_START
         if spec is not None:  # a study file's own seeds, if it gives more
             import contextlib
+
             import tomllib
 
             with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
@@ -465,8 +466,8 @@ def report(
     baseline on the settings both ran, with what each seed can tell and what Lookahead costs),
     sensitivity surfaces, learning curves; plus <study>.json and <study>-configs.csv for
     scripts."""
+    from lookbench.comparison.rules import parse_within
     from lookbench.report import ReportError, build_reports
-    from lookbench.report.rules import parse_within
     from lookbench.study.status import find_studies
 
     try:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lookbench import stats
-from lookbench.report.data import StudyData
-from lookbench.report.matched import (
+from lookbench.comparison.matched import (
     Cost,
     Matched,
     Unmatched,
@@ -19,7 +18,7 @@ from lookbench.report.matched import (
     compare,
     paired_line,
 )
-from lookbench.report.metrics import (
+from lookbench.comparison.metrics import (
     Robustness,
     annotate,
     best_score,
@@ -29,13 +28,14 @@ from lookbench.report.metrics import (
     matching,
     robustness_by_optimizer,
 )
-from lookbench.report.rules import WITHIN, Rules
-from lookbench.report.sweeps import Line
+from lookbench.comparison.rules import WITHIN, Rules
+from lookbench.comparison.sweeps import Line
+from lookbench.report.data import StudyData
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """One study's numbers (see :mod:`lookbench.report.metrics` and ``matched`` for the
+    """One study's numbers (see :mod:`lookbench.comparison.metrics` and ``matched`` for the
     definitions)."""
 
     rules: Rules

@@ -1,7 +1,7 @@
 """The report's Plotly figures, each built from a study's tables alone.
 
 Conventions shared by every figure: a configuration's score is the mean over its seeds of the
-final metric, with diverged seeds at the worst completed value (``lookbench.report.metrics``);
+final metric, with diverged seeds at the worst completed value (``lookbench.comparison.metrics``);
 surfaces are coloured by the gap to the study's best score, with the scale spanning the region
 near the best and everything worse clipped to one end, and the score printed in each cell;
 Lookahead is drawn in one colour and each baseline in its own, on every figure; settings that
@@ -18,15 +18,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lookbench import hparams
-from lookbench.report.data import StudyData
-from lookbench.report.matched import describe_setting
-from lookbench.report.metrics import (
+from lookbench.comparison.matched import describe_setting
+from lookbench.comparison.metrics import (
     SHARED,
     best_so_far,
     config_keys,
     expected_best,
     matching,
 )
+from lookbench.report.data import StudyData
 
 COLORS = {"lookahead": "#d62728", "sgd": "#1f77b4", "adam": "#2ca02c", "adamw": "#9467bd",
           "polyak": "#8c564b", "ema": "#e377c2", "swa": "#7f7f7f"}

@@ -14,14 +14,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from lookbench import __version__
+from lookbench import __version__, stats
+from lookbench.comparison.matched import Matched, describe_setting
+from lookbench.comparison.metrics import EXPLANATIONS, config_keys
+from lookbench.comparison.rules import eps_key
 from lookbench.hparams import HYPERPARAMETERS, format_config, label
 from lookbench.report import figures, verdict
 from lookbench.report.data import StudyData
-from lookbench.report.matched import Matched, describe_setting
-from lookbench import stats
-from lookbench.report.metrics import EXPLANATIONS, config_keys
-from lookbench.report.rules import eps_key
 from lookbench.report.paper import paper_results
 
 STYLE = """
@@ -198,6 +197,11 @@ def matched_table(m: Matched, data: StudyData) -> str:
             f'</tr>{"".join(rows)}</table>')
 
 
+def _percent(v: float) -> str:
+    """``95%``, ``98.75%``: as many decimals as it has."""
+    return f"{v * 100:.2f}".rstrip("0").rstrip(".") + "%"
+
+
 def verdict_section(data: StudyData) -> str:
     """The headline, a few plain sentences and the small table of each matched comparison."""
     a = data.analysis
@@ -208,18 +212,18 @@ def verdict_section(data: StudyData) -> str:
         how = ("The task is deterministic (every seed computes the same run): the figures are "
                "exact, and no interval is shown.")
     else:
-        level = (f"{a.level:.2%}" if a.looks else "95%")
+        level, least = _percent(a.level), _percent(a.minimum)
         how = (f"Every figure is worked out within a sweep (one seed's run of every setting, "
                f"judged against that sweep's own best) and shown as its median over sweeps; "
                f"brackets are distribution-free intervals of that median (the sign test "
                f"inverted: they aim for {level} and hold at least "
-               f"{a.minimum:.2%} whatever the runs' distribution; at least "
+               f"{least} whatever the runs' distribution; at least "
                f"{stats.fewest(a.level, a.minimum)} sweeps are needed for any). "
                "Underlined: decided (a direction, or equivalent within the stated margin).")
         if a.looks:
             how += (f" This study adds seeds until its verdict is decided; it may stop at "
                     f"{', '.join(map(str, a.looks))} seeds, so each look's intervals aim for "
-                    f"{a.level:.2%} and all of them hold together at 95%.")
+                    f"{level} and all of them hold together at 95%.")
     return (f'<section class="verdict">{head}{text}{tables}<p class="note">{_esc(how)} '
             f'Definitions are under "How to read this page".</p></section>')
 

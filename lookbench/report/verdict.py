@@ -14,13 +14,19 @@ import math
 from typing import Any
 
 from lookbench import stats
+from lookbench.comparison.matched import (
+    Cost,
+    Matched,
+    Side,
+    Unmatched,
+    describe_setting,
+)
+from lookbench.comparison.metrics import EXPLANATIONS, SHARED
+from lookbench.comparison.rules import eps_key
+from lookbench.comparison.sweeps import Line
 from lookbench.hparams import label as hp_label
 from lookbench.report.analysis import Analysis
 from lookbench.report.data import StudyData
-from lookbench.report.matched import Cost, Matched, Side, Unmatched, describe_setting
-from lookbench.report.metrics import EXPLANATIONS, SHARED
-from lookbench.report.rules import eps_key
-from lookbench.report.sweeps import Line
 
 SCHEMA_VERSION = 2
 METHOD = ("each seed is one sweep of the comparison's settings (the same initialisation and "
@@ -114,10 +120,9 @@ def judgement(line: Line, fmt, who: str, unit_words: str, seeds_word: str = "see
 
 # -- a matched comparison ------------------------------------------------------------------------
 def _which(side: Side, eps: float) -> str:
-    """`` (0.03–1)``: the learning rates good in at least half the sweeps."""
+    """`` (0.03, 0.3, 1)``: the learning rates good in at least half the sweeps."""
     good = side.lr_good[eps_key(eps)]
-    return f" ({good[0]:g}–{good[-1]:g})" if len(good) > 1 else (
-        f" ({good[0]:g})" if good else "")
+    return f" ({', '.join(f'{v:g}' for v in good)})" if good else ""
 
 
 def _lr_phrase(side: Side, eps: float, total: int) -> str:
@@ -133,8 +138,9 @@ def _axes(m: Matched, inner: str | None) -> str:
 def cost_phrase(cost: Cost | None, baseline: str) -> str:
     """``it costs 1.06× [1.03–1.09] sgd's time per training step and 67 kB more memory``."""
     if cost is None:
-        return ("what it costs was not measured (the study was run before lookbench timed "
-                "every study; `lookbench run` on it again times it)")
+        return ("what it costs was not measured (the study's folder has no cost.json: "
+                "`lookbench run` times it once the study is complete, unless "
+                "LOOKBENCH_COST_SECONDS=0)")
     if cost.skipped:
         return f"its cost was not timed: {cost.skipped}"
     r = cost.ratio

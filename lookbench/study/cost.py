@@ -61,14 +61,25 @@ PAPER_SETTING = {"k": 5, "alpha": 0.5}  # the paper's default Lookahead setting
 ANALYTIC = "an analytic task has no training step to time"
 
 
-def budget_seconds(seconds: float | None = None) -> float:
-    """The pass's time budget: ``seconds``, else ``LOOKBENCH_COST_SECONDS``, else 10 s (an
-    unreadable value counts as unset: a typo must not fail a finished run)."""
+MIN_SECONDS = 3.0  # the default budget never goes below this ...
+STUDY_SHARE = 0.05  # ... nor above this share of the study's own training time (up to 10 s)
+
+
+def budget_seconds(seconds: float | None = None, study_s: float | None = None) -> float:
+    """The pass's time budget: ``seconds``, else ``LOOKBENCH_COST_SECONDS``, else 5% of the
+    study's summed training time ``study_s`` between 3 and 10 s (the pass is part of the
+    answer, and must stay a small part of what the user waits for: on the README's digits study
+    it would otherwise add half of the run), or 10 s when that is unknown. An unreadable value
+    counts as unset: a typo must not fail a finished run."""
     if seconds is None:
+        default = DEFAULT_SECONDS if study_s is None else min(
+            DEFAULT_SECONDS, max(MIN_SECONDS, STUDY_SHARE * study_s))
         try:
-            seconds = float(os.environ.get(SECONDS_ENV, DEFAULT_SECONDS))
+            seconds = float(os.environ.get(SECONDS_ENV, default))
         except ValueError:
-            seconds = DEFAULT_SECONDS
+            seconds = default
+        if not math.isfinite(seconds):
+            seconds = default
     return seconds if math.isfinite(seconds) else DEFAULT_SECONDS
 
 

@@ -259,8 +259,15 @@ def _measure_cost(spec: StudySpec, study_dir: Path, place: Placement, data_dir: 
     interrupts the run and writes nothing."""
     from lookbench.study import cost
 
-    budget = cost.budget_seconds()
-    if (study_dir / cost.COST_FILE).exists() or budget <= 0:
+    if (study_dir / cost.COST_FILE).exists():
+        return
+    try:
+        trials = StudyResults(study_dir).trials().select(["wall_s"]).column("wall_s")
+        study_s = float(sum(v for v in trials.to_pylist() if v is not None))
+    except (OSError, ResultsUnreadable, KeyError):
+        study_s = None
+    budget = cost.budget_seconds(study_s=study_s)
+    if budget <= 0:
         return
     device = "cpu" if place.visible is None else f"cuda:{place.visible}"
     try:

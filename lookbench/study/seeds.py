@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from lookbench import stats
-from lookbench.report.matched import Matched, compare
-from lookbench.report.rules import Rules
+from lookbench.comparison.matched import Matched, compare
+from lookbench.comparison.rules import Rules
 from lookbench.study.config import TrialConfig, hyperparameter_columns
 from lookbench.study.spec import StudySpec, lookbench_id, plan
 
@@ -89,7 +89,7 @@ def decide(spec: StudySpec, frame: pd.DataFrame, seeds: int, metric: str,
 def _matched_configs(base: list[TrialConfig], comparisons: list[Matched]) -> list[TrialConfig]:
     """The configurations (seed 0) of every matched set: Lookahead at its setting and each
     baseline at its own, on the shared settings."""
-    from lookbench.report.matched import _shared_key
+    from lookbench.comparison.matched import _shared_key
 
     frame = pd.DataFrame([{**hyperparameter_columns(c), "optimizer": c.optimizer, "i": i}
                           for i, c in enumerate(base) if c.seed == 0])

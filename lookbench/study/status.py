@@ -141,8 +141,8 @@ def _best_configurations(trials: pd.DataFrame, metric: str, maximize: bool
                          ) -> dict[str, pd.Series]:
     """Each optimizer's best configuration, scored as the report scores (``config_scores``:
     the mean over seeds), among those none of whose seeds diverged or failed."""
-    from lookbench.report.metrics import config_scores
-    from lookbench.report.rules import Rules
+    from lookbench.comparison.metrics import config_scores
+    from lookbench.comparison.rules import Rules
 
     if trials.empty or f"final_{metric}" not in trials:
         return {}

@@ -57,15 +57,16 @@ def test_a_population_records_what_trials_one_at_a_time_record(tmp_path, monkeyp
             one.loc[done, column].to_numpy(), rel=1e-4, abs=1e-5), column
     assert (pop["epochs_done"] == one["epochs_done"]).all()
     assert set(pop["population"]) == {6} and set(one["population"]) == {1}
-    # A member's wall time is its share of the population's: the report does not pass it
-    # off as what Lookahead costs; trained one at a time, it does compare the cost.
-    for run, compared in (("pop", False), ("one", True)):
+    # A member's wall time is its share of the population's: what Lookahead costs comes from
+    # the study's timing pass (here none: tests turn it off), never from the trials' times, so
+    # both runs say the same about it.
+    for run in ("pop", "one"):
         report = runner.invoke(app, ["report", "--runs", str(tmp_path / run), "--out",
                                      str(tmp_path / f"report-{run}")])
         assert report.exit_code == 0, report.output
         summary = json.loads((tmp_path / f"report-{run}" / "digits-sgd.json").read_text())
-        assert ("time per epoch (same settings" in summary["verdict"]) == compared
-        assert ("Wall time is not compared" in summary["verdict"]) != compared
+        assert "what it costs was not measured" in summary["verdict"].lower()
+        assert "time per epoch" not in summary["verdict"]
     curves = StudyResults(tmp_path / "pop" / "digits-sgd").curves().to_pandas()
     assert len(curves) == int(pop["epochs_done"].sum())
 

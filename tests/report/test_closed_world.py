@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lookbench.comparison.matched import Matched
 from lookbench.report import load_study
-from lookbench.report.matched import Matched
 from lookbench.report.verdict import _comparison_json, headline, matched_sentences
 from tests.report.conftest import write_study
 

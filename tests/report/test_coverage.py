@@ -5,7 +5,7 @@ Each simulated study is a digits-like comparison: 7 learning rates × 2 momenta 
 true mean accuracies taken from the real digits study, and six ways runs scatter around them
 (normal; clipped at 100%; binomial test-set noise; skewed; settings that land in one of two
 basins; 10% of runs that diverge or end at chance). Every figure the verdict states is a
-per-sweep statistic summarised by its median over sweeps (``lookbench.report.sweeps``); its
+per-sweep statistic summarised by its median over sweeps (``lookbench.comparison.sweeps``); its
 true value is that median, found from 60,000 sweeps. The intervals come from the very functions
 the report calls, on thousands of studies at once (each sweep is one column of the table).
 """
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from lookbench import stats
-from lookbench.report.metrics import completed_values  # noqa: F401 (the report's own path)
-from lookbench.report.rules import Rules
-from lookbench.report.sweeps import SweepTable, lines, statistics
+from lookbench.comparison.metrics import completed_values  # noqa: F401 (the report's own path)
+from lookbench.comparison.rules import Rules
+from lookbench.comparison.sweeps import SweepTable, lines, statistics
 
 LRS = np.array([0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0] * 2)
 # True mean test accuracy per setting (momentum 0, then 0.9), as the digits study measures.

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lookbench.comparison.matched import Matched, Unmatched
 from lookbench.report import load_study
-from lookbench.report.matched import Matched, Unmatched
 from lookbench.report.verdict import headline, sentences, summary
 from tests.report.conftest import write_study
 

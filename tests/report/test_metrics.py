@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from lookbench import stats
-from lookbench.report import load_study
-from lookbench.report.metrics import (
+from lookbench.comparison.metrics import (
     annotate,
     best_score,
     config_scores,
@@ -20,7 +19,8 @@ from lookbench.report.metrics import (
     robustness_by_optimizer,
     span_decades,
 )
-from lookbench.report.rules import Rules, parse_within
+from lookbench.comparison.rules import Rules, parse_within
+from lookbench.report import load_study
 
 
 def test_config_scores_average_seeds_and_count_divergence_at_the_stand_in(known_study):

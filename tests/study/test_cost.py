@@ -203,6 +203,11 @@ def test_the_budget_comes_from_the_environment(monkeypatch):
     assert cost.budget_seconds() == 2.5 and cost.budget_seconds(1.0) == 1.0
     monkeypatch.setenv(cost.SECONDS_ENV, "soon")
     assert cost.budget_seconds() == 10.0
+    # Unset, it is 5% of the study's own training time, between 3 and 10 s.
+    monkeypatch.delenv(cost.SECONDS_ENV)
+    assert cost.budget_seconds(study_s=15.0) == 3.0
+    assert cost.budget_seconds(study_s=120.0) == 6.0
+    assert cost.budget_seconds(study_s=3600.0) == 10.0
 
 
 def test_an_analytic_study_is_skipped(tmp_path):

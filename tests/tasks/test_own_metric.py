@@ -92,7 +92,7 @@ def test_a_task_ranks_by_its_own_metric_and_keeps_every_metric(tmp_path: Path, m
     summary = json.loads((reports / "sine-sgd.json").read_text())
     assert summary["metric"] == "test_rmse" and summary["higher_is_better"] is False
     best = trials.loc[trials.optimizer == "sgd", "final_test_rmse"].min()
-    assert abs(summary["optimizers"]["sgd"]["best"] - best) < 1e-12
+    assert abs(summary["whole_study"]["optimizers"]["sgd"]["best"] - best) < 1e-12
     assert "ranked by final test rmse" in (reports / "sine-sgd.html").read_text()
 
 

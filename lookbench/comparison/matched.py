@@ -18,7 +18,7 @@ never had. The *matched set* is:
 stands in at, its per-sweep figures, its colour scale) is a function of its own runs only, so
 runs outside it (more k × α points, a learning rate only one optimizer ran, another baseline)
 cannot move it (``tests/report/test_closed_world.py``). The verdict's figures are worked out
-per sweep (one seed's runs) and summarised over sweeps in :mod:`lookbench.report.sweeps`.
+per sweep (one seed's runs) and summarised over sweeps in :mod:`lookbench.comparison.sweeps`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import numpy as np
 import pandas as pd
 
 from lookbench import stats
-from lookbench.hparams import format_config
-from lookbench.report.metrics import (
+from lookbench.comparison.metrics import (
     AVERAGING_OWN,
     LOOKAHEAD_OWN,
     SHARED,
@@ -40,8 +39,8 @@ from lookbench.report.metrics import (
     matching,
     span_decades,
 )
-from lookbench.report.rules import Rules, eps_key
-from lookbench.report.sweeps import (
+from lookbench.comparison.rules import Rules, eps_key
+from lookbench.comparison.sweeps import (
     Line,
     SweepTable,
     good_runs,
@@ -51,6 +50,7 @@ from lookbench.report.sweeps import (
     statistics,
     sweep_best,
 )
+from lookbench.hparams import format_config
 
 PAPER_K, PAPER_ALPHA = 5, 0.5
 MIN_MATCHED = 2

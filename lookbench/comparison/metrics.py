@@ -1,8 +1,8 @@
 """Descriptive figures of a study's configurations, computed from its trials table alone.
 
 These describe; they do not decide. The verdict's figures (the matched comparison, with its
-intervals) are worked out per comparison in :mod:`lookbench.report.matched` and
-:mod:`lookbench.report.sweeps`, from that comparison's own runs. What lives here:
+intervals) are worked out per comparison in :mod:`lookbench.comparison.matched` and
+:mod:`lookbench.comparison.sweeps`, from that comparison's own runs. What lives here:
 
 - A *run* is one (configuration, seed); its value is the final metric on the evaluation
   weights. A diverged or failed run takes a stand-in value (:meth:`Rules.stand_in`): the
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lookbench import hparams
-from lookbench.report.rules import Rules, eps_key
+from lookbench.comparison.rules import Rules, eps_key
 
 # A configuration's key columns, from lookbench.hparams: what Lookahead and its baselines share
 # (the inner optimizer's hyperparameters), and what is Lookahead's own (and an average's own).

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookbench import stats
-from lookbench.report.rules import ZERO, Rules, eps_key
+from lookbench.comparison.rules import ZERO, Rules, eps_key
 
 SIDES = ("lookahead", "baseline")
 LABELS = ("lookahead_better", "baseline_better", "equivalent", "undecided")
