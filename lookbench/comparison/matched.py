@@ -289,7 +289,7 @@ def _table(la_runs: pd.DataFrame, base_runs: pd.DataFrame, keys: list[tuple], me
     for side, (final, complete) in tables.items():
         f = final[seeds].to_numpy(float)
         done = complete[seeds].to_numpy(float) > 0
-        values[side] = np.where(done, f, stand_in)
+        values[side] = np.where(done, rules.cap(f), stand_in)
         trained[side] = done & rules.trained(np.where(done, f, np.nan))
         raw[side] = f
     lrs = np.array([k[0] for k in keys], dtype=float)
@@ -459,7 +459,8 @@ def paired_line(a_runs: pd.DataFrame, b_runs: pd.DataFrame, metric: str, rules: 
                                               completed_values(b_runs, metric)]))
 
     def per_seed(runs: pd.DataFrame) -> pd.Series:
-        final = runs["final_" + metric].astype(float)
+        final = pd.Series(rules.cap(runs["final_" + metric].astype(float).to_numpy()),
+                          index=runs.index)
         ok = (runs["state"] == "complete") & np.isfinite(final.fillna(np.nan))
         return final.where(ok, stand_in).groupby(runs["seed"]).mean()
 

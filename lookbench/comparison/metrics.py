@@ -50,10 +50,13 @@ EXPLANATIONS = {
 }
 
 
-def run_values(trials: pd.DataFrame, metric: str, stand_in: float) -> pd.Series:
-    """Each run's final metric, with diverged/failed runs (or a missing value) at
-    ``stand_in``."""
+def run_values(trials: pd.DataFrame, metric: str, stand_in: float,
+               rules: Rules | None = None) -> pd.Series:
+    """Each run's final metric (at most as bad as not training: :meth:`Rules.cap`), with
+    diverged/failed runs (or a missing value) at ``stand_in``."""
     values = trials["final_" + metric].astype(float)
+    if rules is not None:
+        values = pd.Series(rules.cap(values.to_numpy()), index=values.index)
     bad = (trials["state"] != "complete") | ~np.isfinite(values.fillna(np.nan))
     return values.mask(bad, stand_in)
 
@@ -86,7 +89,7 @@ def config_scores(trials: pd.DataFrame, metric: str, rules: Rules,
     if stand_in is None:
         stand_in = rules.stand_in(completed_values(trials, metric))
     df = trials.copy()
-    df["value"] = run_values(df, metric, stand_in)
+    df["value"] = run_values(df, metric, stand_in, rules)
     complete = df["state"] == "complete"
     df["is_diverged"] = ~complete
     df["is_untrained"] = complete & ~rules.trained(df["final_" + metric].astype(float).to_numpy())

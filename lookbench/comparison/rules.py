@@ -49,8 +49,9 @@ class Rules:
         belongs to: an accuracy scores the task's chance level where it knows it (a blow-up is
         no better and no worse than learning nothing), else the comparison's worst completed
         run; a loss scores the worse of its value at initialisation and the comparison's worst
-        completed loss."""
-        done = np.asarray(completed, dtype=float)
+        completed loss (completed runs counted as at most not training, :meth:`cap`, so where
+        the start is known, the start)."""
+        done = self.cap(np.asarray(completed, dtype=float))
         done = done[np.isfinite(done)]
         if self.maximize:
             if self.chance is not None:
@@ -60,6 +61,19 @@ class Rules:
         if self.initial is not None and math.isfinite(self.initial):
             candidates.append(float(self.initial))
         return max(candidates) if candidates else math.nan
+
+    def cap(self, values: np.ndarray) -> np.ndarray:
+        """Completed runs' values, a run that did worse than not training counted as not
+        training: an accuracy below the chance level at chance, a loss above its value at
+        initialisation at that value (where the task knows them). How far a run went past its
+        start says nothing of its optimizer's quality, and one blow-up (a loss of 1,000 where
+        the start is 52) would otherwise outweigh every other setting in a mean."""
+        v = np.asarray(values, dtype=float)
+        if self.maximize and self.chance is not None:
+            return np.where(v < self.chance, self.chance, v)
+        if not self.maximize and self.initial is not None:
+            return np.where(v > self.initial, self.initial, v)
+        return v
 
     def trained(self, values: np.ndarray) -> np.ndarray:
         """Which completed runs trained: an accuracy above chance by more than 1% of the way to

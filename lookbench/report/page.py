@@ -254,7 +254,10 @@ def definitions_section(data: StudyData) -> str:
                   "order."),
         ("score", "a run's final metric on the evaluation weights (slow weights for Lookahead, "
                   f"averages for averaging baselines); a diverged or failed run counts as {stand}"),
-        ("did not train", f"a completed run that {untrained}; counted beside the diverged ones"),
+        ("did not train", f"a completed run that {untrained}; counted beside the diverged ones, "
+                          "and scored as not training (at chance, or at the loss at "
+                          "initialisation, where the task knows them): how far a run went past "
+                          "its start says nothing of its optimizer"),
         ("ε-good", rules.describe() + ", the best being the sweep's best run of the comparison; "
                    "a run that did not train is never good"),
         ("learning rates within ε", "the shared inner learning rates at which the optimizer has "

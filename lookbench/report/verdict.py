@@ -237,9 +237,11 @@ def matched_sentences(m: Matched, analysis: Analysis, data: StudyData) -> list[s
                    f"Lookahead {_lr_phrase(m.lookahead, eps, total)}, {b} "
                    f"{_lr_phrase(m.base, eps, total)}; Lookahead − {b}: "
                    f"{judgement(m.lines[f'lrs@{key}'], count, b, 'learning rate')}.")
+    lower = "" if data.maximize else "; a loss: lower is better"
     out.append(f"Score at the same settings (Lookahead − {b}, averaged over the "
-               f"{m.configurations} settings): {judgement(m.lines['mean'], score, b, '')}.")
-    out.append(f"Each one's best setting in a sweep (Lookahead − {b}): "
+               f"{m.configurations} settings{lower}): "
+               f"{judgement(m.lines['mean'], score, b, '')}.")
+    out.append(f"Each one's best setting in a sweep (Lookahead − {b}{lower}): "
                f"{judgement(m.lines['best'], score, b, '')}.")
     fl, fb = m.lookahead.failures, m.base.failures
     if abs(fl.total - fb.total) > 1e-12:

@@ -92,6 +92,11 @@ def test_every_verdict_interval_covers_at_least_93_percent(model, n):
     order statistics guarantee 93.75% with 5 sweeps, 96.1% with 9; ties only add to it)."""
     cover = _coverage(model, n, 20_000, seed=n * 100 + MODELS.index(model))
     worst = min(cover, key=cover.get)
+    if model == "clipped":  # a bounded metric's intervals stay inside its bounds
+        per = statistics(simulate(model, 2000, np.random.default_rng(7)), RULES)
+        for side in ("lookahead", "baseline"):
+            iv = stats.median_interval(per[f"{side}.best"][:n])
+            assert iv.high <= 1.0 and iv.low >= 0.0
     assert cover[worst] >= 0.93, (model, n, worst, cover[worst])
     assert set(cover) >= {"diff.lrs@0.01", "diff.mean", "diff.best", "lookahead.lrs@0.05",
                           "baseline.good@0.01", "lookahead.best"}

@@ -62,7 +62,12 @@ def test_a_failed_run_stands_in_at_chance_or_the_worst_completed_run_or_the_star
     loss = Rules(maximize=False)
     assert loss.stand_in(np.array([1.0, 1.04])) == 1.04
     assert Rules(maximize=False, initial=2.5).stand_in(np.array([1.0, 1.04])) == 2.5
-    assert Rules(maximize=False, initial=0.5).stand_in(np.array([1.0, 1.04])) == 1.04
+    # Completed runs count as at most not training: a loss above its start at the start.
+    assert Rules(maximize=False, initial=0.5).stand_in(np.array([1.0, 1.04])) == 0.5
+    nqm = Rules(maximize=False, initial=52.59)
+    assert nqm.cap(np.array([50.2, 1036.7])).tolist() == [50.2, 52.59]
+    assert Rules(maximize=True, chance=0.1).cap(np.array([0.05, 0.9])).tolist() == [0.1, 0.9]
+    assert Rules(maximize=True).cap(np.array([0.05])).tolist() == [0.05]
 
 
 def test_runs_that_end_at_chance_or_above_their_start_did_not_train():

@@ -104,6 +104,12 @@ def test_several_studies_get_an_index_and_compare_puts_two_side_by_side(grid_stu
         "known-configs.csv"}
     index = (out / "index.html").read_text()
     assert 'href="grid.html"' in index and 'href="known.html"' in index
+    # Each study's headline, the sentence its own page opens with.
+    import html as html_lib
+
+    for name in ("grid", "known"):
+        headline = json.loads((out / f"{name}.json").read_text())["headline"]
+        assert html_lib.escape(headline) in index
     result = runner.invoke(app, ["report", str(grid_study), str(known_study), "--compare",
                                  "--out", str(out)])
     assert result.exit_code == 0, result.stderr
