@@ -102,18 +102,25 @@ def judgement(line: Line, fmt, who: str, unit_words: str, seeds_word: str = "see
     if line.label == "equivalent":
         return (f"no difference beyond ±{fmt(line.margin).lstrip('+')} {unit_words}: {text}")
     iv = line.interval
+    lead = (fmt(line.estimate) + ", but" if iv is None or not iv.bracketed else text + ":")
+    return f"{lead} {_cannot_tell(line, lambda v: fmt(v).lstrip('+'), seeds_word)}"
+
+
+def _cannot_tell(line: Line, fmt, seeds_word: str = "seeds", on_margin: bool = True) -> str:
+    """``9 seeds cannot tell (a difference smaller than 1.2 points would go unseen); about 17
+    seeds would decide it`` (``fmt`` writes the unseen difference)."""
+    iv = line.interval
     n = iv.n if iv is not None else 0
     if iv is None or not iv.bracketed:
-        out = (f"{fmt(line.estimate)}, but {n} {seeds_word} cannot tell (no interval holds 95% "
-               f"with fewer than {line.fewest})")
+        out = (f"{n} {seeds_word} cannot tell (no interval holds 95% with fewer than "
+               f"{line.fewest})")
     else:
-        seen = line.detectable
-        out = f"{text}: {n} {seeds_word} cannot tell"
-        if seen is not None and math.isfinite(seen):
-            out += f" (a difference smaller than {fmt(seen).lstrip('+')} would go unseen)"
+        out = f"{n} {seeds_word} cannot tell"
+        if line.detectable is not None and math.isfinite(line.detectable):
+            out += f" (a difference smaller than {fmt(line.detectable)} would go unseen)"
     if line.seeds_needed is not None:
         out += f"; about {line.seeds_needed} {seeds_word} would decide it"
-    else:
+    elif on_margin:
         out += "; more seeds are unlikely to decide it (it sits on the margin)"
     return out
 
@@ -173,17 +180,7 @@ def _count_headline(m: Matched) -> str:
         return f"{b} tolerates more of the range ({_interval_text(line, count)})"
     if line.label == "equivalent":
         return f"as many, within one learning rate ({_interval_text(line, count)})"
-    n = line.interval.n if line.interval else 0
-    if line.interval is None or not line.interval.bracketed:
-        text = f"{n} seeds cannot tell these apart (an interval needs at least {line.fewest})"
-    else:
-        seen = line.detectable
-        text = f"{n} seeds cannot tell these apart"
-        if seen is not None and math.isfinite(seen):
-            text += f" (a difference below {seen:.1f} learning rates would go unseen)"
-    if line.seeds_needed is not None:
-        text += f"; about {line.seeds_needed} would decide it"
-    return text
+    return _cannot_tell(line, lambda v: f"{v:.1f} learning rates", on_margin=False)
 
 
 def headline(analysis: Analysis, data: StudyData) -> str:
