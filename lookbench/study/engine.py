@@ -230,18 +230,25 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
 
     with view.live:
         refresh()
-        if len(where) == 1:
-            _run_in_process(spec, study_dir, storage_url, where[0], data_dir, grace_s, refresh,
-                            result, population, compile)
-        else:
-            _run_processes(spec, study_dir, storage_url, where, data_dir, grace_s, refresh,
-                           result, population, compile)
+        for _ in range(len(seeds.boundaries(spec)) + 1):
+            if len(where) == 1:
+                _run_in_process(spec, study_dir, storage_url, where[0], data_dir, grace_s,
+                                refresh, result, population, compile)
+            else:
+                _run_processes(spec, study_dir, storage_url, where, data_dir, grace_s,
+                               refresh, result, population, compile)
+            if not seeds.sequential(spec) or result.interrupted or result.errors:
+                break
+            # The workers stop when nothing is left that they know of; a stage another
+            # machine finished just after may have asked for more seeds since: run them too.
+            grown[0] = 0.0
+            grow()
+            if not (set(planned) - results.recorded() - queue.finished_ids(results.recorded())):
+                break
+            queue.replan(planned, results.recorded())
         refresh()
     if not console.is_terminal:
         console.print()  # a non-terminal Live leaves its last frame without a newline
-    if seeds.sequential(spec):
-        grown[0] = 0.0
-        grow()
     result.recorded = recorded_now()
     result.failed = _failed_since(results, before)
     _account(result, queue, results, planned)

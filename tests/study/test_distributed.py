@@ -260,3 +260,23 @@ def test_a_machine_whose_trials_were_all_recorded_elsewhere_is_done(postgres, tm
     assert "0 of 4 trials recorded" in out and "(4 more by other machines)" in out
     assert "still running elsewhere" not in err
     assert not StudyResults(tmp_path / "b" / "shared").recorded()
+
+
+def test_seeds_auto_on_two_machines_plans_each_stage_once(postgres, tmp_path):
+    """``--seeds auto`` on a shared database: both machines read the outcomes from it, so they
+    plan the same stages; every trial is recorded exactly once between their two folders, and
+    a third run of either plans nothing more."""
+    url = postgres.new_database()
+    args = ["digits", "--lr", "0.03,0.3,3", "--momentum", "0.9", "--k", "5", "--alpha", "0.5",
+            "--epochs", "2", "--seeds", "auto", "--max-seeds", "8", "--devices", "cpu",
+            "--workers", "1", "--study", "shared", "--storage", url, "--population", "1"]
+    procs = [start(*args, "--out", str(tmp_path / name), cwd=tmp_path) for name in ("a", "b")]
+    for proc in procs:
+        assert "Traceback" not in finish(proc)
+    trials = union(tmp_path / "a", tmp_path / "b")
+    assert trials["trial"].is_unique and trials["seed"].max() >= 4  # a stage was added
+    again = start(*args, "--out", str(tmp_path / "a"), cwd=tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert len(union(tmp_path / "a", tmp_path / "b")) == len(trials)
+    assert "seeds: " in " ".join(out.split())
