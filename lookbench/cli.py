@@ -53,33 +53,15 @@ def console() -> Any:
     return c
 
 
-def _seeds(seeds: str | None, max_seeds: int | None, spec: Path | None
-           ) -> tuple[int | None, int | None]:
-    """``--seeds N`` or ``--seeds auto`` (with ``--max-seeds``) as the spec's ``seeds`` and
-    ``max_seeds`` (``None``: the study file's, or the default)."""
-    if seeds is None:
-        return None, max_seeds
-    if seeds.strip().lower() == "auto":
-        from lookbench.study.spec import AUTO_START, DEFAULT_MAX_SEEDS
-
-        start = AUTO_START
-        if spec is not None:  # a study file's own seeds, if it gives more
-            import contextlib
-
-            import tomllib
-
-            with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
-                given = tomllib.loads(spec.read_text(encoding="utf-8")).get("seeds")
-                if isinstance(given, int) and given > start:
-                    start = given
-        return start, max_seeds or max(DEFAULT_MAX_SEEDS, start)
+def _seeds(seeds: str | None) -> int | str | None:
+    """``--seeds N`` as a number, ``--seeds auto`` as ``"auto"`` (the spec works out what it
+    starts with and its cap)."""
+    if seeds is None or seeds.strip().lower() == "auto":
+        return None if seeds is None else "auto"
     try:
-        n = int(seeds)
+        return int(seeds)
     except ValueError:
         fail(f"--seeds takes a number of seeds or auto, got {seeds!r}")
-    if n < 1:
-        fail(f"--seeds must be at least 1, got {n}")
-    return n, max_seeds
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -329,9 +311,8 @@ def run(
         task_options[key] = _option_value(value)
     if model is not None:
         task_options["model"] = model
-    seeds_n, cap = _seeds(seeds, max_seeds, spec)
-    overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": seeds_n,
-                                 "max_seeds": cap, "epochs": epochs,
+    overrides: dict[str, Any] = {"task": task, "inner": inner, "seeds": _seeds(seeds),
+                                 "max_seeds": max_seeds, "epochs": epochs,
                                  "baselines": _names("--baselines", baselines),
                                  "batch_size": batch_size, "schedule": schedule,
                                  "sampler": sampler, "trials": trials,

@@ -59,7 +59,7 @@ SLOW_EMA_WEIGHT = 0.01  # an EMA whose start still weighs more than this at the 
 EMA_DEFAULT_DECAY = 0.999  # lookbench.optim.AveragedOptimizer's default (torch-free copy)
 
 
-def _shared_key(df: pd.DataFrame) -> pd.Series:
+def shared_values(df: pd.DataFrame) -> pd.Series:
     """The shared hyperparameters of each row as one hashable key (missing values match)."""
     cols = [df[c].astype(float).fillna(_NONE).round(12) for c in SHARED]
     return pd.Series(list(zip(*cols)), index=df.index)
@@ -79,7 +79,7 @@ def describe_setting(setting: dict) -> str:
     return f"k = {int(setting['k'])}, {alpha}, {state}"
 
 
-def _ranking_scores(runs: pd.DataFrame, metric: str, maximize: bool) -> pd.Series:
+def ranking_scores(runs: pd.DataFrame, metric: str, maximize: bool) -> pd.Series:
     """Each run's final metric with a failed run at the worst possible value (±inf): what a
     choice between settings ranks by, with no stand-in value that other runs could move."""
     values = runs["final_" + metric].astype(float)
@@ -91,7 +91,7 @@ def _median_of_configs(runs: pd.DataFrame, metric: str, maximize: bool) -> float
     """The median over configurations of their mean ranking score (higher is better)."""
     if runs.empty:
         return -np.inf
-    scored = runs.assign(_rank=_ranking_scores(runs, metric, maximize))
+    scored = runs.assign(_rank=ranking_scores(runs, metric, maximize))
     means = scored.groupby(list(SHARED), dropna=False)["_rank"].mean()
     m = float(np.median(means.to_numpy(float)))
     return m if maximize else -m
@@ -302,7 +302,7 @@ def _descriptive(runs: pd.DataFrame, metric: str, rules: Rules, stand_in: float,
     how many sweeps it was within each ε (its gap to the comparison's best is added once both
     sides are known)."""
     scores = config_scores(runs.drop(columns=["shared"]), metric, rules, stand_in)
-    scores["shared"] = _shared_key(scores)
+    scores["shared"] = shared_values(scores)
     scores = scores.set_index("shared").reindex(keys).reset_index()
     sweep = sweep_best(table, rules)
     for eps in rules.within:
@@ -386,7 +386,7 @@ def compare(runs: pd.DataFrame, baseline: str, metric: str, rules: Rules,
     the matched settings only); the settings are chosen on those, so that added seeds never
     change which settings they were added for."""
     maximize = rules.maximize
-    runs = runs.assign(shared=_shared_key(runs))
+    runs = runs.assign(shared=shared_values(runs))
     la_all = runs[runs["optimizer"] == "lookahead"]
     base_all = runs[runs["optimizer"] == baseline]
     first = (lambda r: r[r["seed"] < base_seeds]) if base_seeds else (lambda r: r)

@@ -14,9 +14,9 @@ from lookbench.comparison.matched import (
     Cost,
     Matched,
     Unmatched,
-    _ranking_scores,
     compare,
     paired_line,
+    ranking_scores,
 )
 from lookbench.comparison.metrics import (
     Robustness,
@@ -105,7 +105,7 @@ def _best_runs(trials: pd.DataFrame, optimizer: str, metric: str, maximize: bool
     """The runs of ``optimizer``'s best configuration over its own grid (by its mean ranking
     score, a failed run counting as the worst possible)."""
     runs = trials[trials["optimizer"] == optimizer]
-    scored = runs.assign(_rank=_ranking_scores(runs, metric, maximize))
+    scored = runs.assign(_rank=ranking_scores(runs, metric, maximize))
     keys = config_keys(scored)
     means = scored.groupby(keys, dropna=False, sort=True)["_rank"].mean()
     best = means.idxmax() if maximize else means.idxmin()

@@ -189,7 +189,7 @@ def matched_table(m: Matched, data: StudyData) -> str:
         diff.append("–")
     rows.append('<tr class="difference">' + "".join(
         f"<td>{c if i else _esc(c)}</td>" for i, c in enumerate(diff)) + "</tr>")
-    eps_words = [verdict._eps_words(e, data.analysis) for e in within]
+    eps_words = [verdict.eps_words(e, data.analysis) for e in within]
     head = ["", *(f"learning rates within {w} (of {total})" for w in eps_words),
             f"expected configurations to {eps_words[0]}-good", f"share within {eps_words[-1]}",
             "best in a sweep", "median score", "did not train", "time per step (timed)"]
@@ -288,7 +288,7 @@ def robustness_table(data: StudyData) -> str:
     rows = a.whole
     within = a.rules.within
     names = {"best": "best (seed range)", "median": "median over the grid",
-             **{f"within_{i}": f"within {verdict._eps_words(e, a)} of the whole study's best"
+             **{f"within_{i}": f"within {verdict.eps_words(e, a)} of the whole study's best"
                 for i, e in enumerate(within)},
              "divergence_rate": "divergence rate", "untrained_rate": "did not train"}
     head = "".join(f"<th>{_esc(r.optimizer)} (whole grid: {r.configurations} "
@@ -369,7 +369,7 @@ def config_table(data: StudyData) -> str:
     frame = config_frame(data)
     heads = {"seed_min": "lowest seed", "seed_max": "highest seed",
              "untrained": "did not train",
-             **{f"good_{eps_key(e)}": f"{verdict._eps_words(e, data.analysis)}-good"
+             **{f"good_{eps_key(e)}": f"{verdict.eps_words(e, data.analysis)}-good"
                 for e in data.analysis.rules.within}}
     head = "".join(f'<th data-col="{i}">{_esc(heads.get(c) or label(c))}</th>'
                    for i, c in enumerate(frame.columns))

@@ -199,13 +199,13 @@ def headline(analysis: Analysis, data: StudyData) -> str:
     total = len(m.learning_rates)
     la, base = m.lookahead.lrs[eps_key(eps)], m.base.lrs[eps_key(eps)]
     return (f"On {data.task}, {who} at {describe_setting(m.setting).rsplit(',', 1)[0]} trains "
-            f"to within {_eps_words(eps, analysis)} of the best at {fmt_count(la.estimate)} of "
+            f"to within {eps_words(eps, analysis)} of the best at {fmt_count(la.estimate)} of "
             f"{total} learning rates{_which(m.lookahead, eps)} in a typical sweep, "
             f"{m.baseline} at {fmt_count(base.estimate)}{_which(m.base, eps)}: "
             f"{_count_headline(m)}; {cost_phrase(m.cost, m.baseline)}.")
 
 
-def _eps_words(eps: float, analysis: Analysis) -> str:
+def eps_words(eps: float, analysis: Analysis) -> str:
     """``1%`` (relative), or ``0.02`` in the metric's units (``--absolute``)."""
     return f"{eps:g}" if analysis.rules.absolute else f"{eps * 100:g}%"
 
@@ -230,7 +230,7 @@ def matched_sentences(m: Matched, analysis: Analysis, data: StudyData) -> list[s
         return out
     for eps in m.rules.within:
         key = eps_key(eps)
-        out.append(f"Learning rates within {_eps_words(eps, analysis)} of the sweep's best: "
+        out.append(f"Learning rates within {eps_words(eps, analysis)} of the sweep's best: "
                    f"Lookahead {_lr_phrase(m.lookahead, eps, total)}, {b} "
                    f"{_lr_phrase(m.base, eps, total)}; Lookahead − {b}: "
                    f"{judgement(m.lines[f'lrs@{key}'], count, b, 'learning rate')}.")

@@ -210,8 +210,8 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
         total = result.planned = len(planned)
 
     result = RunResult(planned=total, recorded=recorded_now(), retried=retried)
-    if seeds.sequential(spec):
-        result.seeds_note = seeds.current_plan(spec, queue, study_dir, results.recorded())[1]
+    grown[0] = 0.0
+    grow()  # (a study that adds seeds: why it stopped, if it has)
     _account(result, queue, results, planned)
     if result.recorded + result.elsewhere >= total:
         _measure_cost(spec, study_dir, where[0], data_dir, console, result)

@@ -89,13 +89,13 @@ def decide(spec: StudySpec, frame: pd.DataFrame, seeds: int, metric: str,
 def _matched_configs(base: list[TrialConfig], comparisons: list[Matched]) -> list[TrialConfig]:
     """The configurations (seed 0) of every matched set: Lookahead at its setting and each
     baseline at its own, on the shared settings."""
-    from lookbench.comparison.matched import _shared_key
+    from lookbench.comparison.matched import shared_values
 
     frame = pd.DataFrame([{**hyperparameter_columns(c), "optimizer": c.optimizer, "i": i}
                           for i, c in enumerate(base) if c.seed == 0])
     if frame.empty:
         return []
-    frame["shared"] = _shared_key(frame)
+    frame["shared"] = shared_values(frame)
     chosen: dict[int, TrialConfig] = {}
     for m in comparisons:
         keys = set(m.keys)

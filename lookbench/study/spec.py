@@ -167,7 +167,14 @@ def load_spec(path: Path | None = None, *, allow_large: bool = False,
     """
     data: dict[str, Any] = _parse_toml(path) if path is not None else {}
     grid_overrides = overrides.pop("grid_overrides", None) or {}
+    given_seeds = data.get("seeds")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.get("seeds") == "auto":  # --seeds auto, or seeds = "auto" in a study file
+        start = given_seeds if isinstance(given_seeds, int) and not isinstance(
+            given_seeds, bool) else 0
+        data["seeds"] = max(AUTO_START, start)
+        if data.get("max_seeds") is None:
+            data["max_seeds"] = max(DEFAULT_MAX_SEEDS, data["seeds"])
     where = str(path) if path is not None else "study"
     _check_grid_form(data.get("grid"), where)
     try:

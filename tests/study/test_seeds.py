@@ -81,6 +81,15 @@ def test_a_decided_verdict_stops_and_a_cap_stops_an_undecided_one():
     assert stop == "the cap of 8 seeds was reached before every line was decided"
 
 
+def test_seeds_auto_starts_with_the_study_files_seeds_and_caps_at_20(tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text('task = "digits"\nseeds = 5\n')
+    spec = load_spec(study, seeds="auto")
+    assert (spec.seeds, spec.max_seeds) == (5, 20)
+    assert load_spec(None, task="digits", seeds="auto").seeds == 3
+    assert load_spec(None, task="digits", seeds="auto", max_seeds=8).max_seeds == 8
+
+
 def test_the_stage_of_a_seed_and_the_spec_checks():
     bounds = [3, 5, 8]
     assert [seeds.stage(s, bounds) for s in range(8)] == [0, 0, 0, 1, 1, 2, 2, 2]
