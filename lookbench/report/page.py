@@ -34,6 +34,7 @@ dl.grid dt { font-weight: 600; } dl.grid dd { margin: 0 0 0.4rem 1.2rem; }
 .ci { color: #777; font-size: 0.85em; } .note { color: #555; max-width: 60rem; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
 .figure { margin: 0.5rem 0 1.5rem; }
+.wide { overflow-x: auto; max-width: 100%; }
 section.verdict { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px;
                   padding: 0.6rem 1.2rem; margin-top: 1rem; }
 section.verdict p { font-size: 1.05rem; margin: 0.5rem 0; max-width: 72rem; }
@@ -183,7 +184,9 @@ def matched_table(m: Matched, data: StudyData) -> str:
         text = f"{r.estimate:.2f}×" + (" " + _ci(f"[{r.low:.2f}–{r.high:.2f}]")
                                        if r.low is not None else "")
         if cost.extra_bytes is not None:
-            text += f"<br><small>{_esc(verdict.fmt_bytes(cost.extra_bytes))} more state</small>"
+            more = (f"{verdict.fmt_bytes(cost.extra_bytes)} more state" if cost.extra_bytes
+                    else "no more state")
+            text += f"<br><small>{_esc(more)}</small>"
         diff.append(text)
     else:
         diff.append("–")
@@ -206,8 +209,15 @@ def verdict_section(data: StudyData) -> str:
     """The headline, a few plain sentences and the small table of each matched comparison."""
     a = data.analysis
     head = f'<p class="headline">{_esc(verdict.headline(a, data))}</p>'
-    text = "".join(f"<p>{_esc(t)}</p>" for t in verdict.sentences(a, data))
-    tables = "".join(matched_table(c, data) for c in a.comparisons if isinstance(c, Matched))
+    groups = verdict.grouped_sentences(a, data)
+    body = []
+    for c, group in groups:
+        if c is not None and len(groups) > 1:  # several baselines: one block each
+            body.append(f"<h3>Lookahead − {_esc(c.baseline)}</h3>")
+        body += [f"<p>{_esc(t)}</p>" for t in group]
+        if isinstance(c, Matched):
+            body.append(f'<div class="wide">{matched_table(c, data)}</div>')
+    text = "".join(body)
     if a.rules.exact:
         how = ("The task is deterministic (every seed computes the same run): the figures are "
                "exact, and no interval is shown.")
@@ -224,7 +234,7 @@ def verdict_section(data: StudyData) -> str:
             how += (f" This study adds seeds until its verdict is decided; it may stop at "
                     f"{', '.join(map(str, a.looks))} seeds, so each look's intervals aim for "
                     f"{level} and all of them hold together at 95%.")
-    return (f'<section class="verdict">{head}{text}{tables}<p class="note">{_esc(how)} '
+    return (f'<section class="verdict">{head}{text}<p class="note">{_esc(how)} '
             f'Definitions are under "How to read this page".</p></section>')
 
 

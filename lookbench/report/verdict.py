@@ -100,7 +100,8 @@ def judgement(line: Line, fmt, who: str, unit_words: str, seeds_word: str = "see
     if line.label == "baseline_better":
         return f"{who} ahead: {text}"
     if line.label == "equivalent":
-        return (f"no difference beyond ±{fmt(line.margin).lstrip('+')} {unit_words}: {text}")
+        margin = f"{fmt(line.margin).lstrip('+')} {unit_words}".strip()
+        return f"no difference beyond ±{margin}: {text}"
     iv = line.interval
     lead = (fmt(line.estimate) + ", but" if iv is None or not iv.bracketed else text + ":")
     return f"{lead} {_cannot_tell(line, lambda v: fmt(v).lstrip('+'), seeds_word)}"
@@ -127,9 +128,14 @@ def _cannot_tell(line: Line, fmt, seeds_word: str = "seeds", on_margin: bool = T
 
 # -- a matched comparison ------------------------------------------------------------------------
 def _which(side: Side, eps: float) -> str:
-    """`` (0.03, 0.3, 1)``: the learning rates good in at least half the sweeps."""
+    """`` (0.03, 0.3, 1)``: the learning rates good in at least half the sweeps, said so where
+    there are more or fewer of them than a typical sweep's count."""
     good = side.lr_good[eps_key(eps)]
-    return f" ({', '.join(f'{v:g}' for v in good)})" if good else ""
+    if not good:
+        return ""
+    listed = ", ".join(f"{v:g}" for v in good)
+    same = len(good) == side.lrs[eps_key(eps)].estimate
+    return f" ({listed})" if same else f" (good in at least half the sweeps: {listed})"
 
 
 def _lr_phrase(side: Side, eps: float, total: int) -> str:
@@ -243,9 +249,11 @@ def matched_sentences(m: Matched, analysis: Analysis, data: StudyData) -> list[s
     fl, fb = m.lookahead.failures, m.base.failures
     if abs(fl.total - fb.total) > 1e-12:
         def words(f) -> str:
-            parts = [f"diverged {f.diverged:.0%}",
-                     ("no better than chance " if data.maximize else
-                      "no lower than the loss at initialisation ") + f"{f.untrained:.0%}"]
+            parts = [f"diverged {f.diverged:.0%}"]
+            if m.rules.chance is not None or m.rules.initial is not None:  # else unknowable
+                parts.append(("no better than chance " if data.maximize else
+                              "no lower than the loss at initialisation ")
+                             + f"{f.untrained:.0%}")
             if f.failed:
                 parts.append(f"errors {f.failed:.0%}")
             return f"{f.total:.0%} ({', '.join(parts)})"
@@ -295,18 +303,22 @@ def sampler_sentences(analysis: Analysis, data: StudyData) -> list[str]:
     return out
 
 
-def sentences(analysis: Analysis, data: StudyData) -> list[str]:
-    """The verdict: a few plain sentences per baseline (the headline comes before them)."""
+def grouped_sentences(analysis: Analysis, data: StudyData
+                      ) -> list[tuple[Matched | Unmatched | None, list[str]]]:
+    """The verdict's sentences, per comparison (``None``: sentences about the study as a
+    whole: no pair to compare, or a random/TPE study without a shared grid)."""
     if not analysis.comparisons:
-        return ["This study holds no Lookahead and baseline pair to compare."]
+        return [(None, ["This study holds no Lookahead and baseline pair to compare."])]
     if analysis.sampler in ("random", "tpe") and not any(
             isinstance(c, Matched) for c in analysis.comparisons):
-        return sampler_sentences(analysis, data)
-    out: list[str] = []
-    for c in analysis.comparisons:
-        out += (matched_sentences(c, analysis, data) if isinstance(c, Matched)
-                else unmatched_sentences(c, analysis, data))
-    return out
+        return [(None, sampler_sentences(analysis, data))]
+    return [(c, matched_sentences(c, analysis, data) if isinstance(c, Matched)
+             else unmatched_sentences(c, analysis, data)) for c in analysis.comparisons]
+
+
+def sentences(analysis: Analysis, data: StudyData) -> list[str]:
+    """The verdict: a few plain sentences per baseline (the headline comes before them)."""
+    return [t for _, group in grouped_sentences(analysis, data) for t in group]
 
 
 # -- the JSON summary ----------------------------------------------------------------------------
