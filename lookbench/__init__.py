@@ -13,12 +13,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Task", "TaskSize", "Workload", "__version__", "load_results", "run_study"]
+__all__ = ["MicroBatches", "Task", "TaskSize", "Workload", "__version__", "load_results", "run_study"]
 
 # Imported when first asked for, since they need torch: ``from lookbench import Task,
 # Workload`` (a task of your own) and the scripting API must not make ``import lookbench`` (and
 # so ``lookbench --help``) pay for it.
-_LAZY = {"Task": "lookbench.tasks.base", "TaskSize": "lookbench.tasks.base",
+_LAZY = {"MicroBatches": "lookbench.tasks.base", "Task": "lookbench.tasks.base", "TaskSize": "lookbench.tasks.base",
          "Workload": "lookbench.tasks.base", "run_study": "lookbench.api",
          "load_results": "lookbench.api"}
 

@@ -24,6 +24,7 @@ import torch
 
 from lookbench import tasks
 from lookbench.optim import build, evaluation_weights
+from lookbench.tasks.base import MicroBatches
 from lookbench.study.config import TrialConfig
 
 # Step schedule of the paper (Appendix C.1): ×0.2 at 60/120/160 of 200 epochs.
@@ -227,12 +228,29 @@ class Trial:
             for group, base in zip(opt.param_groups, self._base_lrs):
                 group["lr"] = base * f
         opt.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss = wl.loss(self._train_model, batch)
-        loss.backward()
+        if isinstance(batch, MicroBatches):  # gradient accumulation: one part's graph at a time
+            loss = torch.zeros((), device=self.device)
+            for part, weight in zip(batch.parts, batch.weights):
+                with self._autocast():
+                    part_loss = wl.loss(self._train_model, part) * weight
+                part_loss.backward()
+                loss = loss + part_loss.detach().float()
+        else:
+            with self._autocast():
+                loss = wl.loss(self._train_model, batch)
+            loss.backward()
         if wl.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(wl.model.parameters(), wl.clip_grad_norm)
-        opt.step()
+        scale = 1.0 if wl.step_scale is None else float(wl.step_scale(batch))
+        if scale != 1.0:  # this step's size only (Merity et al.'s length scaling)
+            lrs = [group["lr"] for group in opt.param_groups]
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr * scale
+            opt.step()
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr
+        else:
+            opt.step()
         return loss
 
     def _pass_generator(self, data_pass: int) -> torch.Generator:
@@ -324,7 +342,18 @@ class Trial:
         self.records.append(record)
         if self.schedule == "plateau" and not diverged:
             self._plateau_step(record)
+        self._observe(record)
         return record
+
+    def _observe(self, record: EpochRecord) -> None:
+        """Tell an optimizer that watches validation (NT-ASGD's trigger) the epoch's ranking
+        metric, as a value to minimise: ``optimizer.observe_validation(value)`` where it has
+        that method. Its reaction is part of its ``state_dict``, so a resumed trial agrees."""
+        observe = getattr(self.optimizer, "observe_validation", None)
+        value = record.metrics().get(self.task.metric)
+        if observe is None or record.diverged or value is None or not math.isfinite(value):
+            return
+        observe(-value if self.task.higher_is_better else value)
 
     def _plateau_step(self, record: EpochRecord) -> None:
         """Halve the learning rate when the task's metric has not improved for

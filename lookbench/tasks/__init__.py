@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from lookbench._references import BadReference, load
-from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload
+from lookbench.tasks.base import DataUnavailable, MicroBatches, Task, TaskSize, Workload
 
 ENTRY_POINT_GROUP = "lookbench.tasks"
 # name -> "module:Class"; the order is the order ``lookbench tasks`` lists them in.
@@ -88,5 +88,5 @@ def get(name: str, **options: Any) -> Task:
     return task_class(name).with_options(**options)
 
 
-__all__ = ["DataUnavailable", "Task", "TaskNotFound", "TaskSize", "Workload", "available",
+__all__ = ["DataUnavailable", "MicroBatches", "Task", "TaskNotFound", "TaskSize", "Workload", "available",
            "get", "task_class"]

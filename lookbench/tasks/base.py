@@ -65,6 +65,12 @@ class Workload:
         channels_last: whether image batches and the model use channels-last memory on CUDA.
         amp: whether the forward pass may run under bf16 autocast on CUDA (image models; not
             the quadratics, whose comparison with the analysis needs full precision).
+        step_scale: optional ``batch`` → factor of the learning rate for the step on that batch
+            only (Merity et al. scale it by the window's length / bptt); applied to the step
+            size itself, so clipping and Adam's normalisation do not undo it.
+
+    A batch may be a :class:`MicroBatches`: one optimizer step accumulated over its parts
+    (gradient accumulation, for a step larger than fits the device at once).
     """
 
     model: nn.Module
@@ -80,6 +86,23 @@ class Workload:
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     channels_last: bool = False
     amp: bool = False
+    step_scale: Callable[[Batch], float] | None = None
+
+
+@dataclass
+class MicroBatches:
+    """The parts of one optimizer step's batch, trained by gradient accumulation: the runner
+    runs forward and backward on each part in turn (so only one part's activations are held at
+    a time), its loss multiplied by its weight, then takes one step. Weights summing to 1 (each
+    part's share of the step's tokens or examples) make the step's gradient that of the whole
+    batch's mean loss."""
+
+    parts: list[Batch]
+    weights: list[float]
+
+    def __post_init__(self) -> None:
+        if not self.parts or len(self.parts) != len(self.weights):
+            raise ValueError("MicroBatches needs one weight per part, and at least one part")
 
 
 @dataclass(frozen=True)
