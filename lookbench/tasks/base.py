@@ -124,14 +124,38 @@ class Task(ABC):
     data: ClassVar[str] = "your own"  # what data it needs, in words
     metric: ClassVar[str] = "test_acc"  # the number a study ranks configurations by
     higher_is_better: ClassVar[bool] = True
+    # Your further metrics' directions by name (True: higher is better), where not the name's.
+    directions: ClassVar[dict[str, bool]] = {}
     default_epochs: ClassVar[int] = 10
     default_batch_size: ClassVar[int] = 64
     default_schedule: ClassVar[str] = "constant"  # one of lookbench.choices.Schedule
+    # The optimizer Lookahead wraps when a study names none (``--inner``), as the task's
+    # reference trains it (the Transformer: Adam), and that optimizer's settings the reference
+    # fixes (β2 = 0.98, ε = 1e-9), which its default grid then holds.
+    default_inner: ClassVar[str] = "sgd"
+    inner_defaults: ClassVar[dict[str, Any]] = {}
     plateau_patience: ClassVar[int] = 15  # "plateau": epochs without a better metric, then ×½
     # The paper's grids per inner optimizer, where it gives them (see ``default_grid``).
     paper_grids: ClassVar[dict[str, dict[str, dict[str, list[Any]]]]] = {}
     Options: ClassVar[type[BaseModel]] = NoOptions
     options: BaseModel = field(default_factory=NoOptions)
+
+    @classmethod
+    def higher_is_better_for(cls, name: str) -> bool | None:
+        """Whether a higher value of metric ``name`` is better (``None``: the task does not
+        say and the name does not tell): the ranking metric's ``higher_is_better``, then
+        ``directions``, then the names and words ``lookbench.directions`` knows."""
+        from lookbench.directions import resolve
+
+        return resolve(name, cls.directions, metric=cls.metric,
+                       higher_is_better=cls.higher_is_better)
+
+    @classmethod
+    def declared_directions(cls) -> dict[str, bool]:
+        """The directions the task declares (``directions`` and the ranking metric's), as a
+        study stores them in study.json."""
+        return {**{str(k): bool(v) for k, v in cls.directions.items()},
+                str(cls.metric): bool(cls.higher_is_better)}
 
     @property
     def opts(self) -> Any:
