@@ -287,6 +287,11 @@ def run(
     compile: Annotated[bool, typer.Option("--compile", help="Train through torch.compile "
                                           "(pays on GPUs for long trials; compiling takes "
                                           "seconds to minutes per worker).")] = False,
+    trace_fast: Annotated[bool, typer.Option("--trace-fast", help="Also evaluate Lookahead's "
+                                             "fast weights (the end of each inner loop) and the "
+                                             "averaging baselines' iterates every epoch, as the "
+                                             "paper's Figure 10 (fast_<metric> curves; each "
+                                             "trial then trains alone).")] = False,
     grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
@@ -316,7 +321,8 @@ def run(
                                  "baselines": _names("--baselines", baselines),
                                  "batch_size": batch_size, "schedule": schedule,
                                  "sampler": sampler, "trials": trials,
-                                 "name": study, "grid_overrides": grid, "threads": threads}
+                                 "name": study, "grid_overrides": grid, "threads": threads,
+                                 "trace_fast": True if trace_fast else None}
     if task_options:
         overrides["task_options"] = task_options
     try:

@@ -17,6 +17,7 @@ from lookbench.optim.lookahead import INNER_STATE_POLICIES, Lookahead, adaptive_
 from lookbench.optim.wrapper import (
     WrappedOptimizer,
     evaluation_weights,
+    fast_weights,
     use_evaluation_weights,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "available",
     "build",
     "evaluation_weights",
+    "fast_weights",
     "hyperparameters",
     "register_optimizer",
     "use_evaluation_weights",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import torch
@@ -25,6 +26,7 @@ from lookbench.theory import check_alpha, check_k, lookahead_args  # noqa: F401 
 ADAPTIVE = "adaptive"
 
 SLOW = "slow_param"
+FAST = "fast_param"  # θ_{t,k}: the last inner loop's end, kept when ``trace_fast``
 OWN_SQ_AVG = "lookahead_sq_avg"  # second moment kept for adaptive α when the inner has none
 
 
@@ -112,6 +114,7 @@ class Lookahead(WrappedOptimizer):
         momentum_keys: Sequence[str] | None = None,
         foreach: bool | None = None,
         fused: bool | None = None,
+        trace_fast: bool = False,
     ) -> None:
         check_inner(inner, "Lookahead")
         check_k(k)
@@ -129,6 +132,7 @@ class Lookahead(WrappedOptimizer):
         self.beta2 = float(beta2)
         self.foreach = foreach
         self.fused = fused
+        self.trace_fast = trace_fast
         self._momentum_keys: tuple[str, ...] = (
             ()
             if inner_state == "maintain"
@@ -141,18 +145,26 @@ class Lookahead(WrappedOptimizer):
         )
 
     def _config_attrs(self) -> tuple[str, ...]:
-        return ("inner_state", "alpha_low", "beta2", "foreach", "fused", "_momentum_keys",
-                "_second_moment")
+        return ("inner_state", "alpha_low", "beta2", "foreach", "fused", "trace_fast",
+                "_momentum_keys", "_second_moment")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.__dict__.setdefault("fused", None)  # pickled before the option existed
+        self.__dict__.setdefault("fused", None)  # pickled before the options existed
+        self.__dict__.setdefault("trace_fast", False)
         self._chunk_plans = _tensor_ops.ChunkPlans()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load as ``WrappedOptimizer`` does; views of the replaced slow weights are dropped."""
         self._chunk_plans.clear()
         super().load_state_dict(state_dict)
+
+    def fast_weights(self) -> AbstractContextManager[None]:
+        """A context in which the model holds θ_{t,k}, the fast weights at the end of the last
+        inner loop just before its slow step (kept when ``trace_fast``; before the first sync,
+        the weights the model holds): the paper's Figure 10 sets their accuracy against the
+        slow weights'."""
+        return self._swapped_in(FAST, "fast_weights()")
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_k(group["lookahead_k"])
@@ -240,6 +252,13 @@ class Lookahead(WrappedOptimizer):
             grads = [p.grad for p in params]
             alpha = adaptive_alpha(slow, params, grads, curvature, self.alpha_low, divisors)
             group["lookahead_last_alpha"] = alpha
+        if self.trace_fast:  # keep θ_{t,k} before the slow step pulls it back
+            for p in params:
+                fast = self.state[p].get(FAST)
+                if fast is None:
+                    self.state[p][FAST] = p.detach().clone(memory_format=torch.preserve_format)
+                else:
+                    fast.copy_(p.detach())
         if self.inner_state == "interpolate":
             self._interpolate_momentum(params, alpha, foreach, slot=(id(group), "momentum"))
         # φ ← φ + α(θ − φ); θ ← φ

@@ -133,26 +133,36 @@ class WrappedOptimizer(Optimizer):
 
     # -- evaluation weights ---------------------------------------------------------------
 
-    def _eval_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _eval_pairs(self, key: str | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         params, evals = [], []
         for group in self.param_groups:
             for p in group["params"]:
-                tensor = self.state.get(p, {}).get(self.eval_key)
+                tensor = self.state.get(p, {}).get(key or self.eval_key)
                 if tensor is not None:
                     params.append(p)
                     evals.append(tensor)
         return params, evals
 
-    @contextmanager
-    def evaluation_weights(self) -> Iterator[None]:
+    def evaluation_weights(self) -> AbstractContextManager[None]:
         """Within the block the model holds the weights to evaluate; afterwards, its own again.
 
         The swap is in place and exact (values are exchanged, not recomputed), so training
         continues bit-identically after the block. Stepping, checkpointing or pickling inside
         the block raises, since the model does not hold the training weights there.
         """
-        self._refuse_while_swapped("evaluation_weights()")
-        params, evals = self._eval_pairs()
+        return self._swapped_in(self.eval_key, "evaluation_weights()")
+
+    def fast_weights(self) -> AbstractContextManager[None]:
+        """A context in which the model holds the fast weights, the inner optimizer's own
+        iterate (here: what it holds already; Lookahead: the end of its last inner loop)."""
+        return nullcontext()
+
+    @contextmanager
+    def _swapped_in(self, key: str, what: str) -> Iterator[None]:
+        """Swap the tensors kept under ``key`` into the model for the block (see
+        ``evaluation_weights``)."""
+        self._refuse_while_swapped(what)
+        params, evals = self._eval_pairs(key)
         with torch.no_grad():
             _tensor_ops.swap_(params, evals)
         self._swapped = True
@@ -187,6 +197,15 @@ def evaluation_weights(optimizer: Optimizer) -> AbstractContextManager[None]:
     if isinstance(optimizer, WrappedOptimizer):
         return optimizer.evaluation_weights()
     return nullcontext()
+
+
+def fast_weights(optimizer: Optimizer) -> AbstractContextManager[None] | None:
+    """A context in which the model holds ``optimizer``'s fast weights (the paper's Figure 10
+    sets them against the slow ones), or ``None`` for a plain optimizer, whose fast weights are
+    the evaluated ones."""
+    if isinstance(optimizer, WrappedOptimizer):
+        return optimizer.fast_weights()
+    return None
 
 
 def use_evaluation_weights(optimizer: Optimizer) -> None:

@@ -66,6 +66,8 @@ def why_not(config: TrialConfig) -> str | None:
     as the configuration alone says; the task and model are checked when one is built."""
     if config.schedule in SHARED_SCHEDULES_ONLY:
         return f"the {config.schedule} schedule is per configuration"
+    if config.trace_fast:
+        return "tracing the fast weights runs a trial alone"
     return optimizer_why_not(config.optimizer, config.optimizer_hparams())
 
 

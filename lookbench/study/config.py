@@ -47,6 +47,8 @@ class _TrialBase(BaseModel):
                                    description="None: the task's default")
     schedule: Schedule | None = Field(None, description="None: the task's default")
     deterministic: bool = Field(True, description="deterministic cuDNN kernels on CUDA")
+    trace_fast: bool = Field(False, description="also evaluate the fast weights each epoch "
+                             "(fast_<m> curves; the paper's Figure 10)")
     task_options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -70,6 +70,8 @@ class StudySpec(BaseModel):
                          "part of the definition, since a result depends on it (a different "
                          "count sums in a different order)")
     task_options: dict[str, Any] = Field(default_factory=dict)
+    trace_fast: bool = Field(False, description="also evaluate each wrapper's fast weights every "
+                             "epoch (fast_<m> curves; the paper's Figure 10)")
     baselines: list[Literal["polyak", "ema", "swa"]] = Field(
         default_factory=list, description="further baselines beside the inner optimizer alone: "
         "averaging of its iterates (the paper compares Lookahead with Polyak averaging)")
@@ -342,7 +344,7 @@ def _config(spec: StudySpec, optimizer: str, point: dict[str, Any], seed: int) -
     return TrialConfig(
         task=spec.task, optimizer=optimizer, seed=seed, epochs=spec.epochs,
         batch_size=spec.batch_size, schedule=spec.schedule, task_options=spec.task_options,
-        **fields,
+        trace_fast=spec.trace_fast, **fields,
     )
 
 
@@ -353,6 +355,8 @@ def lookbench_id(config: TrialConfig) -> str:
     for h in HYPERPARAMETERS:
         if not h.hashed_when_unset and fields[h.name] is None:
             del fields[h.name]
+    if not fields["trace_fast"]:  # (added later: ids of studies without it stay the same)
+        del fields["trace_fast"]
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

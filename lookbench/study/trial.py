@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from lookbench import tasks
-from lookbench.optim import build, evaluation_weights
-from lookbench.tasks.base import MicroBatches
+from lookbench.optim import Lookahead, build, evaluation_weights, fast_weights
 from lookbench.study.config import TrialConfig
+from lookbench.tasks.base import MicroBatches
 
 # Step schedule of the paper (Appendix C.1): ×0.2 at 60/120/160 of 200 epochs.
 STEP_MILESTONES = (0.3, 0.6, 0.8)
@@ -156,6 +156,8 @@ class Trial:
                 config.optimizer, self.workload.model.parameters(), **config.optimizer_hparams()
             )
             self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+            if config.trace_fast and isinstance(self.optimizer, Lookahead):
+                self.optimizer.trace_fast = True  # keep each inner loop's end for evaluation
             self._train_model = (torch.compile(self.workload.model) if compile
                                  else self.workload.model)
         self.epoch = 0  # epochs completed
@@ -321,6 +323,8 @@ class Trial:
                     train_eval = wl.train_eval(wl.model)
                 if wl.extra is not None:
                     metrics.update(wl.extra(wl.model))
+            if self.config.trace_fast:
+                metrics.update(self._fast_metrics())
         extra = _further_metrics(metrics)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -354,6 +358,16 @@ class Trial:
         if observe is None or record.diverged or value is None or not math.isfinite(value):
             return
         observe(-value if self.task.higher_is_better else value)
+
+    def _fast_metrics(self) -> dict[str, float]:
+        """The held-out metrics of the fast weights, as ``fast_<m>`` (the paper's Figure 10:
+        Lookahead's inner loop degrades them, its slow step recovers); nothing for a plain
+        optimizer, whose fast weights are the ones evaluated."""
+        fast = fast_weights(self.optimizer)
+        if fast is None:
+            return {}
+        with torch.no_grad(), fast, self._autocast():
+            return {f"fast_{k}": v for k, v in self.workload.evaluate(self.workload.model).items()}
 
     def _plateau_step(self, record: EpochRecord) -> None:
         """Halve the learning rate when the task's metric has not improved for
