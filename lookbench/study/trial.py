@@ -323,12 +323,20 @@ class Trial:
                     train_eval = wl.train_eval(wl.model)
                 if wl.extra is not None:
                     metrics.update(wl.extra(wl.model))
-            if self.config.trace_fast:
-                metrics.update(self._fast_metrics())
+        traced_s = 0.0
+        if finite and self.config.trace_fast:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            traced = time.perf_counter()
+            metrics.update(self._fast_metrics())
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            traced_s = time.perf_counter() - traced
         extra = _further_metrics(metrics)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.wall_s += time.perf_counter() - start
+        # (the trace is instrumentation: its time is not the optimizer's cost)
+        self.wall_s += time.perf_counter() - start - traced_s
         self.epoch += 1
         diverged = blown_up or not (finite and math.isfinite(metrics["test_loss"]))
         record = EpochRecord(
