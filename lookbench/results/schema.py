@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 
+from lookbench.directions import by_name
 from lookbench.hparams import HYPERPARAMETERS
 
 TRIAL_STATES = ("complete", "diverged", "failed")
@@ -47,7 +48,8 @@ def study_metric(task: str, recorded: Sequence[str] = ()) -> str:
 def higher_is_better(task: str, metric: str, recorded: Sequence[bool | None] = ()) -> bool:
     """The direction a study ranks by: as its rows recorded it (the task declared it when the
     trial ran); for rows of earlier versions, the task's, where this version knows the task;
-    else the metric's name (accuracy up, anything else down)."""
+    else the metric's name (``lookbench.directions``: accuracy, BLEU up; anything else
+    down)."""
     stored = [bool(v) for v in recorded if v is not None]
     if stored:
         return max(set(stored), key=stored.count)
@@ -58,7 +60,7 @@ def higher_is_better(task: str, metric: str, recorded: Sequence[bool | None] = (
     try:
         return bool(task_class(task).higher_is_better)
     except ValueError:
-        return metric == "test_acc"
+        return by_name(metric) is True
 
 
 def _hyperparameter_fields() -> list[pa.Field]:
@@ -94,9 +96,13 @@ TRIALS = pa.schema(
         pa.field("final_test_acc", pa.float64()),
         pa.field("final_test_loss", pa.float64()),
         pa.field("final_train_loss", pa.float64()),
+        # best over the epochs in the metric's own direction (lookbench.directions)
         pa.field("best_test_acc", pa.float64()),
         pa.field("best_test_loss", pa.float64()),
-        pa.field("best_epoch", pa.int64()),
+        pa.field("best_epoch", pa.int64()),  # where the ranking metric was best
+        # at best_epoch (null in tables written before these columns)
+        pa.field("test_acc_at_best", pa.float64()),
+        pa.field("test_loss_at_best", pa.float64()),
         pa.field("metric", pa.string(), nullable=False),  # the task's ranking metric
         pa.field("higher_is_better", pa.bool_()),  # its direction, as the task declared it
         pa.field("wall_s", pa.float64(), nullable=False),
@@ -134,7 +140,8 @@ CURVE_COLUMNS = frozenset(CURVES.names)
 
 def with_metrics(schema: pa.Schema, rows: Iterable[dict]) -> pa.Schema:
     """``schema`` plus a float column for each further metric the rows hold (a task's own
-    metrics: ``final_<m>``/``best_<m>`` in the trials table, ``<m>`` in the curves table)."""
+    metrics: ``final_<m>``/``best_<m>``/``<m>_at_best`` in the trials table, ``<m>`` in the
+    curves table)."""
     known = set(schema.names)
     names = dict.fromkeys(k for row in rows for k in row if k not in known)
     return _append(schema, [pa.field(n, pa.float64()) for n in names])

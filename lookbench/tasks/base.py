@@ -116,7 +116,15 @@ class TaskSize:
 
 @dataclass
 class Task(ABC):
-    """A benchmark workload: subclasses set the class attributes and build a :class:`Workload`."""
+    """A benchmark workload: subclasses set the class attributes and build a :class:`Workload`.
+
+    Every metric has a direction (:meth:`higher_is_better_for`), which the trials table's
+    ``best_<m>`` follows: the ranking ``metric``'s is ``higher_is_better``; names lookbench
+    knows (``test_acc``, ``*_loss``, ``*_perplexity``, ``test_bleu``, ...; see
+    ``lookbench.directions``) need no declaration; a metric of your own that the name does not
+    tell (``grad_norm``) is declared in ``directions``, else it gets no ``best_<m>`` (null),
+    while its final value and its value at the best epoch (``<m>_at_best``) are still recorded.
+    """
 
     # A task of your own needs only ``workload``; everything else has a default.
     name: ClassVar[str] = ""  # built-in tasks; yours is named by its reference (file.py:Class)
