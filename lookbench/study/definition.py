@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lookbench.directions import from_words, resolve, to_words
 from lookbench.results.store import DEFINITION_FILE
 from lookbench.study.spec import StudySpec, grid_tables
 
@@ -32,23 +33,36 @@ class StudyConflict(ValueError):
 
 @dataclass(frozen=True)
 class Ranking:
-    """What a study ranks configurations by: its task's metric and direction."""
+    """What a study ranks configurations by: its task's metric and direction, and the
+    directions its task declares for further metrics (``Task.directions``, for ``best_<m>``)."""
 
     metric: str
     higher_is_better: bool
+    directions: tuple[tuple[str, bool], ...] = ()  # (metric, higher is better), as declared
 
     @property
     def direction(self) -> str:
         """Optuna's word for it."""
         return "maximize" if self.higher_is_better else "minimize"
 
+    @property
+    def declared(self) -> dict[str, bool]:
+        """The task's declared directions, the ranking metric's included."""
+        return {**dict(self.directions), self.metric: self.higher_is_better}
+
+    def higher_is_better_for(self, name: str) -> bool | None:
+        """Metric ``name``'s direction, as ``Task.higher_is_better_for`` gives it."""
+        return resolve(name, dict(self.directions), metric=self.metric,
+                       higher_is_better=self.higher_is_better)
+
 
 def ranking(spec: StudySpec) -> Ranking:
-    """The task's own metric and direction (the task declares both)."""
+    """The task's own metric and direction (the task declares both), and its directions."""
     from lookbench import tasks
 
     cls = tasks.task_class(spec.task)
-    return Ranking(str(cls.metric), bool(cls.higher_is_better))
+    declared = cls.declared_directions()
+    return Ranking(str(cls.metric), bool(cls.higher_is_better), tuple(sorted(declared.items())))
 
 
 def stored_spec(storage: Any, name: str, *, check_inner: bool = True) -> StudySpec | None:
@@ -144,12 +158,14 @@ def task_facts(task: Any) -> dict[str, float | bool | None]:
 
 
 def write_file(study_dir: Path, spec: StudySpec, facts: dict[str, Any] | None = None) -> None:
-    """``study.json`` beside the tables: the spec, the metric and direction it ranks by, and
-    what its task knows without training (``facts``, see :func:`task_facts`)."""
+    """``study.json`` beside the tables: the spec, the metric and direction it ranks by, the
+    directions its task declares (``{metric: "max" | "min"}``), and what its task knows
+    without training (``facts``, see :func:`task_facts`)."""
     path = study_dir / DEFINITION_FILE
     rank = ranking(spec)
     content = {**spec.model_dump(mode="json"), "metric": rank.metric,
-               "higher_is_better": rank.higher_is_better, **(facts or {})}
+               "higher_is_better": rank.higher_is_better,
+               "directions": to_words(rank.declared), **(facts or {})}
     text = json.dumps(content, indent=2, sort_keys=True) + "\n"
     if path.exists() and path.read_text(encoding="utf-8", errors="replace") == text:
         return
@@ -167,3 +183,14 @@ def read_file(study_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return content if isinstance(content, dict) else {}
+
+
+def stored_directions(content: dict[str, Any]) -> dict[str, bool]:
+    """The directions a study.json (:func:`read_file`) declares, the ranking metric's
+    included; empty for one written before they were stored (resolve the rest by name with
+    ``lookbench.directions.resolve``)."""
+    out = from_words(content.get("directions"))
+    if isinstance(content.get("metric"), str) and isinstance(content.get("higher_is_better"),
+                                                             bool):
+        out[content["metric"]] = content["higher_is_better"]
+    return out

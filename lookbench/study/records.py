@@ -7,10 +7,12 @@ import math
 import platform
 import socket
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from lookbench import __version__
+from lookbench.directions import resolve
 from lookbench.results.schema import FIXED_METRICS
 from lookbench.study.config import TrialConfig, hyperparameter_columns
 from lookbench.study.trial import EpochRecord
@@ -40,26 +42,38 @@ def metric_series(records: list[EpochRecord], name: str) -> list[tuple[float, in
     return out
 
 
+def _best(series: list[tuple[float, int]], up: bool | None) -> tuple[float, int] | None:
+    """The best (value, epoch) of ``series`` in direction ``up`` (the earliest epoch of a
+    tie, as early stopping keeps it); ``None`` for no values or no direction."""
+    if not series or up is None:
+        return None
+    return max(series, key=lambda ve: (ve[0] if up else -ve[0], -ve[1]))
+
+
 def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
               higher_is_better: bool, batch_size: int, schedule: str,
               records: list[EpochRecord], device: str, resumes: int,
-              error: str | None = None, population: int = 1) -> dict[str, Any]:
-    """One row of the trials table: its configuration, outcome, and for every metric the
-    final value and the best over the epochs (the best epoch by the ranking ``metric``)."""
+              error: str | None = None, population: int = 1,
+              directions: Mapping[str, bool] | None = None) -> dict[str, Any]:
+    """One row of the trials table: its configuration, outcome, and for every metric ``m``
+    its final value, its best over the epochs in its own direction (``best_<m>``; null where
+    neither ``directions``, the task's declaration, nor the name tells it), and its value at
+    the epoch where the ranking ``metric`` was best (``<m>_at_best``: what early stopping on
+    that metric reports, e.g. test perplexity at the best validation perplexity)."""
     import torch
 
     last = records[-1] if records else None
     names = dict.fromkeys([*FIXED_METRICS, metric, *(k for r in records for k in r.extra)])
+    ranked = _best(metric_series(records, metric), higher_is_better)
+    best_epoch = ranked[1] if ranked else None
+    at_best = next((r.metrics() for r in records if r.epoch == best_epoch), {})
     summary: dict[str, Any] = {}
-    best_epoch = None
     for name in names:
-        series = metric_series(records, name)
-        up = higher_is_better if name == metric else name == "test_acc"
-        best = (max if up else min)(series) if series else None
-        if name == metric and best is not None:
-            best_epoch = best[1]
+        up = resolve(name, directions, metric=metric, higher_is_better=higher_is_better)
+        best = _best(metric_series(records, name), up)
         summary[f"final_{name}"] = _finite(last.metrics().get(name)) if last else None
         summary[f"best_{name}"] = best[0] if best else None
+        summary[f"{name}_at_best"] = _finite(at_best.get(name))
     return {
         "trial": trial,
         "study": study,

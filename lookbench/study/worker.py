@@ -310,6 +310,7 @@ def _record(queue: TrialQueue, claimed: Claimed, records: list[EpochRecord], err
         study=queue.name, trial=claimed.lookbench_id, config=claimed.config, metric=rank.metric,
         higher_is_better=rank.higher_is_better, batch_size=batch_size, schedule=schedule,
         records=records, device=device, resumes=resumes, error=error, population=population,
+        directions=rank.declared,
     )
     outcome = Outcome(claimed, state, row[f"final_{rank.metric}"],
                       records[-1].epoch if records else 0, row,
