@@ -426,6 +426,37 @@ def curves_figure(data: StudyData, analytic: dict[str, np.ndarray] | None = None
     return fig
 
 
+def fast_slow_figure(data: StudyData) -> go.Figure | None:
+    """The paper's Figure 10 per epoch: the ranking metric of each wrapper's best
+    configuration on its evaluated weights (solid: Lookahead's slow weights, an average) and on
+    its fast weights (dashed: the end of Lookahead's last inner loop, before the slow step; an
+    averaging baseline's iterate), mean over seeds. ``None`` unless the study traced them
+    (``--trace-fast``)."""
+    fast = f"fast_{data.metric}"
+    if fast not in data.curves or not data.curves[fast].notna().any():
+        return None
+    fig = go.Figure()
+    for opt, runs in _best_config_trials(data).items():
+        curves = data.curves[data.curves["trial"].isin(runs["trial"])]
+        if curves.empty or not curves[fast].notna().any():
+            continue
+        c = color(opt)
+        for column, dash, words in ((data.metric, "solid", "evaluated"),
+                                    (fast, "dash", "fast weights")):
+            mean = curves.groupby("epoch")[column].mean()
+            fig.add_trace(go.Scatter(
+                x=list(mean.index), y=mean, mode="lines", line={"color": c, "dash": dash},
+                name=f"{opt}: {words}",
+                hovertemplate="epoch %{x}<br>%{y:.4g}<extra>" + f"{opt}: {words}</extra>"))
+    if not fig.data:
+        return None
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text=label(data.metric))
+    fig.update_layout(title="Fast and evaluated weights of each wrapper's best configuration "
+                            "(mean over seeds)", height=420)
+    return fig
+
+
 def expected_best_figure(data: StudyData) -> go.Figure:
     """What a search finds after n configurations. Grid and random studies: the expected best
     of n configurations drawn at random (Dodge et al., 2019), on the matched set where there is

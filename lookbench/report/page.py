@@ -444,6 +444,14 @@ def study_sections(data: StudyData, prefix: str = "") -> list[tuple[str, str]]:
             _fig_html(fig, f"{prefix}surface-{i}") for i, (_, fig) in enumerate(surfaces))))
     sections.append(("Learning curves", _fig_html(
         figures.curves_figure(data, figures.nqm_analytic_curves(data)), f"{prefix}curves")))
+    fast = figures.fast_slow_figure(data)
+    if fast is not None:
+        sections.append(("Fast and slow weights (the paper's Figure 10)", (
+            "<p>Dashed: the fast weights, Lookahead's at the end of its last inner loop of each "
+            "epoch, just before the slow step pulls them back (an averaging baseline's: its "
+            "iterate). Solid: the weights each optimizer is evaluated on. The paper found the "
+            "inner loop degrades accuracy and the slow step restores it.</p>"
+            + _fig_html(fast, f"{prefix}fast-slow"))))
     nqm = figures.nqm_figure(data)
     if nqm is not None:
         sections.append(("The noisy quadratic against the paper's analysis",

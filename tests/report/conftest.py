@@ -44,7 +44,9 @@ def write_study(root: Path, name: str, rows: list[dict], epochs: int = 3,
                   "test_loss": None if diverged else 1.0 / e + 0.1,
                   "test_acc": None if diverged or metric != "test_acc" else value * e / epochs,
                   "train_eval_loss": None, "lr": r["lr"], "steps": 10 * e, "wall_s": float(e),
-                  "diverged": diverged and e == row["epochs_done"]}
+                  "diverged": diverged and e == row["epochs_done"],
+                  # a traced study's fast weights (``--trace-fast``): the row's ``fast`` value
+                  **({"fast_test_acc": r["fast"] * e / epochs} if "fast" in r else {})}
                  for e in range(1, row["epochs_done"] + 1)]
         results.write_trial(row, curve)
     return study
