@@ -27,6 +27,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # disk or storage unusable, a worker stopped); 2 bad input (options, study file); 3 not
 # finished here: the remaining trials are still running on other machines; 130 interrupted.
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 2, 3, 130
+# What --inner takes, as lookbench.optim.factory.plain() lists it: written out, since the
+# registry imports torch and `lookbench --help` must not (a test keeps the two the same).
+INNER_NAMES = ("sgd", "adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "adagrad",
+               "adadelta", "adafactor")
 
 app = typer.Typer(
     name="lookbench",
@@ -229,10 +233,10 @@ def run(
     task: Annotated[str | None, typer.Argument(help="Task to study (see `lookbench tasks`); "
                                                 "optional with --spec.")] = None,
     inner: Annotated[str | None, typer.Option(help="Optimizer Lookahead wraps, and the "
-                                              "baseline it is compared with: sgd, adam, adamw, "
-                                              "nadam, radam, adamax, rmsprop, adagrad, "
-                                              "adadelta, or your own as module:Class or "
-                                              "file.py:Class.")] = None,
+                                              "baseline it is compared with (default: the "
+                                              "task's: adam for wmt14, else sgd): "
+                                              + ", ".join(INNER_NAMES) + ", or your own as "
+                                              "module:Class or file.py:Class.")] = None,
     baselines: Annotated[str | None, typer.Option(help="Further baselines beside the inner "
                                                   "optimizer alone, e.g. polyak,ema,swa "
                                                   "(averaging its iterates).")] = None,

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lookbench.choices import Schedule
 from lookbench.hparams import BY_NAME, HYPERPARAMETERS, LOOKAHEAD_OWN, NAMES
@@ -54,7 +61,8 @@ class StudySpec(BaseModel):
     name: str | None = Field(None, max_length=MAX_NAME, description="default: <task>-<inner>")
     task: str
     inner: str = Field("sgd", description="what Lookahead wraps: sgd, adam, adamw, nadam, "
-                       "radam, adamax, rmsprop, adagrad, adadelta, or your own (module:Class)")
+                       "radam, adamax, rmsprop, adagrad, adadelta, adafactor, or your own "
+                       "(module:Class); default: the task's default_inner (wmt14: adam)")
     epochs: int | None = Field(None, ge=1, le=MAX_COUNT, description="default: the task's")
     seeds: int = Field(1, ge=1, le=10_000,
                        description="every configuration runs with seeds 0..seeds-1")
@@ -80,6 +88,21 @@ class StudySpec(BaseModel):
         "each baseline): "
         "a table (crossed), or a list of tables (the union of their products)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_inner(cls, data: Any) -> Any:
+        """A study that names no inner optimizer takes its task's (``Task.default_inner``: the
+        Transformer's is Adam); stored, it names it, so the same command resumes it."""
+        if isinstance(data, dict) and data.get("inner") is None \
+                and isinstance(data.get("task"), str):
+            from lookbench import tasks
+
+            try:
+                data = {**data, "inner": tasks.task_class(data["task"]).default_inner}
+            except ValueError:
+                pass  # (an unknown task: _complete says so, naming the field)
+        return data
 
     @field_validator("name")
     @classmethod
