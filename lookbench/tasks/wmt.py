@@ -13,16 +13,22 @@ original) with label smoothing 0.1, trained under the ``rsqrt`` schedule (linear
 smoothing), lower is better; test loss and perplexity beside it, and BLEU on the test set with
 ``-o bleu=true`` where ``sacrebleu`` is installed: greedy decoding, or with ``-o beam=4`` the
 paper's beam search (beam 4, GNMT's length penalty with α = ``length_penalty`` = 0.6, outputs up
-to the source's length + 50). ``-o epoch_steps=N`` evaluates every N optimizer steps instead of
-every pass (the paper trains 100k steps). ``-o size=small`` trains on a CPU in minutes.
+to the source's length + 50). Pairs with a side longer than the model's ``MAX_LEN`` positions
+are left out of every split, as the loader warns.
+
+The paper trained 250k steps of 8 workers × 2048 tokens (Appendix C.4): ``-o
+tokens_per_step=16384`` accumulates ⌈tokens_per_step / batch_size⌉ batches into each optimizer
+step (``batch_size`` is what one device holds at once), and ``-o epoch_steps=N`` evaluates every
+N optimizer steps instead of every pass. ``-o size=small`` trains on a CPU in minutes.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +39,7 @@ from torch import nn
 
 from lookbench.tasks.base import (
     DataUnavailable,
+    MicroBatches,
     Task,
     TaskSize,
     Workload,
@@ -43,7 +50,7 @@ from lookbench.tasks.base import (
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 LABEL_SMOOTHING = 0.1
-MAX_LEN = 256  # tokens per sentence kept for training (longer pairs are skipped)
+MAX_LEN = 256  # the model's positions: tokens per sentence (with EOS); longer pairs are left out
 
 
 @dataclass(frozen=True)
@@ -60,17 +67,15 @@ PRESETS = {
     "base": Preset(d_model=512, heads=8, layers=6, ffn=2048, dropout=0.1, warmup=4000),
     "small": Preset(d_model=64, heads=4, layers=2, ffn=128, dropout=0.1, warmup=100),
 }
-# Appendix C.4: Adam at its defaults under the warmup schedule, and Lookahead over the
-# learning rate × k at α = 0.5. The paper's rates {0.02, 0.04, 0.06} are tensor2tensor's
+# Appendix C.4: Adam at "the default hyperparameters" of Vaswani et al. (β = (0.9, 0.98),
+# ε = 1e-9) under the warmup schedule, and Lookahead over the learning rate × k at α = 0.5. The paper's rates {0.02, 0.04, 0.06} are tensor2tensor's
 # learning-rate constant, whose scale depends on its schedule's code; here a rate is the
 # schedule's peak, and Lookahead's grid spans half to twice Vaswani et al.'s peak
 # (d_model^-0.5 · warmup^-0.5 = 7e-4): a 4× range where the paper's spans 3×.
+VASWANI_ADAM: dict[str, Any] = {"momentum": 0.9, "beta2": 0.98, "eps": 1e-9}
+_ADAM_GRID = {"lr": [3.5e-4, 7e-4, 1.4e-3], **{k: [v] for k, v in VASWANI_ADAM.items()}}
 _GRIDS: dict[str, dict[str, dict[str, list[Any]]]] = {
-    "adam": {
-        "lookahead": {"lr": [3.5e-4, 7e-4, 1.4e-3], "momentum": [0.9], "beta2": [0.98],
-                      "k": [5, 10], "alpha": [0.5]},
-        "adam": {"lr": [3.5e-4, 7e-4, 1.4e-3], "momentum": [0.9], "beta2": [0.98]},
-    },
+    "adam": {"lookahead": {**_ADAM_GRID, "k": [5, 10], "alpha": [0.5]}, "adam": _ADAM_GRID},
 }
 
 
@@ -82,6 +87,8 @@ class Parallel:
     valid: list[tuple[list[int], list[int]]]
     test: list[tuple[list[int], list[int]]]
     words: list[str]
+    # per split: (pairs left out for a side longer than MAX_LEN, pairs in the files)
+    too_long: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 _CACHE: dict[tuple, Parallel] = {}
@@ -130,10 +137,28 @@ def load_parallel(root: Path | None, src: str, tgt: str, dict_file: str | None =
     def ids(tokens: list[str]) -> list[int]:
         return [index.get(w, UNK) for w in tokens] + [EOS]
 
-    splits = {split: [(ids(a), ids(b)) for a, b in zip(lines[split, src], lines[split, tgt])
-                      if a and b] for split in ("train", "valid", "test")}
-    _CACHE[key] = Parallel(splits["train"], splits["valid"], splits["test"], words)
+    splits: dict[str, list[tuple[list[int], list[int]]]] = {}
+    too_long: dict[str, tuple[int, int]] = {}
+    for split in ("train", "valid", "test"):
+        pairs = [(ids(a), ids(b)) for a, b in zip(lines[split, src], lines[split, tgt])
+                 if a and b]
+        # Left out rather than cut: a cut target loses its EOS and is scored as a prefix, and
+        # a cut source's translation would be scored against the whole reference.
+        splits[split] = [p for p in pairs if len(p[0]) <= MAX_LEN and len(p[1]) <= MAX_LEN]
+        if len(splits[split]) < len(pairs):
+            too_long[split] = (len(pairs) - len(splits[split]), len(pairs))
+    _CACHE[key] = Parallel(splits["train"], splits["valid"], splits["test"], words, too_long)
     return _CACHE[key]
+
+
+def too_long_lines(corpus: Parallel, src: str, tgt: str) -> list[str]:
+    """One line per split that lost pairs to ``MAX_LEN``: how many, and what they are left
+    out of (a test set's BLEU is then not the whole test set's)."""
+    what = {"train": "training", "valid": "validation perplexity",
+            "test": "test perplexity and BLEU"}
+    return [f"wmt14: {n} of {total} pairs in {split}.{src}/{split}.{tgt} have a side longer "
+            f"than {MAX_LEN} tokens (the model's positions) and are left out of {what[split]}"
+            for split, (n, total) in corpus.too_long.items()]
 
 
 def token_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int
@@ -222,7 +247,11 @@ class WMTOptions(BaseModel):
     length_penalty: float = Field(0.6, ge=0, description="beam search's α in GNMT's length "
                                                          "penalty ((5+|Y|)/6)^α")
     epoch_steps: int | None = Field(None, ge=1, description="optimizer steps between two "
-                                    "evaluations (the paper: 100k steps); default: one pass")
+                                    "evaluations (the paper trained 250k steps in all); "
+                                    "default: one pass")
+    tokens_per_step: int | None = Field(
+        None, ge=1, description="tokens per optimizer step: ⌈tokens_per_step / batch_size⌉ "
+        "batches accumulated into one step (the paper: 8 × 2048 = 16384); default: one batch")
 
 
 class WMT14(Task):
@@ -236,6 +265,8 @@ class WMT14(Task):
     default_epochs = 20
     default_batch_size = 4096  # tokens per batch
     default_schedule = "rsqrt"
+    default_inner = "adam"  # Vaswani et al.'s, and the paper's
+    inner_defaults = VASWANI_ADAM
     Options: ClassVar[type[BaseModel]] = WMTOptions
 
     paper_grids = _GRIDS
@@ -249,7 +280,9 @@ class WMT14(Task):
         return load_parallel(data_dir, o.src, o.tgt, o.dict_file)
 
     def check_data(self, data_dir: Path | None) -> None:
-        self._load(data_dir)
+        o = self.opts
+        for line in too_long_lines(self._load(data_dir), o.src, o.tgt):  # once per run
+            print(f"warning: {line}", file=sys.stderr, flush=True)
         if self.opts.bleu:
             try:
                 import sacrebleu  # noqa: F401
@@ -257,23 +290,44 @@ class WMT14(Task):
                 raise DataUnavailable("-o bleu=true needs sacrebleu: pip install "
                                       "'lookbench[bleu]'") from None
 
+    def check_config(self, config: Any) -> None:
+        tokens, batch = self.opts.tokens_per_step, config.batch_size or self.default_batch_size
+        if tokens is not None and tokens < batch:
+            raise ValueError(f"tokens_per_step={tokens} is less than one batch of {batch} "
+                             f"tokens: lower the batch size to {tokens} or below")
+
+    def batches_per_step(self, batch_size: int) -> int:
+        """Batches accumulated into one optimizer step: enough to hold ``tokens_per_step``."""
+        tokens = self.opts.tokens_per_step
+        return 1 if tokens is None else max(1, math.ceil(tokens / batch_size))
+
     def workload(self, *, batch_size: int, device: torch.device, seed: int,
                  data_dir: Path | None = None) -> Workload:
         corpus = self._load(data_dir)
         p = PRESETS[self.opts.size]
-        train = [pair for pair in corpus.train
-                 if len(pair[0]) <= MAX_LEN and len(pair[1]) <= MAX_LEN]
+        train = corpus.train
         batches = token_batches(train, batch_size)
+        per_step = self.batches_per_step(batch_size)
         torch.manual_seed(seed)
         model = Transformer(len(corpus.words), p).to(device)
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
             order = torch.randperm(len(batches), generator=generator, device=device).tolist()
-            for b in order:
-                yield collate(train, batches[b], device)
+            if per_step == 1:
+                for b in order:
+                    yield collate(train, batches[b], device)
+                return
+            # Consecutive batches of the pass's order make a step (the last one: what is
+            # left), each weighted by its share of the step's target tokens, so the step's
+            # gradient is that of the mean loss over all of them. A part is its sentences'
+            # indices, collated when trained: a resumed pass skips steps without collating.
+            for start in range(0, len(order), per_step):
+                parts = [batches[b] for b in order[start:start + per_step]]
+                tokens = [sum(len(train[i][1]) for i in index) for index in parts]
+                yield MicroBatches(parts, [t / sum(tokens) for t in tokens])
 
         def loss(model: nn.Module, batch: Any) -> torch.Tensor:
-            src, dec, tgt = batch
+            src, dec, tgt = collate(train, batch, device) if isinstance(batch, list) else batch
             logits = model(src, dec)
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
                                    ignore_index=PAD, label_smoothing=LABEL_SMOOTHING)
@@ -299,7 +353,7 @@ class WMT14(Task):
                                          self.opts.length_penalty)
             return out
 
-        return Workload(model=model, steps_per_epoch=len(batches),
+        return Workload(model=model, steps_per_epoch=math.ceil(len(batches) / per_step),
                         train_batches=train_batches, loss=loss, evaluate=evaluate,
                         warmup_steps=p.warmup, epoch_steps=self.opts.epoch_steps,
                         amp=device.type == "cuda")
@@ -328,12 +382,13 @@ def _bleu(model: Transformer, corpus: Parallel, max_tokens: int, device: torch.d
 
 @torch.no_grad()
 def greedy(model: Transformer, src: torch.Tensor) -> torch.Tensor:
-    """Greedy decoding of a batch of sources, for up to the batch's source length + 50 tokens:
+    """Greedy decoding of a batch of sources, for up to the batch's source length + 50 tokens
+    (at most ``MAX_LEN``, the model's positions, as beam search):
     (batch, tokens) ids, each row's output ending at its first EOS (what follows is filler)."""
     memory = model.encode(src)
     out = torch.full((src.size(0), 1), BOS, device=src.device)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
-    for _ in range(src.size(1) + 50):
+    for _ in range(min(src.size(1) + 50, MAX_LEN)):
         nxt = model.decode(memory, src, out)[:, -1].argmax(-1)
         out = torch.cat([out, nxt[:, None]], dim=1)
         done |= nxt == EOS

@@ -276,7 +276,7 @@ def test_a_short_study_runs_and_reports(tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     trials = pq.read_table(out / "wmt14-adam" / "trials").to_pandas()
     assert len(trials) == 4 and set(trials["state"]) == {"complete"}
-    assert set(trials["beta2"]) == {0.98}
+    assert set(trials["beta2"]) == {0.98} and set(trials["eps"]) == {1e-9}
     report = runner.invoke(app, ["report", "--runs", str(out), "--out", str(tmp_path / "r")])
     assert report.exit_code == 0, report.stderr
     summary = json.loads((tmp_path / "r" / "wmt14-adam.json").read_text())
@@ -292,3 +292,9 @@ def test_the_wmt_study_file_is_appendix_c4():
     lrs = spec.grid["lookahead"]["lr"]
     assert len(lrs) == 3 and max(lrs) / min(lrs) == pytest.approx(4.0)  # half to twice 7e-4
     assert spec.grid == tasks.get("wmt14").default_grid("adam")
+    for table in spec.grid.values():  # Vaswani et al.'s Adam (the paper's "defaults")
+        assert (table["momentum"], table["beta2"], table["eps"]) == ([0.9], [0.98], [1e-9])
+    # the paper's budget: 250k optimizer steps of 8 × 2048 tokens
+    assert spec.task_options["tokens_per_step"] == 16384
+    assert spec.epochs * spec.task_options["epoch_steps"] == 250_000
+    assert spec.task_options["tokens_per_step"] % spec.batch_size == 0
