@@ -68,10 +68,11 @@ PRESETS = {
     "small": Preset(d_model=64, heads=4, layers=2, ffn=128, dropout=0.1, warmup=100),
 }
 # Appendix C.4: Adam at "the default hyperparameters" of Vaswani et al. (β = (0.9, 0.98),
-# ε = 1e-9) under the warmup schedule, and Lookahead over the learning rate × k at α = 0.5. The paper's rates {0.02, 0.04, 0.06} are tensor2tensor's
-# learning-rate constant, whose scale depends on its schedule's code; here a rate is the
-# schedule's peak, and Lookahead's grid spans half to twice Vaswani et al.'s peak
-# (d_model^-0.5 · warmup^-0.5 = 7e-4): a 4× range where the paper's spans 3×.
+# ε = 1e-9) under the warmup schedule, and Lookahead over the learning rate × k at α = 0.5.
+# The paper's rates {0.02, 0.04, 0.06} are tensor2tensor's learning-rate constant, whose scale
+# depends on its schedule's code; here a rate is the schedule's peak, and Lookahead's grid
+# spans half to twice Vaswani et al.'s peak (d_model^-0.5 · warmup^-0.5 = 7e-4): a 4× range
+# where the paper's spans 3×.
 VASWANI_ADAM: dict[str, Any] = {"momentum": 0.9, "beta2": 0.98, "eps": 1e-9}
 _ADAM_GRID = {"lr": [3.5e-4, 7e-4, 1.4e-3], **{k: [v] for k, v in VASWANI_ADAM.items()}}
 _GRIDS: dict[str, dict[str, dict[str, list[Any]]]] = {
