@@ -193,7 +193,10 @@ def load_spec(path: Path | None = None, *, allow_large: bool = False,
     data: dict[str, Any] = _parse_toml(path) if path is not None else {}
     grid_overrides = overrides.pop("grid_overrides", None) or {}
     given_seeds = data.get("seeds")
+    given_options = overrides.pop("task_options", None)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if given_options is not None:  # -o KEY=VALUE changes one option of the file's, not all
+        data["task_options"] = {**(data.get("task_options") or {}), **given_options}
     if data.get("seeds") == "auto":  # --seeds auto, or seeds = "auto" in a study file
         start = given_seeds if isinstance(given_seeds, int) and not isinstance(
             given_seeds, bool) else 0

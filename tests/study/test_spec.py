@@ -263,3 +263,12 @@ def test_trial_ids_are_those_of_earlier_versions():
     adaptive = load_spec(None, task="digits", inner="adam",
                          grid_overrides={"alpha": [0.5, "adaptive"], "inner_state": ["reset"]})
     assert lookbench_id(plan(adaptive)[-1]) == "299fce454dc03676"
+
+
+def test_an_option_given_beside_a_study_file_changes_that_option_only():
+    """`--spec studies/wmt14-paper.toml -o size=small` keeps the file's tokens_per_step and
+    epoch_steps (it used to replace the whole [task_options] table)."""
+    spec = load_spec(STUDIES / "wmt14-paper.toml", task_options={"size": "small"})
+    assert spec.task_options["size"] == "small"
+    assert spec.task_options["tokens_per_step"] == 16384
+    assert spec.task_options["epoch_steps"] == 5000
