@@ -53,7 +53,7 @@ class Workload:
             paper's language model: 0.25), for every optimizer alike.
         warmup_steps: the warmup of the per-step ``rsqrt`` schedule (the Transformer's).
         epoch_steps: where the task measures training in steps rather than passes over its
-            data (the Transformer's 100k steps), the optimizer steps between two evaluations;
+            data (the paper's 250k Transformer steps), the optimizer steps between two evaluations;
             the runner then reads the data as one stream of passes, each ordered by its own
             generator, that an "epoch" may start or end in the middle of. ``None``: an epoch
             is one pass.
