@@ -239,7 +239,9 @@ def run(
                                               "module:Class or file.py:Class.")] = None,
     baselines: Annotated[str | None, typer.Option(help="Further baselines beside the inner "
                                                   "optimizer alone, e.g. polyak,ema,swa "
-                                                  "(averaging its iterates).")] = None,
+                                                  "(averaging its iterates) or asgd (NT-ASGD: "
+                                                  "averaging once validation stops "
+                                                  "improving).")] = None,
     # (here: one option per hyperparameter of lookbench.hparams, added by the decorator)
     seeds: Annotated[str | None, typer.Option(
         help="Seeds per configuration (0..N-1), or auto: start with 3 (or the study file's) "

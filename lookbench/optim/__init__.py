@@ -6,7 +6,7 @@
 weights it should be judged by (slow weights, averages, or the weights themselves).
 """
 
-from lookbench.optim.averaging import AveragedOptimizer
+from lookbench.optim.averaging import AveragedOptimizer, NTAveragedOptimizer
 from lookbench.optim.factory import (
     available,
     build,
@@ -25,6 +25,7 @@ __all__ = [
     "INNER_STATE_POLICIES",
     "AveragedOptimizer",
     "Lookahead",
+    "NTAveragedOptimizer",
     "WrappedOptimizer",
     "adaptive_alpha",
     "available",

@@ -1,10 +1,12 @@
-"""Weight-averaging baselines: Polyak (uniform) averaging, EMA and SWA.
+"""Weight-averaging baselines: Polyak (uniform) averaging, EMA, SWA and NT-ASGD.
 
 They are the methods the paper compares Lookahead with (Figure 5, Appendix D.3). Each runs an
 inner optimizer unchanged and keeps an average of its iterates, which is what gets evaluated,
 so a trial runner treats them exactly like Lookahead: step, then evaluate inside
 ``evaluation_weights()``. The averaging itself is ``torch.optim.swa_utils``'s own multi-tensor
 update functions (the ones ``AveragedModel`` uses), applied to the optimizer's parameter list.
+NT-ASGD (:class:`NTAveragedOptimizer`) starts its average when the validation metric, which
+the trial runner reports after each epoch (``observe_validation``), stops improving.
 """
 
 from __future__ import annotations
@@ -64,7 +66,15 @@ class AveragedOptimizer(WrappedOptimizer):
         self.decay = float(decay)
         self.start = start
         self.every = every
-        super().__init__(inner, {"average_step": 0, "average_count": 0})
+        super().__init__(inner, {"average_step": 0, "average_count": 0, **self._own_defaults()})
+
+    def _own_defaults(self) -> dict[str, Any]:
+        """Further per-group counters of a subclass (immutable values: groups share them)."""
+        return {}
+
+    def _start(self, group: dict[str, Any]) -> int | None:
+        """The inner step after which ``group`` is averaged; ``None``: not yet known."""
+        return self.start
 
     def _config_attrs(self) -> tuple[str, ...]:
         return ("averaging", "decay", "start", "every")
@@ -81,8 +91,9 @@ class AveragedOptimizer(WrappedOptimizer):
         with torch.no_grad():
             for group in self.param_groups:
                 group["average_step"] += 1
-                since = group["average_step"] - self.start
-                if since > 0 and since % self.every == 0:
+                start = self._start(group)
+                since = None if start is None else group["average_step"] - start
+                if since is not None and since > 0 and since % self.every == 0:
                     self._fold_in(group)
         return loss
 
@@ -97,3 +108,60 @@ class AveragedOptimizer(WrappedOptimizer):
             averages = [self.state[p][AVG] for p in group["params"]]
             self._average_fn()(averages, params, group["average_count"])
         group["average_count"] += 1
+
+
+class NTAveragedOptimizer(AveragedOptimizer):
+    """NT-ASGD (Merity et al. 2018, awd-lstm-lm's ``main.py``): ``inner`` runs unchanged, and
+    a uniform average of its iterates starts at the first step after the non-monotone trigger.
+
+    After each epoch the trial runner calls :meth:`observe_validation` with the validation
+    metric (lower is better). The trigger fires when a value is worse than the best of all
+    values but the last ``patience`` before it, once more than ``patience`` were seen (Merity's
+    ``len(best_val_loss) > nonmono and val_loss > min(best_val_loss[:-nonmono])``, nonmono 5),
+    and then never again. Before it, evaluation uses the weights themselves; after it, the
+    average of the iterates since (torch's ``ASGD(t0=0, lambd=0)``, which Merity switches to,
+    overwrites its first averaged iterate with the second: one iterate of thousands, not
+    copied).
+
+    The learning rate is left to the runner's schedule at the trigger: Merity's switch builds
+    ASGD at the initial rate, which in his default run (no ``--when``) is the rate SGD already
+    had; under the paper's plateau halving a reset would undo halvings the SGD and Lookahead
+    runs keep. The values seen and the trigger's step live in the param groups
+    (``validations``, ``average_start``), so a checkpoint resumes identically.
+    """
+
+    def __init__(self, inner: Optimizer, *, patience: int = 5) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0 (evaluations), got {patience!r}")
+        self.patience = patience
+        super().__init__(inner, "uniform")
+
+    def _config_attrs(self) -> tuple[str, ...]:
+        return (*super()._config_attrs(), "patience")
+
+    def _own_defaults(self) -> dict[str, Any]:
+        return {"average_start": None, "validations": ()}
+
+    def _start(self, group: dict[str, Any]) -> int | None:
+        return group["average_start"]
+
+    @property
+    def triggered(self) -> bool:
+        """Whether the average has started (or starts at the next step)."""
+        return any(g["average_start"] is not None for g in self.param_groups)
+
+    def observe_validation(self, value: float) -> bool:
+        """Take one epoch's validation value (lower is better); ``True`` if the trigger fires
+        now. Values after the trigger are ignored, as Merity's script stops collecting them."""
+        if self.triggered:
+            return False
+        value = float(value)
+        fired = False
+        for group in self.param_groups:
+            seen = group["validations"]
+            older = seen[: len(seen) - self.patience]
+            if len(seen) > self.patience and value > min(older):
+                group["average_start"] = group["average_step"]
+                fired = True
+            group["validations"] = (*seen, value)  # a new tuple: never shared between groups
+        return fired

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from lookbench.optim.averaging import AveragedOptimizer
+from lookbench.optim.averaging import AveragedOptimizer, NTAveragedOptimizer
 from lookbench.optim.lookahead import Lookahead
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
@@ -218,6 +218,12 @@ def _swa(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
          **inner_hparams: Any) -> Optimizer:
     return AveragedOptimizer(_inner(params, inner, "swa", inner_hparams), "uniform",
                              start=start, every=every)
+
+
+@_register("asgd", "NT-ASGD (Merity et al.): SGD, averaged once validation stops improving")
+def _asgd(params: Params, *, inner: str = "sgd", patience: int = 5,
+          **inner_hparams: Any) -> Optimizer:
+    return NTAveragedOptimizer(_inner(params, inner, "asgd", inner_hparams), patience=patience)
 
 
 # -- public API -----------------------------------------------------------------------------

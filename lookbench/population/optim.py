@@ -107,6 +107,9 @@ def _resolved(optimizer: str, items: tuple[tuple[str, Any], ...]) -> _Settings:
                                f"{', '.join(FAMILIES)})")
     elif optimizer in FAMILIES:
         inner = optimizer
+    elif optimizer == "asgd":
+        raise _Unsupported("asgd (its average starts when the trial's own validation stops "
+                           "improving, a per-trial decision: it trains alone)")
     else:
         raise _Unsupported(f"optimizer {optimizer!r} (the population optimizer steps "
                            f"{', '.join(FAMILIES)} and lookahead around them)")

@@ -29,7 +29,8 @@ from lookbench.comparison.metrics import (
 from lookbench.report.data import StudyData
 
 COLORS = {"lookahead": "#d62728", "sgd": "#1f77b4", "adam": "#2ca02c", "adamw": "#9467bd",
-          "polyak": "#8c564b", "ema": "#e377c2", "swa": "#7f7f7f"}
+          "polyak": "#8c564b", "ema": "#e377c2", "swa": "#7f7f7f",
+          "asgd": "#bcbd22"}
 DIVERGED_GROUND = "#c8c8c8"
 METRIC_LABELS = {"test_acc": "test accuracy", "test_loss": "test loss"}
 

@@ -80,9 +80,10 @@ class StudySpec(BaseModel):
     task_options: dict[str, Any] = Field(default_factory=dict)
     trace_fast: bool = Field(False, description="also evaluate each wrapper's fast weights every "
                              "epoch (fast_<m> curves; the paper's Figure 10)")
-    baselines: list[Literal["polyak", "ema", "swa"]] = Field(
+    baselines: list[Literal["polyak", "ema", "swa", "asgd"]] = Field(
         default_factory=list, description="further baselines beside the inner optimizer alone: "
-        "averaging of its iterates (the paper compares Lookahead with Polyak averaging)")
+        "averaging of its iterates (the paper compares Lookahead with Polyak averaging; asgd: "
+        "Merity et al.'s NT-ASGD, averaging once validation stops improving)")
     grid: dict[str, Grid] = Field(
         default_factory=dict, description="values to sweep, per optimizer (lookahead, <inner>, "
         "each baseline): "

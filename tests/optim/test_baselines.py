@@ -86,7 +86,8 @@ def test_averaging_checkpoint_round_trip():
     assert torch.equal(opt.state[p]["avg_param"], opt_r.state[r]["avg_param"])
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "lookahead", "polyak", "ema", "swa"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "lookahead", "polyak", "ema", "swa",
+                                  "asgd"])
 def test_every_registered_optimizer_builds_and_trains(name):
     assert name in available()
     model = nn.Linear(4, 2)
@@ -143,6 +144,7 @@ def test_hyperparameters_lists_the_inner_optimizers_too():
         ("polyak", {"inner": "ema"}, "polyak can wrap sgd, adam, adamw, nadam"),
         ("ema", {"decay": 1.0}, r"decay must be in \[0, 1\)"),
         ("swa", {"start": -1}, "start must be an integer >= 0"),
+        ("asgd", {"start": 3}, "asgd does not take start"),
         ("sgd", {"nesterov": True, "momentum": 0.0}, "nesterov=True needs momentum > 0"),
     ],
 )
