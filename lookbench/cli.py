@@ -182,7 +182,7 @@ _BUILTIN_SIZES: dict[str, tuple[int | None, int | None, int | None]] = {
     "digits": (1_437, 360, 9_610),
     "cifar10": (50_000, 10_000, 11_173_962), "cifar100": (50_000, 10_000, 11_220_132),
     "imagefolder": (None, None, 11_689_512), "imagenet": (None, None, 25_557_032),
-    "ptb": (None, None, 24_221_600), "wikitext2": (None, None, 24_221_600),
+    "ptb": (None, None, 24_221_600), "wikitext2": (None, None, 33_556_078),
     "wmt14": (None, None, 63_084_544),
 }
 

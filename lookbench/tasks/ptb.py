@@ -6,10 +6,12 @@ The model is Merity et al.'s AWD-LSTM, as the paper trained it: an embedding, LS
 hidden-to-hidden weights are dropped out (weight drop), locked (variational) dropout between
 layers, embedding dropout, activation (AR) and temporal activation (TAR) regularisation of the
 last layer, truncated back-propagation through variable-length sequences, gradient clipping
-at 0.25 and the learning rate halved after 15 epochs without a better validation perplexity
-(the ``plateau`` schedule). Ranked by validation perplexity, lower is better (the paper picks
-its models by validation); test perplexity is recorded beside it. ``-o size=small`` is a
-two-layer model that trains on a CPU in minutes.
+at 0.25, a shorter window's step scaled by its length / bptt, and the learning rate halved
+after 15 epochs without a better validation perplexity (the ``plateau`` schedule). Ranked by
+validation perplexity, lower is better (the paper picks its models by validation); test
+perplexity is recorded beside it, and with ``-o train_eval=true`` the training perplexity
+(Table 3) from a pass without updates. ``-o size=small`` is a two-layer model that trains on a
+CPU in minutes.
 """
 
 from __future__ import annotations
@@ -193,6 +195,8 @@ class PTBOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: Literal["paper", "small"] = Field("paper", description="paper: 3×1150 AWD-LSTM; "
                                             "small: 2×200, minutes on a CPU")
+    train_eval: bool = Field(False, description="after each epoch, the training perplexity "
+                             "from a pass without updates (Table 3): one more pass over train")
 
 
 class PennTreebank(Task):
@@ -202,9 +206,12 @@ class PennTreebank(Task):
     summary = "AWD-LSTM on Penn Treebank (paper §5.3); -o size=small for a CPU"
     data = "ptb.train.txt, ptb.valid.txt, ptb.test.txt in --data-dir"
     corpus: ClassVar[str] = "ptb"
+    # The words of Merity et al.'s vocabulary (train's, <unk> and <eos>): the model's size
+    # before any data is read (``lookbench tasks``). PTB's paper model: 24,221,600 parameters.
+    vocabulary: ClassVar[int] = 10_000
     metric = "valid_perplexity"
     higher_is_better = False
-    default_epochs = 500
+    default_epochs = 750  # the paper's (section 5.3)
     default_batch_size = 80
     default_schedule = "plateau"
     plateau_patience = 15
@@ -217,7 +224,7 @@ class PennTreebank(Task):
         return PRESETS[self.opts.size]
 
     def size(self) -> TaskSize:
-        return TaskSize(None, None, parameter_count(lambda: AWDLSTM(10_000, self._preset)))
+        return TaskSize(None, None, parameter_count(lambda: AWDLSTM(self.vocabulary, self._preset)))
 
     def check_data(self, data_dir: Path | None) -> None:
         load_corpus(self.corpus, data_dir)
@@ -252,16 +259,19 @@ class PennTreebank(Task):
                 i += length
 
         def loss(model: nn.Module, batch: Any) -> torch.Tensor:
-            i, length, scale = batch
+            i, length, _ = batch  # (the third: the step's scale, see step_scale)
             x, y = train[i: i + length], train[i + 1: i + 1 + length]
             hidden = _detach(state["hidden"])
             logits, hidden, raw, dropped = model(x, hidden)
             state["hidden"] = hidden
             out = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-            out = out + p.ar * dropped.pow(2).mean() + p.tar * (raw[1:] - raw[:-1]).pow(2).mean()
-            # A shorter window counts for less: Merity et al. scale the learning rate by
-            # length / bptt; scaling the loss is the same for SGD (Adam is scale-free).
-            return out * scale
+            return out + p.ar * dropped.pow(2).mean() + p.tar * (raw[1:] - raw[:-1]).pow(2).mean()
+
+        def step_scale(batch: Any) -> float:
+            """A shorter window counts for less: Merity et al. scale the learning rate by
+            length / bptt. Scaling the loss instead would be undone by the clipping at 0.25
+            whenever it is active, and by Adam's normalisation always."""
+            return batch[2]
 
         def cross_entropy(data: torch.Tensor) -> float:
             hidden = model.init_hidden(data.size(1))
@@ -279,9 +289,24 @@ class PennTreebank(Task):
             return {"test_loss": t, "test_perplexity": perplexity(t), "valid_loss": v,
                     "valid_perplexity": perplexity(v)}
 
+        def train_eval(model: nn.Module) -> float:
+            """The training cross-entropy as Merity et al.'s ``evaluate`` computes it (eval
+            mode: no dropout, no AR/TAR), over the training batches' own streams; kept for
+            ``train_metrics`` so one pass gives both numbers."""
+            state["train_eval"] = cross_entropy(train)
+            return state["train_eval"]
+
+        def train_metrics(model: nn.Module) -> dict[str, float]:
+            loss = state.pop("train_eval", None)
+            return {"train_perplexity": perplexity(cross_entropy(train) if loss is None
+                                                   else loss)}
+
+        on = self.opts.train_eval
         return Workload(model=model, steps_per_epoch=max(1, len(train) // p.bptt),
                         train_batches=train_batches, loss=loss, evaluate=evaluate,
-                        clip_grad_norm=0.25)
+                        train_eval=train_eval if on else None,
+                        extra=train_metrics if on else None,
+                        clip_grad_norm=0.25, step_scale=step_scale)
 
 
 class WikiText2(PennTreebank):
@@ -291,6 +316,7 @@ class WikiText2(PennTreebank):
     summary = "AWD-LSTM on WikiText-2 (the PTB protocol); -o size=small for a CPU"
     data = "wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens in --data-dir"
     corpus = "wikitext2"
+    vocabulary = 33_278  # Merity et al.'s WikiText-2 vocabulary: a 33.6M-parameter model
 
 
 __all__ = ["AWDLSTM", "PennTreebank", "WikiText2", "load_corpus"]
