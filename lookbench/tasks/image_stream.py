@@ -1,7 +1,11 @@
 """Streaming an image folder: each training image is decoded again from its file every epoch
 and cut with the usual ImageNet recipe (RandomResizedCrop to ``size`` with scale 0.08-1 and
-aspect ratio 3/4-4/3, then a horizontal flip with probability ½), for folders too big to hold
-decoded in memory (all of ImageNet: 190 GB at 224 px).
+aspect ratio 3/4-4/3, then a horizontal flip with probability ½, torchvision's
+``RandomResizedCrop`` exactly, on the whole image at its own resolution), for folders too big
+to hold decoded in memory (all of ImageNet: 252 GB as kept at 224 px). Evaluation resizes the
+shorter side to ``size``·256/224 (:func:`~lookbench.tasks.imagefolder_data.eval_resize`) and
+centre-crops ``size``. The other recipe, ``padded_crop``, streams each image resized to ``size`` and
+centre-cropped (:func:`epoch_stream`), and the task crops and flips it on the device.
 
 Randomness: per epoch, a permutation and one base seed are drawn from the trial's generator
 (:func:`epoch_plan`); each image's crop and flip come from a ``random.Random`` seeded by
@@ -31,13 +35,19 @@ from typing import Literal
 
 import torch
 
+from lookbench.tasks.augment import RATIO, SCALE
 from lookbench.tasks.base import DataUnavailable
-from lookbench.tasks.imagefolder_data import SPLITS, Split, list_split, read_rgb
+from lookbench.tasks.imagefolder_data import (
+    Augment,
+    Split,
+    centre_view,
+    eval_resize,
+    list_split,
+    read_rgb,
+    stored_sides,
+)
 
 Pipeline = Literal["auto", "memory", "stream"]
-SCALE = (0.08, 1.0)  # RandomResizedCrop's share of the image's area
-RATIO = (3 / 4, 4 / 3)  # and its aspect ratios (log-uniform)
-EVAL_RESIZE = 256 / 224  # evaluation: shorter side to size·256/224, centre crop of size
 PREFETCH = 3  # batches decoded ahead of the one the training loop takes
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -59,13 +69,19 @@ def decoded_bytes(images: int, size: int) -> int:
 
 
 def choose_pipeline(pipeline: Pipeline, root: Path, size: int, classes: int | None = None,
-                    per_class: int | None = None) -> tuple[str, str]:
+                    per_class: int | None = None, augment: Augment = "padded_crop"
+                    ) -> tuple[str, str]:
     """``("memory" | "stream", why)``: ``auto`` keeps the folder decoded in memory when its
-    training and validation images at ``size`` fit :func:`memory_budget`, else streams."""
+    training and validation images, as the memory pipeline keeps them for the recipe
+    ``augment`` at ``size`` px (:func:`~lookbench.tasks.imagefolder_data.stored_sides`), fit
+    :func:`memory_budget`, else streams. Either way the recipe is the same; only the cost
+    differs."""
     if pipeline != "auto":
         return pipeline, "asked for"
     _, splits = list_split(Path(root).expanduser().resolve(), classes, per_class)
-    need = decoded_bytes(sum(len(splits[s].files) for s in SPLITS), size)
+    train_side, val_side = stored_sides(augment, size)
+    need = (decoded_bytes(len(splits["train"].files), train_side)
+            + decoded_bytes(len(splits["val"].files), val_side))
     budget = memory_budget()
     choice = "memory" if need <= budget else "stream"
     return choice, f"decoded at {size} px: {need / 2**30:.1f} GiB, budget {budget / 2**30:.1f} GiB"
@@ -114,12 +130,22 @@ def train_view(image: torch.Tensor, seed: int, size: int) -> torch.Tensor:
 
 
 def eval_view(image: torch.Tensor, size: int) -> torch.Tensor:
-    """An image's evaluation view: its shorter side resized to ``round(size·256/224)``
-    (antialiased), the central ``size``² crop."""
-    from torchvision.transforms.v2 import functional as TF
+    """An image's evaluation view: its shorter side resized to ``size``·256/224 rounded down
+    (antialiased; :func:`~lookbench.tasks.imagefolder_data.eval_resize`), the central ``size``²
+    crop: torchvision's Resize + CenterCrop."""
+    return centre_view(image, eval_resize(size), size)
 
-    image = TF.resize(image, round(size * EVAL_RESIZE), antialias=True)
-    return TF.center_crop(image, [size, size])
+
+def plain_view(image: torch.Tensor, size: int) -> torch.Tensor:
+    """An image as the ``padded_crop`` recipe takes it, for training and evaluation alike: its
+    shorter side resized to ``size``, the central ``size``² crop."""
+    return centre_view(image, size, size)
+
+
+def evaluation_view(augment: Augment, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The evaluation view of the recipe ``augment``."""
+    return (lambda x: eval_view(x, size)) if augment == "resized_crop" else (
+        lambda x: plain_view(x, size))
 
 
 def read_bytes(path: Path) -> torch.Tensor:
@@ -242,11 +268,27 @@ def train_stream(files: Sequence[Path], labels: torch.Tensor, size: int, batch_s
         yield x, labels[idx]
 
 
-def eval_stream(files: Sequence[Path], labels: torch.Tensor, size: int, batch_size: int,
-                **kwargs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(uint8 evaluation views, int64 labels)`` batches of ``files`` in order."""
+def epoch_stream(files: Sequence[Path], labels: torch.Tensor, size: int, batch_size: int,
+                 generator: torch.Generator, **kwargs) -> Iterator[tuple[torch.Tensor,
+                                                                        torch.Tensor]]:
+    """One epoch of ``(uint8 images, int64 labels)`` batches in the order :func:`epoch_plan`
+    draws from ``generator``, each image as :func:`plain_view` takes it (no randomness per
+    image): the ``padded_crop`` recipe's stream, whose crop and flip the caller draws on the
+    device from the same generator. ``kwargs`` go to :func:`stream`."""
+    order, _ = epoch_plan(len(files), generator)
+    for x, idx in stream(files, order, batch_size, size,
+                         lambda image, i: plain_view(image, size), **kwargs):
+        yield x, labels[idx]
+
+
+def eval_stream(files: Sequence[Path], labels: torch.Tensor, size: int, batch_size: int, *,
+                augment: Augment = "resized_crop", **kwargs
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(uint8 evaluation views, int64 labels)`` batches of ``files`` in order, as the recipe
+    ``augment`` evaluates (:func:`evaluation_view`)."""
+    view = evaluation_view(augment, size)
     for x, idx in stream(files, range(len(files)), batch_size, size,
-                         lambda image, i: eval_view(image, size), **kwargs):
+                         lambda image, i: view(image), **kwargs):
         yield x, labels[idx]
 
 
@@ -268,10 +310,12 @@ _CACHE: dict[tuple, StreamFolder] = {}
 
 
 def load_stream_folder(root: Path, size: int, classes: int | None = None,
-                       per_class: int | None = None) -> StreamFolder:
-    """The folder listed (and its validation set decoded, if it fits), cached per process."""
+                       per_class: int | None = None, *, augment: Augment = "resized_crop"
+                       ) -> StreamFolder:
+    """The folder listed (and its validation set decoded as the recipe ``augment`` evaluates,
+    if it fits), cached per process."""
     root = Path(root).expanduser().resolve()
-    key = (root, size, classes, per_class)
+    key = (root, size, classes, per_class, augment)
     if key not in _CACHE:
         names, splits = list_split(root, classes, per_class)
         train, val = splits["train"], splits["val"]
@@ -285,7 +329,7 @@ def load_stream_folder(root: Path, size: int, classes: int | None = None,
         if decoded_bytes(len(val.files), size) <= memory_budget():
             val_x = torch.empty((len(val.files), 3, size, size), dtype=torch.uint8)
             start = 0
-            for x, _ in eval_stream(val.files, val_y, size, 256):
+            for x, _ in eval_stream(val.files, val_y, size, 256, augment=augment):
                 val_x[start:start + len(x)] = x
                 start += len(x)
         _CACHE[key] = StreamFolder(names, train, val,

@@ -1,17 +1,48 @@
 """Image classification on any class-per-subfolder folder, and ImageNet as its preset (paper
 section 5.2, Appendix C.2).
 
-``--data-dir`` holds ``train/<class>/*`` and ``val/<class>/*`` (JPEG or PNG). Two pipelines
-(option ``pipeline``; ``auto`` takes ``memory`` when the folder decoded at ``image_size`` fits a
+``--data-dir`` holds ``train/<class>/*`` and ``val/<class>/*`` (JPEG or PNG).
+
+Presets are recipes, not hints: the option ``augment`` fixes how images are augmented and
+evaluated, the option ``pipeline`` only where they come from, so the machine's memory changes
+a run's cost, never what it trains on. The recipes:
+
+* ``resized_crop`` (``imagenet`` allows no other): torchvision's ImageNet reference recipe,
+  the one the paper ran (pytorch/examples' ``imagenet/main.py``). Training:
+  RandomResizedCrop(image_size, scale 0.08-1, ratio 3/4-4/3) + horizontal flip; evaluation:
+  the shorter side resized to image_size·256/224 (rounded down: 256 at 224 px, 146 at 128 px),
+  the central image_size² crop; ImageNet's mean and std. At any ``image_size``. Also
+  ``imagefolder``'s default: photos of any shape and size are what that task reads, this is
+  torchvision's recipe for them, and an ImageNet subset under ``imagefolder`` then trains as
+  ``imagenet`` does.
+* ``padded_crop``: CIFAR's, for small images already framed on their object (where a crop of
+  8 % of the area would lose it): the image resized to image_size and centre-cropped, a random
+  crop of it zero-padded by an eighth + flip; evaluation on the resized image.
+
+The pipelines (``auto`` takes ``memory`` when the folder as the memory pipeline keeps it fits a
 quarter of the RAM, else ``stream``):
 
-* ``memory``: images decoded once per process at ``image_size``
-  (``lookbench.tasks.imagefolder_data``) and augmented on the device in batches like CIFAR's: a
-  random crop of the image zero-padded by an eighth of its size, and a horizontal flip.
-* ``stream``: every epoch decodes each training image again from its file and takes the usual
-  ImageNet view, RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) and a flip
-  (``lookbench.tasks.image_stream``; JPEGs decoded in batches on the GPU under CUDA);
-  evaluation resizes the shorter side to ``image_size``·256/224 and centre-crops.
+* ``memory``: images decoded once per process (``lookbench.tasks.imagefolder_data``) and
+  augmented on the device in batches (``lookbench.tasks.augment``). For ``resized_crop`` each
+  training image is kept as the central square of side image_size·256/224 of the image resized
+  to that shorter side, and the crops are cut from it with torchvision's box distribution
+  (``resized_crop_boxes``) and resized with its antialiased bilinear filter; each validation
+  image is kept as evaluation sees it, exactly torchvision's Resize + CenterCrop (and
+  ``train_eval`` takes the central image_size² of the square: the same view).
+* ``stream``: every epoch decodes each training image again from its file and cuts
+  torchvision's RandomResizedCrop + flip from the whole image
+  (``lookbench.tasks.image_stream``; JPEGs decoded in batches on the GPU under CUDA).
+
+The memory pipeline's one deviation from the recipe: its RandomResizedCrops are drawn from the
+image's central square, resized to image_size·256/224, instead of from the whole image at its
+own resolution. What that loses: the strips beside the square (a 4:3 photo, ImageNet's most
+common shape, keeps 3/4 of its area, so a crop's share of the whole photo is 0.06-0.75
+instead of 0.08-1 and never reaches the outer eighth of its width on either side; a 3:2
+photo keeps 2/3), and detail where a crop is enlarged: a crop of less than (224/256)² = 77 %
+of the square is upsampled to image_size, where the original (ImageNet's photos average about
+470×390 px) would often have had the pixels. Evaluation is not affected: its crop lies inside
+the square. The ``stream`` pipeline has no deviation (what ``-o pipeline=stream`` buys, at the
+cost of decoding every epoch).
 
 Any torchvision classification model by name.
 """
@@ -29,10 +60,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from lookbench.tasks import image_stream
-from lookbench.tasks.augment import augmented_batches, normalize, plain_batches
-from lookbench.tasks.base import DataUnavailable, Task, TaskSize, Workload, parameter_count
-from lookbench.tasks.image_stream import Pipeline, eval_stream, load_stream_folder, train_stream
-from lookbench.tasks.imagefolder_data import load_image_folder
+from lookbench.tasks.augment import (
+    augmented_batches,
+    normalize,
+    plain_batches,
+    random_crop_flip,
+    resized_crop_batches,
+)
+from lookbench.tasks.base import (
+    DataUnavailable,
+    Task,
+    TaskSize,
+    Workload,
+    parameter_count,
+)
+from lookbench.tasks.image_stream import (
+    Pipeline,
+    epoch_stream,
+    eval_stream,
+    load_stream_folder,
+    train_stream,
+)
+from lookbench.tasks.imagefolder_data import Augment, load_image_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,9 +109,13 @@ class ImageFolderOptions(BaseModel):
     per_class: int | None = Field(None, ge=1, description="the first N images of each class")
     train_eval: bool = Field(False, description="after each epoch, the training loss from a "
                                                 "pass without updates")
-    pipeline: Pipeline = Field("auto", description="memory: decode once, padded crop + flip; "
-                               "stream: decode every epoch, RandomResizedCrop + flip; auto: "
-                               "memory if it fits a quarter of the RAM")
+    augment: Augment = Field("resized_crop", description="the recipe, whatever the pipeline: "
+                             "resized_crop: RandomResizedCrop + flip, evaluation Resize(size·"
+                             "256/224) + CenterCrop(size) (torchvision's ImageNet recipe); "
+                             "padded_crop: resized to size, padded random crop + flip (CIFAR's)")
+    pipeline: Pipeline = Field("auto", description="the cost, never the recipe: memory: decode "
+                               "once; stream: decode every epoch; auto: memory if it fits a "
+                               "quarter of the RAM")
 
     @field_validator("model")
     @classmethod
@@ -103,7 +156,7 @@ class ImageFolder(Task):
         """``"memory"`` or ``"stream"``: the option, with ``auto`` resolved for this folder."""
         o = self.opts
         return image_stream.choose_pipeline(o.pipeline, data_dir, o.image_size, o.classes,
-                                            o.per_class)[0]
+                                            o.per_class, o.augment)[0]
 
     def _load(self, data_dir: Path | None):
         if data_dir is None:
@@ -111,8 +164,10 @@ class ImageFolder(Task):
                                   f"that holds train/<class>/ and val/<class>/")
         o = self.opts
         if self.pipeline(data_dir) == "stream":
-            return load_stream_folder(data_dir, o.image_size, o.classes, o.per_class)
-        return load_image_folder(data_dir, o.image_size, o.classes, o.per_class)
+            return load_stream_folder(data_dir, o.image_size, o.classes, o.per_class,
+                                      augment=o.augment)
+        return load_image_folder(data_dir, o.image_size, o.classes, o.per_class,
+                                 augment=o.augment)
 
     def check_data(self, data_dir: Path | None) -> None:
         self._load(data_dir)  # cached: the first trial in this process reuses it
@@ -124,12 +179,19 @@ class ImageFolder(Task):
         arrays = self._load(data_dir)
         if isinstance(arrays, image_stream.StreamFolder):
             return self._stream_workload(arrays, batch_size, device, seed)
+        from torchvision.transforms.v2 import functional as TF
+
+        size = self.opts.image_size
         train_x, train_y = arrays.train_x.to(device), arrays.train_y.to(device)
         val_x, val_y = arrays.val_x.to(device), arrays.val_y.to(device)
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device)
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device)
-        pad = max(1, self.opts.image_size // 8)
+        pad = max(1, size // 8)
         channels_last = device.type == "cuda"
+        resized_crop = self.opts.augment == "resized_crop"
+        # What train_eval sees: the evaluation view of each training image (for resized_crop
+        # the central size² of its kept square, exactly Resize + CenterCrop; a view, no copy).
+        train_seen = TF.center_crop(train_x, [size, size]) if resized_crop else train_x
 
         torch.manual_seed(seed)
         model = self._model(len(arrays.classes)).to(device)
@@ -137,6 +199,9 @@ class ImageFolder(Task):
             model = model.to(memory_format=torch.channels_last)
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
+            if resized_crop:
+                return resized_crop_batches(train_x, train_y, batch_size, generator, mean, std,
+                                            size=size, channels_last=channels_last)
             return augmented_batches(train_x, train_y, batch_size, generator, mean, std,
                                      pad=pad, channels_last=channels_last)
 
@@ -149,7 +214,7 @@ class ImageFolder(Task):
                                                  channels_last=channels_last), len(val_y))
 
         def train_eval(model: nn.Module) -> float:
-            return _metrics(model, plain_batches(train_x, train_y, EVAL_BATCH, mean, std,
+            return _metrics(model, plain_batches(train_seen, train_y, EVAL_BATCH, mean, std,
                                                  channels_last=channels_last),
                             len(train_y))["test_loss"]
 
@@ -163,8 +228,11 @@ class ImageFolder(Task):
     def _stream_workload(self, folder: image_stream.StreamFolder, batch_size: int,
                          device: torch.device, seed: int) -> Workload:
         """The ``stream`` pipeline: uint8 batches decoded by ``image_stream`` (on the GPU for
-        JPEGs under CUDA), moved to the device and normalised there."""
+        JPEGs under CUDA), moved to the device and normalised there; for ``padded_crop`` also
+        cropped and flipped there, from the epoch's generator."""
         size = self.opts.image_size
+        augment = self.opts.augment
+        pad = max(1, size // 8)
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device)
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device)
         channels_last = device.type == "cuda"
@@ -183,8 +251,17 @@ class ImageFolder(Task):
                 yield normalize(x, mean, std, channels_last), y.to(device, non_blocking=True)
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
-            return on_device(train_stream(train_files, folder.train_y, size, batch_size,
-                                          generator, decode_device=decode_device))
+            if augment == "resized_crop":
+                return on_device(train_stream(train_files, folder.train_y, size, batch_size,
+                                              generator, decode_device=decode_device))
+            return padded(epoch_stream(train_files, folder.train_y, size, batch_size,
+                                       generator, decode_device=decode_device), generator)
+
+        def padded(batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                   generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for x, y in batches:
+                x = random_crop_flip(x.to(device, non_blocking=True), generator, pad)
+                yield normalize(x, mean, std, channels_last), y.to(device, non_blocking=True)
 
         def loss(model: nn.Module, batch: Any) -> torch.Tensor:
             x, y = batch
@@ -195,12 +272,12 @@ class ImageFolder(Task):
                 batches = zip(folder.val_x.split(EVAL_BATCH), folder.val_y.split(EVAL_BATCH))
             else:
                 batches = eval_stream(val_files, folder.val_y, size, EVAL_BATCH,
-                                      decode_device=decode_device)
+                                      augment=augment, decode_device=decode_device)
             return _metrics(model, on_device(batches), len(val_files))
 
         def train_eval(model: nn.Module) -> float:
             batches = eval_stream(train_files, folder.train_y, size, EVAL_BATCH,
-                                  decode_device=decode_device)
+                                  augment=augment, decode_device=decode_device)
             return _metrics(model, on_device(batches), len(train_files))["test_loss"]
 
         return Workload(
@@ -241,10 +318,13 @@ def _metrics(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 
 class ImageNet(ImageFolder):
-    """The paper's ImageNet protocol on an ImageNet folder (or any subset of it). At full scale
-    (1.28 M images, 190 GB decoded at 224 px) ``auto`` streams: RandomResizedCrop + flip from
-    the files each epoch, JPEGs decoded on the GPU under CUDA; a subset that fits a quarter of
-    the RAM is decoded once (``-o pipeline=stream`` forces the recipe)."""
+    """The paper's ImageNet protocol on an ImageNet folder (or any subset of it), always with
+    its recipe: RandomResizedCrop + flip, evaluation Resize(image_size·256/224) +
+    CenterCrop(image_size), at any ``image_size``, from memory or streamed. At full scale (1.28 M
+    images, 252 GB as the memory pipeline keeps them at 224 px) ``auto`` streams, JPEGs decoded
+    on the GPU under CUDA; a subset that fits a quarter of the RAM is decoded once
+    (``-o pipeline=stream`` avoids the memory pipeline's crops-from-the-central-square
+    deviation, at the cost of decoding every epoch)."""
 
     name = "imagenet"
     summary = "ResNet-50 on ImageNet, the paper's protocol (§5.2); streamed at full scale"
@@ -256,6 +336,15 @@ class ImageNet(ImageFolder):
     class Options(ImageFolderOptions):
         model: str = Field("resnet50", description="any torchvision classification model")
         image_size: int = Field(224, ge=8, le=1024, description="pixels per side")
+
+        @field_validator("augment")
+        @classmethod
+        def _the_papers_recipe(cls, augment: str) -> str:
+            if augment != "resized_crop":
+                raise ValueError(f"imagenet always trains with the paper's recipe, "
+                                 f"resized_crop (RandomResizedCrop + flip); {augment} is the "
+                                 f"task imagefolder's")
+            return augment
 
     paper_grids = _IMAGENET_GRIDS
 

@@ -4,20 +4,35 @@ into uint8 tensors, decoded once per process.
 
 A trial's epochs then cost no decoding at all: the images sit on the device as one uint8
 tensor and are augmented there in batches (``lookbench.tasks.augment``), as the CIFAR tasks
-do. Decoding is torchvision's (libjpeg-turbo, libpng), resized to the study's image size with
-antialiasing and centre-cropped to a square, on a pool of threads (the decoders and the
-resize release the GIL). The decoded set must fit in memory: at 64 px an image is 12 kB, at
-224 px 150 kB (ImageNet's 1.28 M training images at 224 px would need 190 GB); a folder that
-does not is streamed instead (``lookbench.tasks.image_stream``, the task's ``pipeline`` option).
+do. Decoding is torchvision's (libjpeg-turbo, libpng), resized with antialiasing and
+centre-cropped to a square, on a pool of threads (the decoders and the resize release the GIL).
+What is kept depends on the recipe (the task's ``augment`` option, :func:`stored_sides`):
+
+* ``resized_crop`` (ImageNet's): each training image's shorter side resized to
+  :func:`eval_resize` (``image_size``·256/224, 256 px at 224) and its central square of that side
+  kept, from which every epoch cuts RandomResizedCrops on the device; each validation image as
+  evaluation sees it, Resize(``image_size``·256/224) + CenterCrop(``image_size``), exactly
+  torchvision's. The one deviation from torchvision's recipe: the training crops come from the
+  image's central square at 256/224·``image_size`` px, not from the whole image at its own
+  resolution (see ``lookbench.tasks.imagefolder``).
+* ``padded_crop`` (CIFAR's, for small already-framed images): both splits at ``image_size``
+  (shorter side resized to it, centre crop), padded crops cut from that.
+
+The decoded set must fit in memory: at 64 px an image is 12 kB, at 224 px 150 kB, its
+training square at 256 px 197 kB (ImageNet's 1.28 M training images would need 252 GB); a
+folder that does not is streamed instead, with the same recipe (``lookbench.tasks.image_stream``,
+the task's ``pipeline`` option).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -29,6 +44,20 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
                         "TorchVision are deprecated", category=DeprecationWarning)
 SPLITS = ("train", "val")
+Augment = Literal["resized_crop", "padded_crop"]
+
+
+def eval_resize(size: int) -> int:
+    """The shorter side evaluation resizes an image to before its central ``size``² crop:
+    ``size``·256/224 rounded down (256 at 224 px, the reference's Resize(256) + CenterCrop(224);
+    146 at 128 px), as timm's ``floor(size / crop_pct)`` with crop_pct 0.875."""
+    return size * 256 // 224
+
+
+def stored_sides(augment: Augment, size: int) -> tuple[int, int]:
+    """The side of a training and of a validation image as the memory pipeline keeps them
+    for the recipe ``augment`` at ``size`` px (see the module's docstring)."""
+    return (eval_resize(size), size) if augment == "resized_crop" else (size, size)
 
 
 @dataclass(frozen=True)
@@ -41,7 +70,8 @@ class Split:
 
 @dataclass(frozen=True)
 class ImageFolderArrays:
-    """A decoded folder: uint8 ``(N, 3, S, S)`` images and int64 labels per split."""
+    """A decoded folder: uint8 ``(N, 3, S, S)`` images and int64 labels per split (``S`` per
+    split as :func:`stored_sides` says)."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -114,43 +144,81 @@ def read_rgb(path: Path, data: torch.Tensor | None = None) -> torch.Tensor:
         raise DataUnavailable(f"cannot decode {path} ({str(e).splitlines()[0]})") from None
 
 
+def centre_view(image: torch.Tensor, resize: int, crop: int, inner: int | None = None
+                ) -> torch.Tensor:
+    """``image``'s shorter side resized to ``resize`` (antialiased bilinear), then the central
+    ``crop``² square: torchvision's Resize(resize) + CenterCrop(crop). With ``inner`` (≤ crop),
+    the square is placed so that its own central ``inner``² crop is exactly Resize(resize) +
+    CenterCrop(inner)'s (torchvision rounds each centring, so a crop of a crop could land a
+    pixel off; this one is at most a pixel off the centre instead)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    image = TF.resize(image, resize, antialias=True)
+    if inner is None:
+        return TF.center_crop(image, [crop, crop])
+    h, w = image.shape[-2:]
+
+    def start(n: int) -> int:  # torchvision's centring of inner in n, less inner's in crop
+        return min(max(0, round((n - inner) / 2) - round((crop - inner) / 2)), n - crop)
+
+    top, left = start(h), start(w)
+    return image[..., top:top + crop, left:left + crop]
+
+
 def decode(path: Path, size: int) -> torch.Tensor:
     """One image as uint8 ``(3, size, size)``: decoded as RGB, its shorter side resized to
     ``size`` (antialiased), centre-cropped."""
-    from torchvision.transforms.v2 import functional as TF
-
-    image = TF.resize(read_rgb(path), size, antialias=True)
-    return TF.center_crop(image, [size, size])
+    return centre_view(read_rgb(path), size, size)
 
 
-def decode_all(files: list[Path], size: int, threads: int | None = None) -> torch.Tensor:
-    """Every file decoded into one uint8 ``(N, 3, size, size)`` tensor, on a thread pool."""
+def decode_all(files: list[Path], size: int, threads: int | None = None,
+               view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Every file decoded into one uint8 ``(N, 3, size, size)`` tensor, on a thread pool:
+    passed through ``view`` (an RGB image to ``(3, size, size)``), by default :func:`decode`'s
+    resize to ``size`` and centre crop."""
     out = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
     threads = threads or min(32, os.cpu_count() or 1)
+    view = view or (lambda image: centre_view(image, size, size))
 
     def one(i: int) -> None:
-        out[i] = decode(files[i], size)
+        out[i] = view(read_rgb(files[i]))
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(one, range(len(files))))
     return out
 
 
+def views(augment: Augment, size: int) -> dict[str, tuple[int, Callable[[torch.Tensor],
+                                                                          torch.Tensor]]]:
+    """Per split, the side and the view the memory pipeline keeps for the recipe ``augment``
+    at ``size`` px: ``resized_crop`` keeps the training square its crops are cut from and the
+    validation images as evaluated; ``padded_crop`` both at ``size``."""
+    train_side, _ = stored_sides(augment, size)
+    if augment == "resized_crop":
+        return {"train": (train_side, lambda x: centre_view(x, train_side, train_side, size)),
+                "val": (size, lambda x: centre_view(x, eval_resize(size), size))}
+    plain = (size, lambda x: centre_view(x, size, size))
+    return {"train": plain, "val": plain}
+
+
 _CACHE: dict[tuple, ImageFolderArrays] = {}
 
 
 def load_image_folder(root: Path, size: int, classes: int | None = None,
-                      per_class: int | None = None) -> ImageFolderArrays:
-    """The folder decoded at ``size`` px, cached per process (the trials of one worker decode
+                      per_class: int | None = None, *, augment: Augment = "padded_crop"
+                      ) -> ImageFolderArrays:
+    """The folder decoded for the recipe ``augment`` at ``size`` px (:func:`views`; the
+    default keeps both splits at ``size``), cached per process (the trials of one worker decode
     it once)."""
     root = Path(root).expanduser().resolve()
-    key = (root, size, classes, per_class)
+    key = (root, size, classes, per_class, augment)
     if key not in _CACHE:
         names, splits = list_split(root, classes, per_class)
         torch_threads = torch.get_num_threads()
         try:
             torch.set_num_threads(1)  # the pool's threads decode in parallel instead
-            arrays = {s: decode_all(splits[s].files, size) for s in SPLITS}
+            arrays = {s: decode_all(splits[s].files, side, view=view)
+                      for s, (side, view) in views(augment, size).items()}
         finally:
             torch.set_num_threads(torch_threads)
         _CACHE[key] = ImageFolderArrays(

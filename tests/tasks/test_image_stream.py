@@ -94,7 +94,7 @@ def test_the_training_view_is_a_random_resized_crop_and_flip():
 
 def test_the_evaluation_view_is_resize_then_centre_crop(folder):
     f = load_stream_folder(folder, SIZE)
-    expected = v2.Compose([v2.Resize(round(SIZE * 256 / 224), antialias=True),
+    expected = v2.Compose([v2.Resize(int(SIZE * 256 / 224), antialias=True),
                            v2.CenterCrop(SIZE)])
     for i, path in enumerate(f.val.files):
         image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)

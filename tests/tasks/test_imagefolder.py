@@ -57,6 +57,11 @@ def test_the_folder_is_read_in_a_fixed_order_at_the_asked_size(tmp_path):
     names, splits = list_split(root, classes=2, per_class=5)
     assert names == ["cat", "dog"] and len(splits["train"].files) == 10
     assert load_image_folder(root, 24) is arrays  # decoded once per process
+    # ImageNet's recipe keeps the training squares its crops are cut from (24·256/224 = 27 px)
+    # and the validation images as evaluated.
+    square = load_image_folder(root, 24, augment="resized_crop")
+    assert square.train_x.shape == (36, 3, 27, 27) and square.val_x.shape == (12, 3, 24, 24)
+    assert torch.equal(square.train_y, arrays.train_y) and square.classes == arrays.classes
 
 
 @pytest.mark.parametrize(("damage", "match"), [
@@ -81,15 +86,16 @@ def test_bad_folders_are_one_line_naming_what_was_expected(tmp_path, damage, mat
     assert not (tmp_path / "runs").exists()  # checked before anything is created
 
 
-def _config(**fields) -> TrialConfig:
+def _config(**options) -> TrialConfig:
     return TrialConfig(task="imagefolder", optimizer="lookahead", inner="sgd", lr=0.05,
                        momentum=0.9, k=2, alpha=0.5, epochs=2, batch_size=8,
-                       task_options={"image_size": 16, "model": "resnet18"}, **fields)
+                       task_options={"image_size": 16, "model": "resnet18", **options})
 
 
-def test_a_trial_resumes_exactly_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("augment", ["resized_crop", "padded_crop"])
+def test_a_trial_resumes_exactly_from_its_checkpoint(tmp_path, augment):
     root = write_folder(tmp_path / "data")
-    _, records, resumed = straight_and_resumed(_config(), root)
+    _, records, resumed = straight_and_resumed(_config(augment=augment), root)
     assert [r.test_loss for r in resumed] == [r.test_loss for r in records]
     assert resumed[-1].extra["test_acc_top5"] == records[-1].extra["test_acc_top5"]
 
