@@ -199,14 +199,14 @@ def _lookahead(params: Params, *, inner: str = "sgd", k: int = 5, alpha: float |
                      alpha=alpha, inner_state=inner_state, alpha_low=alpha_low)  # type: ignore[arg-type]
 
 
-@_register("polyak", "Polyak-Ruppert (uniform) iterate averaging of SGD")
+@_register("polyak", "Polyak-Ruppert (uniform) iterate averaging of the inner optimizer (SGD by default)")
 def _polyak(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
             **inner_hparams: Any) -> Optimizer:
     return AveragedOptimizer(_inner(params, inner, "polyak", inner_hparams), "uniform",
                              start=start, every=every)
 
 
-@_register("ema", "exponential moving average of SGD's iterates")
+@_register("ema", "exponential moving average of the inner optimizer's iterates (SGD by default)")
 def _ema(params: Params, *, inner: str = "sgd", decay: float = 0.999, start: int = 0,
          every: int = 1, **inner_hparams: Any) -> Optimizer:
     return AveragedOptimizer(_inner(params, inner, "ema", inner_hparams), "ema",
@@ -220,7 +220,7 @@ def _swa(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
                              start=start, every=every)
 
 
-@_register("asgd", "NT-ASGD (Merity et al.): SGD, averaged once validation stops improving")
+@_register("asgd", "NT-ASGD (Merity et al.): the inner optimizer (SGD by default), averaged once validation stops improving")
 def _asgd(params: Params, *, inner: str = "sgd", patience: int = 5,
           **inner_hparams: Any) -> Optimizer:
     return NTAveragedOptimizer(_inner(params, inner, "asgd", inner_hparams), patience=patience)

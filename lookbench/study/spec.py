@@ -255,7 +255,7 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str,
         if not any(field in t for t in takes.values()):
             raise SpecError(f"{where}: {BY_NAME[field].option}: no optimizer of this study "
                             f"({', '.join(spec.optimizers)}) takes {field}")
-    defaults = task.default_grid(spec.inner)
+    defaults = task.study_grid(spec.inner)
     for baseline in spec.baselines:  # averaging runs the inner optimizer over the same grid
         defaults.setdefault(baseline, spec.grid.get(spec.inner) or defaults.get(spec.inner, {}))
     grid: dict[str, Grid] = {}

@@ -139,7 +139,7 @@ class Task(ABC):
     default_schedule: ClassVar[str] = "constant"  # one of lookbench.choices.Schedule
     # The optimizer Lookahead wraps when a study names none (``--inner``), as the task's
     # reference trains it (the Transformer: Adam), and that optimizer's settings the reference
-    # fixes (β2 = 0.98, ε = 1e-9), which its default grid then holds.
+    # fixes (β2 = 0.98, ε = 1e-9), which a study's default grid then holds (study_grid).
     default_inner: ClassVar[str] = "sgd"
     inner_defaults: ClassVar[dict[str, Any]] = {}
     plateau_patience: ClassVar[int] = 15  # "plateau": epochs without a better metric, then ×½
@@ -254,6 +254,18 @@ class Task(ABC):
         lrs = [float(f"{centre * f:.3g}") for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
         own = {"lr": lrs, **({"momentum": [takes["momentum"]]} if "momentum" in takes else {})}
         return {"lookahead": {**own, "k": [5], "alpha": [0.5]}, inner: own}
+
+    def study_grid(self, inner: str) -> dict[str, dict[str, list[Any]]]:
+        """:meth:`default_grid` as a study takes it: around the task's ``default_inner``, both
+        tables hold its ``inner_defaults`` (the settings the reference fixes) where they name
+        no values of their own, whichever task overrides ``default_grid``."""
+        grid = self.default_grid(inner)
+        if inner == self.default_inner:
+            for table in (grid.get("lookahead"), grid.get(inner)):
+                for name, value in self.inner_defaults.items():
+                    if table is not None:
+                        table.setdefault(name, [value])
+        return grid
 
 
 def parameter_count(build: Callable[[], nn.Module]) -> int:

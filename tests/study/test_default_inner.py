@@ -7,7 +7,6 @@ import pytest
 
 from lookbench import tasks
 from lookbench.cli import INNER_NAMES
-from lookbench.optim.factory import plain
 from lookbench.study.spec import SpecError, StudySpec, load_spec
 
 
@@ -38,4 +37,28 @@ def test_an_unknown_task_is_still_reported_by_name():
 
 
 def test_the_run_commands_help_lists_every_plain_optimizer():
-    assert list(INNER_NAMES) == plain()
+    """(in a fresh interpreter: other tests register optimizers of their own)"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from lookbench.optim.factory import plain; "
+                          "print(','.join(plain()))"], capture_output=True, text=True,
+                         check=True).stdout
+    assert list(INNER_NAMES) == out.strip().split(",")
+
+
+def test_a_default_grid_around_the_default_inner_holds_its_settings():
+    """Task.inner_defaults reach the grid a study takes around the default inner optimizer, also
+    for a task that overrides default_grid (digits); another inner optimizer's is left alone."""
+    from lookbench.tasks.digits import Digits
+
+    class Fixed(Digits):
+        default_inner = "adam"
+        inner_defaults = {"beta2": 0.98, "eps": 1e-9}
+
+    grid = Fixed().study_grid("adam")
+    for table in (grid["lookahead"], grid["adam"]):
+        assert table["beta2"] == [0.98] and table["eps"] == [1e-9]
+    assert "eps" not in Fixed().study_grid("sgd")["sgd"]
+    wmt = tasks.get("wmt14").study_grid("adam")
+    assert wmt["adam"]["eps"] == [1e-9] and wmt["lookahead"]["beta2"] == [0.98]
