@@ -362,7 +362,9 @@ def _worker_command(spec: StudySpec, study_dir: Path, storage_url: str | None,
     # Threads that wait passively: spinning OpenMP threads made trials 4-75x slower when
     # the machine had other work (measured on 2 cores with 2 threads per trial).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cmd = [sys.executable, "-m", "lookbench.study.worker", "--study-dir", str(study_dir),
+    # (the entry module, not lookbench.study.worker itself: run as __main__, that module would
+    # exist twice in the process, and so would every exception class it defines)
+    cmd = [sys.executable, "-m", "lookbench.study.worker_main", "--study-dir", str(study_dir),
            "--name", spec.study_name, "--device", place.device, "--threads", str(place.threads)]
     if storage_url:  # in the environment, not argv: a password stays out of `ps`
         env[STORAGE_ENV] = storage_url

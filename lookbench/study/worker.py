@@ -1,6 +1,6 @@
 """A worker: claim a planned trial, run it with per-epoch checkpoints, record it, repeat.
 
-One worker runs per device (``python -m lookbench.study.worker``, started by ``lookbench
+One worker runs per device (``python -m lookbench.study.worker_main``, started by ``lookbench
 run``), or inside ``lookbench run`` itself when there is a single one. A trial that was cut
 off continues from its last checkpoint (``<study>/checkpoints/<id>.pt``, written atomically
 every few seconds of training, in the background); a trial whose result is written is never
@@ -344,7 +344,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lookbench.study.worker")
+    parser = argparse.ArgumentParser(prog="python -m lookbench.study.worker_main")
     parser.add_argument("--study-dir", type=Path, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--storage", help=f"(or the environment variable {STORAGE_ENV}, "
@@ -377,4 +377,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script, this file is a second copy of the module: the importable one runs
+    # instead (see lookbench.study.worker_main), so every class exists once.
+    import importlib
+
+    sys.exit(importlib.import_module("lookbench.study.worker").main())
