@@ -259,6 +259,9 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
                                    resumes[m])
                     pending.discard(m)
                 if recorder.due():
+                    # (a recorded member's checkpoint is deleted: the save in flight, which
+                    # may hold it, lands first)
+                    writer.wait()
                     with interrupts.deferred():
                         recorder.flush()
                 if pending and not pop.finished:
