@@ -7,7 +7,9 @@ heartbeat and outcome, its own Parquet rows (written the moment it finishes or d
 one member's divergence is recorded at once and costs the others nothing), and its own
 checkpoint file in a single trial's format (plus the population's layout), so a population cut
 off by a kill resumes as the same population, to the same bits; or, with ``--population 1``,
-member by member, to float tolerance.
+member by member, to float tolerance. A member's own error (its seed's workload, its
+evaluation raising) is recorded as that member's failure the moment it happens, as its trial
+alone would record it, and the others go on.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ import torch
 from lookbench._messages import describe
 from lookbench.population.layers import NotPopulable
 from lookbench.population.optim import family
-from lookbench.population.trial import PopulationTrial, shared_key, why_not
+from lookbench.population.trial import (
+    MembersFailed,
+    PopulationTrial,
+    shared_key,
+    why_not,
+)
 from lookbench.results import StudyResults
 from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
@@ -229,6 +236,20 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
     pending = set(live)  # members not recorded yet
     pop: PopulationTrial | None = None
     one_at_a_time = False
+    resumes = [0] * len(layout)
+
+    def record_finished(trained: list[int]) -> None:
+        """Record the members that finished in the last epoch, and those that failed on
+        their own."""
+        assert pop is not None
+        for m in sorted(pending):
+            error = pop.errors.get(m)
+            if error is None and not (m in trained and pop.member_finished(m)):
+                continue
+            _record_member(queue, members[m], pop, m, None if error is None else describe(error),
+                           rank, opts, recorder, resumes[m])
+            pending.discard(m)
+
     try:
         with Heartbeat(queue, [*(members[m] for m in live), *recorder.claims(),
                                *queue.claimed_ahead()]), \
@@ -239,8 +260,10 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
             for m, c in enumerate(members):
                 if c is None:
                     pop.leave_out(m)
+            # (a member whose seed's workload failed fails as its trial alone would: before
+            # its checkpoint is read)
             states = [gathered.loaded.get(paths[m]) or load_checkpoint(paths[m])
-                      if m in pending and paths[m].exists() else None
+                      if m in pending and m not in pop.errors and paths[m].exists() else None
                       for m in range(len(layout))]
             try:
                 pop.load_state_dicts([s["trial"] if s else None for s in states])
@@ -248,16 +271,14 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
                 one_at_a_time = True  # each resumes from its own checkpoint instead
                 raise NotPopulable("checkpoints that do not make one population") from None
             resumes = [int(s.get("resumes", 0)) + 1 if s else 0 for s in states]
+            record_finished([])  # (seeds whose workload failed)
             last_progress = last_checkpoint = time.monotonic()
             every = checkpoint_interval_s()
             for trained in pop.run():
                 for m in trained:
                     if opts.on_epoch is not None:
                         opts.on_epoch(members[m], pop.records[m][-1])  # type: ignore[arg-type]
-                for m in [m for m in trained if pop.member_finished(m) and m in pending]:
-                    _record_member(queue, members[m], pop, m, None, rank, opts, recorder,
-                                   resumes[m])
-                    pending.discard(m)
+                record_finished(trained)
                 if recorder.due():
                     # (a recorded member's checkpoint is deleted: the save in flight, which
                     # may hold it, lands first)
@@ -288,6 +309,12 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
             with contextlib.suppress(Exception):
                 queue.release(members[m], "stopped")
         raise
+    except MembersFailed as e:  # every seed's workload raised: each member its own error
+        for m in sorted(pending):
+            _record_member(queue, members[m], None, m, describe(e.errors[m]), rank, opts,
+                           recorder, 0, population=len(layout))
+        recorder.flush_if_due()
+        return
     except (KeyboardInterrupt, DataUnavailable, CheckpointError) as e:
         for m in pending:
             queue.release(members[m], "interrupted" if isinstance(e, KeyboardInterrupt)
@@ -309,7 +336,7 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
 
 def _record_member(queue: TrialQueue, claimed: Claimed | None, pop: PopulationTrial | None,
                    m: int, error: str | None, rank: Ranking, opts: WorkerOptions,
-                   recorder: Recorder, resumes: int) -> None:
+                   recorder: Recorder, resumes: int, population: int = 1) -> None:
     assert claimed is not None
     records = pop.records[m] if pop is not None else []
     config = claimed.config
@@ -317,4 +344,4 @@ def _record_member(queue: TrialQueue, claimed: Claimed | None, pop: PopulationTr
             batch_size=pop.batch_size if pop is not None else (config.batch_size or 0),
             schedule=pop.schedule if pop is not None else (config.schedule or "constant"),
             device=str(pop.device if pop is not None else opts.device),
-            population=pop.size if pop is not None else 1)
+            population=pop.size if pop is not None else population)

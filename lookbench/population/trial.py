@@ -16,6 +16,12 @@ What a single trial does per step that would mix the members is done per member 
 gradient clipping (each member's own global norm), the divergence checks, and the evaluation
 (each member's weights put into its seed's own network and the task's ``evaluate`` run on
 that, so every metric of the task is computed by the task's own code).
+
+An error that is one member's own (its seed's ``workload`` raising, or ``evaluate``,
+``train_eval`` or ``extra`` raising on its network) fails that member only: it is kept in
+:attr:`PopulationTrial.errors`, and the member is frozen exactly as a diverged one, so the
+others go on computing the same bits. An error that is no one member's (the shared data
+missing, the machine's disk, memory) is raised as before.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lookbench._messages import environmental
 from lookbench.population import layers
 from lookbench.population.optim import PopulationOptimizer
 from lookbench.population.optim import why_not as optimizer_why_not
@@ -46,6 +53,7 @@ from lookbench.study.trial import (
     rsqrt_factor,
     setting,
 )
+from lookbench.tasks import DataUnavailable
 from lookbench.tasks.base import Workload
 
 # Per-member schedules a population cannot share: "plateau" halves each member's rate on its
@@ -59,6 +67,24 @@ def shared_key(config: TrialConfig) -> str:
     fixed = config.model_dump(include={"task", "task_options", "epochs", "batch_size",
                                        "schedule", "deterministic"}, mode="json")
     return repr(sorted(fixed.items()))
+
+
+def members_own(error: Exception) -> bool:
+    """Whether ``error``, raised by the task's code for one member (its seed's workload, its
+    evaluation), is that member's own, to fail it alone: not when the data are missing, the
+    machine is at fault (a full disk, see ``lookbench._messages.environmental``) or memory
+    ran out (the population's, not the member's, doing)."""
+    return not (isinstance(error, (DataUnavailable, MemoryError, torch.OutOfMemoryError))
+                or environmental(error) is not None)
+
+
+class MembersFailed(Exception):
+    """Every member failed on its own before training (each seed's workload raised):
+    ``errors`` holds each member's error, by position."""
+
+    def __init__(self, errors: dict[int, Exception]) -> None:
+        super().__init__(str(errors[min(errors)]))
+        self.errors = errors
 
 
 def why_not(config: TrialConfig) -> str | None:
@@ -99,13 +125,25 @@ class PopulationTrial:
         if self.task.analytic_curve(first) is not None:
             raise layers.NotPopulable("the task computes its results without training")
         # One workload per seed: its network is the seed's initial weights, its data the
-        # seed's order. Members of one seed share them.
-        self.seeds = sorted({c.seed for c in configs})
-        self.workloads: dict[int, Workload] = {
-            s: self.task.workload(batch_size=self.batch_size, device=self.device, seed=s,
-                                  data_dir=data_dir)
-            for s in self.seeds
-        }
+        # seed's order. Members of one seed share them. A seed whose workload raises fails its
+        # members (see members_own); they stay in the layout as frozen placeholders.
+        self.workloads: dict[int, Workload] = {}
+        failures: dict[int, Exception] = {}
+        for s in sorted({c.seed for c in configs}):
+            try:
+                self.workloads[s] = self.task.workload(
+                    batch_size=self.batch_size, device=self.device, seed=s, data_dir=data_dir)
+            except Exception as e:
+                if not members_own(e):
+                    raise
+                failures[s] = e
+        # Members that failed on their own (never trained again): their errors
+        self.errors: dict[int, Exception] = {m: failures[c.seed] for m, c in enumerate(configs)
+                                             if c.seed in failures}
+        if not self.workloads:
+            raise MembersFailed(self.errors)
+        self.seeds = sorted(self.workloads)  # the seeds whose members train
+        self._one_seed = len({c.seed for c in configs}) == 1
         wl = self.workloads[self.seeds[0]]
         self._check_workload(wl)
         if only_if_faster and self.device.type == "cpu" and any(
@@ -114,9 +152,12 @@ class PopulationTrial:
             # population 0.75x the speed of one at a time; grouped convolutions are slow here.
             raise layers.NotPopulable("a population of convolutional networks is slower than "
                                       "one at a time on the CPU")
-        self.member_seed = torch.tensor([self.seeds.index(c.seed) for c in configs],
-                                        device=self.device)
-        members = [copy.deepcopy(self.workloads[c.seed].model) for c in configs]
+        # (a failed member reads the first seed's data and starts from its weights: frozen, it
+        # takes no part)
+        self.member_seed = torch.tensor(
+            [self.seeds.index(c.seed) if c.seed in self.workloads else 0 for c in configs],
+            device=self.device)
+        members = [copy.deepcopy(self.workloads.get(c.seed, wl).model) for c in configs]
         self.model = layers.stack(members).to(self.device)
         if wl.channels_last and self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
@@ -138,6 +179,8 @@ class PopulationTrial:
         self._left_out: set[int] = set()  # placeholders (see leave_out)
         # Members whose checkpoint is ahead of the others': state, until they are reached
         self._waiting: dict[int, dict[str, Any]] = {}
+        for m in self.errors:  # (placeholders: they take no checkpoint either)
+            self.leave_out(m)
 
     @staticmethod
     def _check_workload(wl: Workload) -> None:
@@ -191,7 +234,7 @@ class PopulationTrial:
         for per_seed in zip(*streams):
             xs = torch.stack([b[0] for b in per_seed])  # (S, B, ...)
             ys = torch.stack([b[1] for b in per_seed])
-            if len(self.seeds) == 1:
+            if self._one_seed:
                 x = xs.expand(self.size, *xs.shape[1:])
                 y = ys.expand(self.size, *ys.shape[1:])
             else:
@@ -271,6 +314,13 @@ class PopulationTrial:
         """Member ``m`` diverged: the optimizer stops moving it (the others are untouched)."""
         self.optimizer.freeze(m)
 
+    def _fail(self, m: int, error: Exception) -> None:
+        """Member ``m`` failed on its own (see :func:`members_own`): frozen as if diverged,
+        with no record of the epoch it failed in (as a trial alone would have none)."""
+        self.errors[m] = error
+        self.active[m] = False
+        self._stop(m)
+
     # -- one epoch ------------------------------------------------------------------------
 
     def _member_network(self, m: int) -> nn.Module:
@@ -281,7 +331,8 @@ class PopulationTrial:
         return net
 
     def run_epoch(self) -> list[int]:
-        """Train and evaluate one epoch; return the members that got a record."""
+        """Train and evaluate one epoch; return the members that got a record (not those that
+        failed in it: see :attr:`errors`)."""
         if self.finished:
             raise RuntimeError("the population has already finished")
         self._release_waiting()
@@ -290,23 +341,34 @@ class PopulationTrial:
                     if not self.member_finished(m) and m not in self._waiting]
         means, finite = self.train_epoch()
         results: dict[int, tuple[dict[str, float], float | None]] = {}
+        failed: dict[int, Exception] = {}
         with (torch.no_grad(), self.optimizer.evaluation_weights(),
               self._autocast(self.workloads[self.seeds[0]])):
             for m in training:
                 if not finite[m]:
                     continue
                 wl = self.workloads[self.configs[m].seed]
-                net = self._member_network(m)
-                net.eval()
-                metrics = dict(wl.evaluate(net))
-                train_eval = wl.train_eval(net) if wl.train_eval is not None else None
-                if wl.extra is not None:
-                    metrics.update(wl.extra(net))
+                try:
+                    net = self._member_network(m)
+                    net.eval()
+                    metrics = dict(wl.evaluate(net))
+                    train_eval = wl.train_eval(net) if wl.train_eval is not None else None
+                    if wl.extra is not None:
+                        metrics.update(wl.extra(net))
+                    _further_metrics(metrics)  # (what it refuses fails the member)
+                except Exception as e:
+                    if not members_own(e):
+                        raise
+                    failed[m] = e
+                    continue
                 results[m] = metrics, train_eval
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = (time.perf_counter() - start) / max(len(training), 1)  # each member's share
         self.epoch += 1
+        for m, error in failed.items():
+            self._fail(m, error)
+        training = [m for m in training if m not in failed]
         for m in training:
             metrics, train_eval = results.get(m, ({"test_loss": math.nan}, None))
             extra = _further_metrics(metrics)
