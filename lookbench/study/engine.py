@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from lookbench.study import definition, seeds
 from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
 from lookbench.study.definition import StudyConflict
 from lookbench.study.gpu_memory import GpuMemoryGate
-from lookbench.study.queue import TrialQueue
+from lookbench.study.queue import TrialQueue, _process_start
 from lookbench.study.spec import StudySpec, planned_runs
 from lookbench.study.storage import open_storage, study_lock
 from lookbench.study.worker import STORAGE_ENV, WorkerOptions, WorkerStopped, run_worker
@@ -220,6 +221,11 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
 
     view = ProgressView(console, total, spec.epochs or 0)
 
+    def hand_back() -> None:
+        """The trials of a worker that was killed go back to the queue (called by the thread
+        that reaps the worker processes; its own reader of the tables)."""
+        queue.replan(planned, StudyResults(study_dir).recorded())
+
     def refresh() -> None:
         grow()
         view.total = total
@@ -236,7 +242,8 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
                                 refresh, result, population, compile)
             else:
                 _run_processes(spec, study_dir, storage_url, where, data_dir, grace_s,
-                               refresh, result, population, compile)
+                               refresh, result, population, compile, queue=queue,
+                               hand_back=hand_back)
             if not seeds.sequential(spec) or result.interrupted or result.errors:
                 break
             # The workers stop when nothing is left that they know of; a stage another
@@ -321,7 +328,8 @@ def _failed_since(results: StudyResults, before: set[str]) -> list[str]:
 
 def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, place: Placement,
                     data_dir: Path | None, grace_s: float | None, refresh, result: RunResult,
-                    population: int | None = None, compile: bool = False) -> None:
+                    population: int | None = None, compile: bool = False,
+                    take_over: bool = False) -> None:
     if place.visible is not None:
         torch.cuda.set_device(int(place.visible))
         device = f"cuda:{place.visible}"
@@ -338,8 +346,8 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
 
     opts = WorkerOptions(study_dir=study_dir, name=spec.study_name, storage=storage_url,
                          device=device, data_dir=data_dir, grace_s=grace_s,
-                         population=population, compile=compile, on_epoch=tick,
-                         on_trial=tick, on_warning=result.warnings.append)
+                         population=population, compile=compile, take_over=take_over,
+                         on_epoch=tick, on_trial=tick, on_warning=result.warnings.append)
     try:
         run_worker(opts)  # its failed trials are read from the tables, as for worker processes
     except KeyboardInterrupt:
@@ -352,8 +360,10 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
 
 def _worker_command(spec: StudySpec, study_dir: Path, storage_url: str | None,
                     place: Placement, data_dir: Path | None, grace_s: float | None,
-                    population: int | None, compile: bool) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of one worker process."""
+                    population: int | None, compile: bool, take_over: bool = False
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one worker process (``take_over``: one started in
+    the place of a killed worker, which first takes over its trials)."""
     env = dict(os.environ)
     if place.visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = place.visible
@@ -376,6 +386,8 @@ def _worker_command(spec: StudySpec, study_dir: Path, storage_url: str | None,
         cmd += ["--population", str(population)]
     if compile:
         cmd += ["--compile"]
+    if take_over:
+        cmd += ["--take-over"]
     return cmd, env
 
 
@@ -394,9 +406,10 @@ def _stop_workers(procs: list[subprocess.Popen]) -> None:
 
 def _run_here(spec: StudySpec, study_dir: Path, storage_url: str | None, place: Placement,
               data_dir: Path | None, grace_s: float | None, refresh, result: RunResult,
-              population: int | None, compile: bool) -> None:
+              population: int | None, compile: bool, take_over: bool = False) -> None:
     """One worker in this process, in the main thread (it takes Ctrl-C there), while a
-    thread keeps the progress view up to date (the only one that draws it)."""
+    thread keeps the progress view up to date (the only one that draws it). ``take_over``:
+    again, after a worker process was killed (see ``WorkerOptions.take_over``)."""
     done = threading.Event()
 
     def keep_drawing() -> None:
@@ -408,35 +421,195 @@ def _run_here(spec: StudySpec, study_dir: Path, storage_url: str | None, place: 
     drawer.start()
     try:
         _run_in_process(spec, study_dir, storage_url, place, data_dir, grace_s, lambda: None,
-                        result, population, compile)
+                        result, population, compile, take_over)
     finally:
         done.set()
         drawer.join(timeout=5)
 
 
+# A worker process killed outright (SIGKILL: the out-of-memory killer, a kill -9) is replaced
+# by a new one on its placement, which first takes over the trials it held; at most this many
+# times per placement in a run, so that a trial that kills every worker that runs it (one that
+# always runs out of memory) does not restart workers forever.
+MAX_REPLACEMENTS = 3
+REAP_EVERY_S = 0.2  # how often the worker processes are reaped while this process trains
+
+
+@dataclass
+class _Worker:
+    """One worker process of a run."""
+
+    place: Placement
+    proc: subprocess.Popen
+    log: Path
+    slot: int  # the placement it runs for (a replacement keeps its predecessor's)
+    started: str | None = None  # its process's start time (queue._process_start)
+    ended: bool = False  # reaped (see _Workers.reap)
+    replaced: bool = False  # killed, and a new worker took its place
+
+
+class _Workers:
+    """The worker processes of one run: started, reaped as they end, and replaced when killed.
+
+    A worker that dies stays a zombie until it is reaped, and a zombie is a process as far
+    as ``kill(pid, 0)`` goes: the trials it held looked alive and were never taken over while
+    this process trained. So, used as a context manager, a thread reaps them as they end
+    (also while this process trains a worker of its own), and replaces a killed one at once.
+    A thread polling ``Popen.poll()``, not a ``SIGCHLD`` handler: a handler runs in the main
+    thread between the training's bytecodes, where the worker's own signal handling
+    (``Interrupts``) lives and where a long C call (a training step) delays it; it interrupts
+    the training's system calls; and ``waitpid(-1)`` in it would take the exit status of
+    every other child of this process (a data loader's, a compiler's ``subprocess.run``)
+    from its owner. ``Popen.poll()`` waits for its own pid only and is safe from any thread.
+    The thread lives until every worker has ended: a worker exits when the thread that
+    started it does (``PR_SET_PDEATHSIG`` is per thread, see ``worker._exit_with_parent``).
+    """
+
+    def __init__(self, launch, replacing: bool = True, hand_back=None) -> None:
+        self._launch = launch  # (place, index, take_over) -> (Popen, log path)
+        # Called once killed workers are reaped: gives their trials back to the queue (the
+        # study's replan), so the next worker to claim takes them over, whichever it is.
+        self._hand_back = hand_back
+        self.lock = threading.RLock()
+        self.all: list[_Worker] = []
+        self.stopping = False
+        # Whether a killed worker is replaced by a new process; if not (or no more: at most
+        # MAX_REPLACEMENTS per placement), it counts in ``unreplaced``, and this process's
+        # own worker takes its trials over (see _run_processes).
+        self.replacing = replacing
+        self.unreplaced = 0
+        self._replacements: dict[int, int] = {}
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, place: Placement, slot: int | None = None, take_over: bool = False
+              ) -> _Worker | None:
+        with self.lock:
+            if self.stopping:
+                return None
+            index = len(self.all)
+            proc, log = self._launch(place, index, take_over)
+            worker = _Worker(place, proc, log, index if slot is None else slot,
+                             _process_start(proc.pid) if hasattr(proc, "pid") else None)
+            self.all.append(worker)
+            return worker
+
+    def reap(self) -> list[_Worker]:
+        """Reap the workers that ended since the last call, and return those killed (see
+        ``_killed``) other than by this run: their trials are handed back (``hand_back``), and
+        each is replaced (see ``replacing``) by a worker that first takes over trials of the
+        dead."""
+        with self.lock:
+            ended = [w for w in self.all if not w.ended and w.proc.poll() is not None]
+            for w in ended:
+                w.ended = True
+            killed = [w for w in ended if _killed(w.proc) and not self.stopping]
+            for w in killed:
+                if self.replacing and self._replacements.get(w.slot, 0) < MAX_REPLACEMENTS:
+                    self._replacements[w.slot] = self._replacements.get(w.slot, 0) + 1
+                    try:
+                        w.replaced = self.start(w.place, w.slot, take_over=True) is not None
+                    except OSError:  # (no process could be started: the others take over)
+                        pass
+                if not w.replaced:
+                    self.unreplaced += 1
+        if killed and self._hand_back is not None:
+            with contextlib.suppress(Exception):  # (a storage hiccup: the replacement, or
+                self._hand_back()  # any worker out of work, takes them over instead)
+        return killed
+
+    def check(self) -> tuple[int, bool]:
+        """Reap; then how many killed workers were not replaced so far, and whether any
+        worker is still at work (one that ended is only counted so once reaped)."""
+        with self.lock:
+            self.reap()
+            return self.unreplaced, any(not w.ended for w in self.all)
+
+    def stop(self) -> None:
+        """Stop every worker (see ``_stop_workers``); none is started or replaced after."""
+        with self.lock:
+            self.stopping = True
+            procs = [w.proc for w in self.all]
+        _stop_workers(procs)
+
+    def _reap_until_done(self) -> None:
+        while not self._done.wait(REAP_EVERY_S):
+            with contextlib.suppress(Exception):  # (the next round tries again)
+                self.reap()
+
+    def __enter__(self) -> _Workers:
+        self._thread = threading.Thread(target=self._reap_until_done, daemon=True,
+                                        name="lookbench-reaper")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _left_over(queue: TrialQueue | None, worker: _Worker) -> int | None:
+    """How many trials a killed worker's end left unfinished: those its process still holds
+    (RUNNING, not taken over), and those waiting when no worker is left to run them (its
+    trials, handed back, when no worker took them); None if that cannot be told."""
+    if queue is None:
+        return None
+    from optuna.trial import TrialState
+
+    from lookbench.study.queue import OWNER_ATTR
+
+    host, pid, start = socket.gethostname(), worker.proc.pid, worker.started
+
+    def its(owner: dict) -> bool:
+        return owner.get("host") == host and owner.get("pid") == pid and (
+            start is None or owner.get("start") in (None, start))
+
+    try:
+        return sum(1 for study in queue.studies.values()
+                   for t in queue.storage.get_all_trials(
+                       study._study_id, deepcopy=False,
+                       states=(TrialState.RUNNING, TrialState.WAITING))
+                   if t.state == TrialState.WAITING or its(t.system_attrs.get(OWNER_ATTR) or {}))
+    except Exception:  # (a storage hiccup: the worker's end is reported as an error)
+        return None
+
+
+def _killed(proc: subprocess.Popen) -> bool:
+    """Whether a worker that ended was killed outright (SIGKILL: the out-of-memory killer, a
+    ``kill -9``), which no worker can answer by handing its trials back. Any other signal
+    (a SIGTERM from outside) ends the run with an error, as a worker's own error does."""
+    return proc.returncode == -signal.SIGKILL
+
+
 def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
                    where: list[Placement], data_dir: Path | None, grace_s: float | None,
                    refresh, result: RunResult, population: int | None = None,
-                   compile: bool = False, gate: GpuMemoryGate | None = None) -> None:
-    procs: list[subprocess.Popen] = []
-    logs: list[Path] = []
+                   compile: bool = False, gate: GpuMemoryGate | None = None,
+                   queue: TrialQueue | None = None, hand_back=None) -> None:
+    """Run the workers of ``where`` until none is left at work: one in this process on the
+    CPU, the others as processes. A worker process killed (SIGKILL) is reaped at once and
+    its trials are handed back at once (``hand_back``: the study's replan) and taken over in
+    this run, by the next worker that claims, a worker started in its place, or this
+    process's own; ``queue`` (the study's) tells, at the end, whether it held any still."""
     log_dir = study_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     gate = gate or GpuMemoryGate()
     waiting: list[Placement] = []  # further workers of a GPU, started as its memory allows
     on_gpu: set[str] = set()
 
-    def start(place: Placement) -> None:
+    def launch(place: Placement, index: int, take_over: bool
+               ) -> tuple[subprocess.Popen, Path]:
         cmd, env = _worker_command(spec, study_dir, storage_url, place, data_dir, grace_s,
-                                   population, compile)
-        log = log_dir / f"worker-{len(procs)}.log"
-        logs.append(log)
+                                   population, compile, take_over=take_over)
+        log = log_dir / f"worker-{index}.log"
         if place.visible is not None:
             gate.baseline(place.visible)
         with open(log, "w") as f:
-            procs.append(subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT))
+            proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
         if place.visible is not None:
             gate.started(place.visible)
+        return proc, log
 
     # On the CPU this process runs one of the workers itself: it has imported torch and
     # Optuna already, so that worker starts at once instead of paying a new process's start
@@ -446,55 +619,94 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
     passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     here = where[0] if all(p.visible is None for p in where) and (
         passive or all(p.threads == 1 for p in where)) else None
-    for place in where[1:] if here is not None else where:
-        if place.visible is not None and place.visible in on_gpu:
-            waiting.append(place)
-            continue
-        if place.visible is not None:
-            on_gpu.add(place.visible)
-        start(place)
-    if here is not None:
-        try:
-            _run_here(spec, study_dir, storage_url, here, data_dir, grace_s, refresh, result,
-                      population, compile)
-        except BaseException:  # (the storage or the data gone: the others stop too)
-            _stop_workers(procs)
-            raise
-        if result.interrupted:
-            _stop_workers(procs)
+    # A killed worker is replaced by a new process while this one trains; once this one is
+    # done with its own work, it takes the killed one's trials over itself, at once.
+    with _Workers(launch, replacing=True, hand_back=hand_back) as workers:
+        for place in where[1:] if here is not None else where:
+            if place.visible is not None and place.visible in on_gpu:
+                waiting.append(place)
+                continue
+            if place.visible is not None:
+                on_gpu.add(place.visible)
+            workers.start(place)
+
+        def train_here(take_over: bool) -> bool:
+            """This process's worker, until nothing is left to claim; again if a worker
+            was killed meanwhile and none took its place (it may have held trials after
+            this one's last look). ``take_over``: after a kill (the worker resumes cut-off
+            trials first). False: the run stops (interrupted)."""
+            while True:
+                killed, errors = workers.unreplaced, len(result.errors)
+                workers.replacing = True
+                try:
+                    _run_here(spec, study_dir, storage_url, here, data_dir, grace_s, refresh,
+                              result, population, compile, take_over)
+                except BaseException:  # (the storage or the data gone: the others stop too)
+                    workers.stop()
+                    raise
+                finally:
+                    workers.replacing = False
+                if result.interrupted:
+                    workers.stop()
+                    return False
+                if workers.unreplaced == killed or len(result.errors) > errors:
+                    return True
+                take_over = True
+
+        if here is not None and not train_here(False):
             return
-    try:
-        while any(p.poll() is None for p in procs):
-            # The next waiting worker of each GPU (one per round: a new worker's memory
-            # must settle before the one after it is decided).
-            for gpu in dict.fromkeys(w.visible for w in waiting):
-                place = next(w for w in waiting if w.visible == gpu)
-                decision, why = gate.decide(gpu)  # type: ignore[arg-type]
-                if decision == "start":
-                    waiting.remove(place)
-                    start(place)
-                elif decision == "stop":
-                    waiting = [w for w in waiting if w.visible != gpu]
-                    result.warnings.append(why or "")
-            refresh()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        _stop_workers(procs)
-        return
-    for p, log in zip(procs, logs):
+        handled = workers.unreplaced
+        try:
+            while True:
+                # The next waiting worker of each GPU (one per round: a new worker's memory
+                # must settle before the one after it is decided).
+                for gpu in dict.fromkeys(w.visible for w in waiting):
+                    place = next(w for w in waiting if w.visible == gpu)
+                    decision, why = gate.decide(gpu)  # type: ignore[arg-type]
+                    if decision == "start":
+                        waiting.remove(place)
+                        workers.start(place)
+                    elif decision == "stop":
+                        waiting = [w for w in waiting if w.visible != gpu]
+                        result.warnings.append(why or "")
+                unreplaced, running = workers.check()
+                if here is not None and unreplaced > handled:
+                    if not train_here(True):
+                        return
+                    handled = workers.unreplaced
+                    continue
+                if not running:
+                    break
+                refresh()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            workers.stop()
+            return
+    for w in workers.all:
+        p, log = w.proc, w.log
         text = log.read_text(errors="replace").splitlines()
         # (failed trials are read from the tables; a worker's log says why it stopped)
         errors = [line[len("error: "):] for line in text if line.startswith("error: ")]
         result.warnings.extend(line[len("warning: "):] for line in text
                                if line.startswith("warning: ") and "database" not in line)
-        if p.returncode == 130 and not errors:  # a signal this command did not send
-            errors = [f"worker {log.stem.split('-')[-1]} was stopped by a signal before the "
-                      f"study finished (see {log}); run the same command again to finish it"]
+        name = f"worker {log.stem.split('-')[-1]}"
+        if _killed(p) and not errors:  # the OOM killer, a kill -9
+            how = f"{name} was killed by SIGKILL (see {log})"
+            left = _left_over(queue, w)
+            if left == 0:  # every trial it held was taken over (recorded, or running elsewhere)
+                instead = "a new worker took its place, and " if w.replaced else ""
+                result.warnings.append(f"{how}; {instead}its trials were taken over")
+                continue
+            errors = [f"{how}, and {left} trials it held were not run again; run the same "
+                      f"command again to finish them" if left else
+                      f"worker exited with code {p.returncode}: {how}"]
+        elif p.returncode == 130 and not errors:  # a signal this command did not send
+            errors = [f"{name} was stopped by a signal before the study finished (see "
+                      f"{log}); run the same command again to finish it"]
         elif p.returncode != 0 and not errors:
             tail = next((line for line in reversed(text) if line.strip()), "no output")
             errors = [f"worker exited with code {p.returncode}: {tail} (see {log})"]
         for e in errors:
             if e not in result.errors:
                 result.errors.append(e)
-

@@ -68,13 +68,27 @@ def _process_start(pid: int) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited. A process that exited but that its
+    parent has not reaped yet (a zombie: a worker killed while ``lookbench run`` trains) still
+    answers ``kill(pid, 0)``; it is dead all the same, and its trials are to be taken over."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # (someone else's process: it exists)
+    return not _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` is a zombie (state Z, or X while it goes), on Linux; elsewhere, or when
+    ``/proc`` cannot be read, False (``kill(pid, 0)`` decides alone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X", "x")
 
 
 def this_owner() -> dict[str, object]:

@@ -82,6 +82,10 @@ class WorkerOptions:
     # wait and fit in memory, 1 = one trial at a time.
     population: int | None = None
     compile: bool = False  # train through torch.compile (--compile)
+    # Take over the trials of dead workers before claiming anything, and resume the trials that
+    # were cut off (those with a checkpoint) first: a worker started in the place of one that
+    # was killed continues its trials at once, not when the queue is empty.
+    take_over: bool = False
     on_epoch: Callable[[Claimed, EpochRecord], None] | None = None
     on_trial: Callable[[Claimed, str], None] | None = None
     on_warning: Callable[[str], None] | None = None
@@ -113,12 +117,18 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
     report = WorkerReport()
     recorder = _recorder(queue, results, opts, report)
     ahead = 1  # trials claimed at a time (more when they are very short)
+    resume_first = opts.take_over and spec.sampler != "tpe"
     with Interrupts() as interrupts:  # Ctrl-C stops training at once, never a storage update
         try:
+            if opts.take_over:  # (under Interrupts: a signal waits until the queue is written)
+                queue.replan(planned, results.recorded())
             while stop is None or not stop.is_set():
                 interrupts.check()
                 recorder.flush_if_due()
-                claimed = queue.claim(ahead)
+                claimed = _claim_cut_off(queue, opts) if resume_first else None
+                resume_first = claimed is not None
+                if claimed is None:
+                    claimed = queue.claim(ahead)
                 if claimed is None and spec.sampler == "tpe":
                     recorder.flush()  # (TPE proposes from the outcomes recorded so far)
                     claimed = _propose(queue, spec)
@@ -155,6 +165,19 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                 with contextlib.suppress(Exception):
                     queue.release_ahead("stopped before it started")
     return report
+
+
+def _claim_cut_off(queue: TrialQueue, opts: WorkerOptions) -> Claimed | None:
+    """A waiting trial that was cut off with a checkpoint (a dead worker's, given back), to
+    resume before the trials that have not started; None if there is none."""
+    folder = opts.study_dir / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return None
+    cut_off = {p.stem for p in folder.glob("*.pt")}
+    if not cut_off:
+        return None
+    claimed = queue.claim_matching(lambda config, tid: tid in cut_off, 1)
+    return claimed[0] if claimed else None
 
 
 # A worker of a study that adds seeds, with nothing to claim while other workers finish a
@@ -355,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace-s", type=float)
     parser.add_argument("--population", type=int)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--take-over", action="store_true",
+                        help="first take over the trials of workers that died")
     args = parser.parse_args(argv)
     _exit_with_parent()
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -363,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     storage = args.storage or os.environ.get(STORAGE_ENV) or None
     opts = WorkerOptions(study_dir=args.study_dir, name=args.name, storage=storage,
                          device=args.device, data_dir=args.data_dir, grace_s=args.grace_s,
-                         population=args.population, compile=args.compile)
+                         population=args.population, compile=args.compile,
+                         take_over=args.take_over)
     try:
         report = run_worker(opts)
     except KeyboardInterrupt:

@@ -1,0 +1,232 @@
+"""A worker process that dies (the out-of-memory killer, a kill -9) while ``lookbench run``
+trains its own worker: it is reaped at once, never counted alive as a zombie, and its trials
+are taken over in the same run, which ends complete with one warning line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import lookbench
+from lookbench.study import engine
+from lookbench.study.queue import OWNER_ATTR, _pid_alive, _process_start, owner_alive
+from lookbench.study.storage import JOURNAL_FILE, open_storage
+
+LOOKBENCH = Path(sys.executable).with_name("lookbench")
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_zombie_is_not_alive():
+    proc = subprocess.Popen(["sleep", "0"])
+    try:
+        deadline = time.monotonic() + 10
+        while _state(proc.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(proc.pid) == "Z"  # exited, not reaped: kill(pid, 0) still succeeds
+        os.kill(proc.pid, 0)
+        assert not _pid_alive(proc.pid)
+        owner = {"host": socket.gethostname(), "pid": proc.pid,
+                 "start": _process_start(proc.pid)}
+        assert not owner_alive(owner, time.time(), time.time(), 120.0)
+    finally:
+        proc.wait()
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        owner = {"host": socket.gethostname(), "pid": live.pid, "start": _process_start(live.pid)}
+        assert _pid_alive(live.pid) and owner_alive(owner, None, None, 120.0)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _sleeper(place, index, take_over):
+    launched.append((index, take_over))
+    return subprocess.Popen(["sleep", "60"]), Path(f"worker-{index}.log")
+
+
+launched: list[tuple[int, bool]] = []
+
+
+def _reaped(workers: engine._Workers) -> list:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        killed = workers.reap()
+        if killed:
+            return killed
+        time.sleep(0.01)
+    return []
+
+
+def test_a_killed_worker_is_reaped_and_replaced_a_bounded_number_of_times():
+    launched.clear()
+    workers = engine._Workers(_sleeper)  # (reaped here, not by its thread)
+    place = engine.Placement("cpu", None, 1)
+    try:
+        workers.start(place)
+        workers.start(place)
+        for n in range(engine.MAX_REPLACEMENTS + 1):
+            victim = [w for w in workers.all if not w.ended and w.slot == 0][0]
+            victim.proc.send_signal(signal.SIGKILL)
+            assert _reaped(workers) == [victim]
+            assert not _pid_alive(victim.proc.pid)  # reaped: gone
+            replaced = n < engine.MAX_REPLACEMENTS
+            assert victim.replaced == replaced
+            assert workers.unreplaced == (0 if replaced else 1)
+        # each replacement took slot 0's place and first takes over the killed one's trials
+        assert launched == [(0, False), (1, False),
+                            *((i + 2, True) for i in range(engine.MAX_REPLACEMENTS))]
+        assert workers.check() == (1, True)
+        # Not replacing (this process's own worker takes the trials over): counted.
+        workers.replacing = False
+        workers.all[1].proc.send_signal(signal.SIGKILL)
+        assert _reaped(workers) == [workers.all[1]] and workers.unreplaced == 2
+        assert len(workers.all) == 2 + engine.MAX_REPLACEMENTS
+        assert workers.check() == (2, False)
+        # A worker that ends otherwise (a SIGTERM from outside: it gives its trials back) is
+        # reaped, not replaced, nor is one stopped by the run.
+        workers.replacing = True
+        workers.start(place).proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while workers.check()[1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert workers.check() == (2, False) and not workers.all[-1].replaced
+        workers.start(place)
+        workers.stop()
+        assert not workers.reap() and workers.check() == (2, False)
+        assert len(workers.all) == 4 + engine.MAX_REPLACEMENTS
+    finally:
+        for w in workers.all:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def test_the_reaper_thread_replaces_a_killed_worker_at_once():
+    launched.clear()
+    with engine._Workers(_sleeper) as workers:
+        first = workers.start(engine.Placement("cpu", None, 1))
+        try:
+            first.proc.send_signal(signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while len(workers.all) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert first.ended and first.replaced and launched == [(0, False), (1, True)]
+        finally:
+            workers.stop()
+
+
+def _children(parent: int) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == parent and b"lookbench.study.worker" in cmd:
+            out.append(int(pid))
+    return out
+
+
+def _held(study_dir: Path, pid: int) -> int:
+    """Trials process ``pid`` holds now (RUNNING, its own)."""
+    storage = open_storage(None, study_dir, read_only=True)
+    held = 0
+    for study in optuna.get_all_study_summaries(storage):
+        trials = storage.get_all_trials(study._study_id, deepcopy=False,
+                                        states=(TrialState.RUNNING,))
+        held += sum(1 for t in trials if (t.system_attrs.get(OWNER_ATTR) or {}).get("pid") == pid)
+    return held
+
+
+def _waiting(study_dir: Path) -> int:
+    storage = open_storage(None, study_dir, read_only=True)
+    return sum(len(storage.get_all_trials(study._study_id, deepcopy=False,
+                                          states=(TrialState.WAITING,)))
+               for study in optuna.get_all_study_summaries(storage))
+
+
+def _run_and_kill(tmp_path: Path, args: list[str], when) -> subprocess.CompletedProcess:
+    """``lookbench run digits ARGS`` with two workers, one at a time per worker; its worker
+    process is killed with SIGKILL as soon as ``when(study_dir, command pid, worker pid)``
+    (only while it holds a trial: the case whose trials were lost)."""
+    env = {**os.environ, "LOOKBENCH_COST_SECONDS": "0"}
+    proc = subprocess.Popen(
+        [str(LOOKBENCH), "run", "digits", *args, "--devices", "cpu", "--workers", "2",
+         "--population", "1", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    study_dir = tmp_path / "digits-sgd"
+    try:
+        deadline = time.monotonic() + 120
+        child = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            children = _children(proc.pid)  # (one: the command itself is the other worker)
+            if children and (study_dir / JOURNAL_FILE).exists():
+                holding = [c for c in children if _held(study_dir, c)]
+                if holding and when(study_dir, proc.pid, holding[0]):
+                    child = holding[0]
+                    break
+            time.sleep(0.05)
+        assert child is not None, "the worker process never held a trial at that moment"
+        os.kill(child, signal.SIGKILL)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _check_complete(done: subprocess.CompletedProcess, study_dir: Path, planned: int) -> None:
+    """Exit 0, every trial recorded once, and the kill one warning line, no error."""
+    assert done.returncode == 0, done.stderr
+    assert f"{planned} of {planned} trials recorded" in done.stdout, done.stdout
+    trials, curves = lookbench.load_results(study_dir)
+    assert len(trials) == planned and trials["trial"].is_unique
+    assert set(trials["state"]) <= {"complete", "diverged"}
+    assert len(curves) == int(trials["epochs_done"].sum())
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert not [line for line in lines if line.startswith("error:")], done.stderr
+    killed = [line for line in lines if "was killed by SIGKILL" in line]
+    assert len(killed) == 1, done.stderr
+    assert killed[0].startswith("warning: worker 0 was killed by SIGKILL (see ")
+    assert killed[0].endswith("its trials were taken over")
+
+
+@pytest.mark.slow  # (~40 s: the digits study, 30 trials, on two workers)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_worker_killed_mid_run_has_its_trials_taken_over_in_the_same_run(tmp_path):
+    done = _run_and_kill(tmp_path, ["--epochs", "2"], lambda *_: True)
+    _check_complete(done, tmp_path / "digits-sgd", 30)
+
+
+@pytest.mark.slow  # (~20 s)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_worker_killed_after_the_commands_own_work_is_taken_over_by_the_command(tmp_path):
+    """The command's own worker has nothing left to claim and holds nothing when the other
+    is killed: it takes the killed one's trial over itself, from its checkpoint."""
+
+    def idle(study_dir: Path, command: int, worker: int) -> bool:
+        return (not _waiting(study_dir) and not _held(study_dir, command)
+                and any((study_dir / "checkpoints").glob("*.pt")))
+
+    done = _run_and_kill(tmp_path, ["--lr", "0.1,0.3", "--k", "5", "--alpha", "0.5",
+                                    "--epochs", "30"], idle)
+    study_dir = tmp_path / "digits-sgd"
+    _check_complete(done, study_dir, 4)
+    trials, _ = lookbench.load_results(study_dir)
+    assert trials["resumes"].max() == 1  # the killed one continued from its checkpoint
