@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,7 +45,14 @@ log = logging.getLogger(__name__)
 
 
 class StorageUnavailable(Exception):
-    """The storage URL cannot be used; the message says why, in one line."""
+    """The storage cannot be used now (a database still unreachable after the wait, a full
+    disk under the journal); the message says why, in one line."""
+
+
+class BadStorage(StorageUnavailable):
+    """The storage as given cannot be used until someone changes it: an unsupported or
+    malformed URL, a missing driver, a server that refuses us (password, user, database,
+    host), a damaged journal file. The same command fails the same way again (exit 2)."""
 
 
 class ReadOnlyStorage(StorageUnavailable):
@@ -55,10 +63,19 @@ class LockTimeout(StorageUnavailable):
     """Another lookbench process held the study lock for longer than we may wait."""
 
 
+# Libraries whose own log lines lookbench replaces with its own: Optuna logs every trial at
+# INFO, and during a database outage a multi-line warning with the SQL text of each failed
+# query ("Caught an error from sqlalchemy: ..."); SQLAlchemy's pool logs each connection it
+# cannot reset or close at ERROR, with a traceback. lookbench says what matters in one line:
+# an outage when it starts and when it ends, an error that stops the run.
+QUIET_LOGGERS = ("optuna", "sqlalchemy", "alembic")
+
+
 def quiet_optuna() -> None:
-    """Optuna logs every trial at INFO; lookbench shows its own progress instead."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    """Silence Optuna's, SQLAlchemy's and Alembic's own logs (see ``QUIET_LOGGERS``)."""
+    optuna.logging.set_verbosity(optuna.logging.CRITICAL)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def open_storage(url: str | None, study_dir: Path, *, read_only: bool = False,
@@ -76,7 +93,7 @@ def open_storage(url: str | None, study_dir: Path, *, read_only: bool = False,
 
         return open_journal(study_dir, read_only)
     if not url.startswith(("postgresql", "mysql", "sqlite")):
-        raise StorageUnavailable(
+        raise BadStorage(
             f"unsupported storage URL {url!r}: use postgresql://user@host/db (or leave "
             f"--storage out for the journal file under --out)"
         )
@@ -94,7 +111,7 @@ def open_storage(url: str | None, study_dir: Path, *, read_only: bool = False,
                       waiting=waiting)
         return RetryingStorage(inner, url=redacted)
     except ModuleNotFoundError as e:
-        raise StorageUnavailable(
+        raise BadStorage(
             f"the driver for {url.split(':', 1)[0]} is not installed ({e.name}); "
             f"pip install 'lookbench[postgres]'"
         ) from None
@@ -102,7 +119,7 @@ def open_storage(url: str | None, study_dir: Path, *, read_only: bool = False,
         if deadline > 0 and is_transient(e):
             raise StorageUnavailable(f"cannot open storage {redacted}: still unreachable after "
                                      f"{deadline:g} s ({_reason(e)})") from None
-        raise StorageUnavailable(f"cannot open storage {redacted}: {_reason(e)}") from None
+        raise BadStorage(f"cannot open storage {redacted}: {_reason(e)}") from None
 
 
 def _reason(error: BaseException) -> str:
@@ -222,29 +239,60 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+class _Outage:
+    """The database outage this process is in, if any, shared by every call and thread: a
+    worker's main thread, its heartbeat and the progress view all wait for the same database,
+    and an outage is one warning when it starts and one when it ends, not one pair per call
+    that happened to be waiting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.since: float | None = None  # when the first call failed (time.monotonic())
+
+    def failed(self, line: Callable[[], str]) -> None:
+        """A call found the database unreachable: the first since it was last reachable
+        prints ``line()``."""
+        with self._lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                print(line(), file=sys.stderr, flush=True)
+
+    def reachable(self, what: str) -> None:
+        """A call reached the database: if an outage was on, say once that it is over."""
+        if self.since is None:  # (the common case, without taking the lock)
+            return
+        with self._lock:
+            if self.since is not None:
+                print(f"warning: {what} is back (after {time.monotonic() - self.since:.0f} s)",
+                      file=sys.stderr, flush=True)
+                self.since = None
+
+
+outage = _Outage()
+
+
 def retry(call: Callable[[], T], what: str, deadline_s: float | None = None, *,
           waiting: Callable[[BaseException], str] | None = None) -> T:
-    """Run ``call``, retrying with exponential backoff while the database is unreachable
-    (``what`` names it in the warning printed while waiting; ``waiting`` may word that line
-    itself), for up to ``deadline_s`` (default ``RETRY_FOR_S``, read at the call)."""
+    """Run ``call``, retrying with exponential backoff while the database is unreachable, for
+    up to ``deadline_s`` (default ``RETRY_FOR_S``, read at the call). The process's first call
+    to find it unreachable prints a warning (``what`` names the database; ``waiting`` may
+    word that line itself), and the first to reach it again says it is back: one line each
+    per outage, however many calls and threads waited (see :class:`_Outage`)."""
     deadline = RETRY_FOR_S if deadline_s is None else deadline_s
-    wait, start, warned = RETRY_FIRST_S, time.monotonic(), False
+    wait, start = RETRY_FIRST_S, time.monotonic()
     while True:
         try:
             result = call()
         except Exception as e:
             if not is_transient(e) or time.monotonic() - start > deadline:
                 raise
-            if not warned:
-                line = waiting(e) if waiting is not None else (
-                    f"warning: {what} is unreachable; retrying for up to {deadline:.0f} s")
-                print(line, file=sys.stderr, flush=True)
-                warned = True
+            outage.failed(lambda e=e: waiting(e) if waiting is not None else (
+                f"warning: {what} is unreachable; retrying for up to {deadline:.0f} s "
+                f"({_reason(e)})"))
             interrupts.sleep(wait)  # Ctrl-C ends the wait; nothing is half-written
             wait = min(wait * 2, RETRY_MAX_S)
             continue
-        if warned:
-            print(f"warning: {what} is back", file=sys.stderr, flush=True)
+        outage.reachable(what)
         return result
 
 
@@ -298,7 +346,7 @@ def lock_timeout() -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:  # also NaN
-        raise StorageUnavailable(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, "
+        raise BadStorage(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, "
                                  f"not {text!r}")
     return value
 
@@ -365,7 +413,8 @@ def study_lock(storage: optuna.storages.BaseStorage, study_dir: Path, name: str,
                 raise
             return conn
 
-        conn = retry(acquire, "the database (for the study lock)")
+        url = _redact(engine.url.render_as_string(hide_password=False))
+        conn = retry(acquire, f"the database {url}")
         try:
             yield
         finally:
