@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def first_line(error: BaseException) -> str:
@@ -49,3 +53,16 @@ def describe_os_error(error: OSError) -> str:
 def what_to_do(error: OSError) -> str:
     """What the user can do about an environmental error, in a few words."""
     return _WHAT_TO_DO.get(error.errno or 0, "fix it")
+
+
+@contextlib.contextmanager
+def naming(path: Path | str) -> Iterator[None]:
+    """An OSError inside names ``path`` where it names no file: a failed ``write``, ``flush``
+    or ``fsync`` on an open file (a full disk) gives none, and "No space left on device"
+    alone does not say which disk."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e

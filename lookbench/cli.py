@@ -6,14 +6,18 @@ Heavy libraries (torch, optuna, plotly) are imported inside the commands that ne
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from lookbench import __version__
 from lookbench.choices import SCHEDULES
@@ -23,17 +27,100 @@ from lookbench.choices import SCHEDULES
 # `lookbench run` trains in this process too (one worker, or one of several on the CPU).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Exit codes: 0 done (every planned trial recorded); 1 the run failed (a trial failed, data,
-# disk or storage unusable, a worker stopped); 2 bad input (options, study file); 3 not
-# finished here: the remaining trials are still running on other machines; 130 interrupted.
+# Exit codes, the same for every command (the README's table; tests/test_exit_codes.py):
+# 0 done (for `run`: every planned trial recorded);
+# 1 failed: a trial failed, a worker stopped, or the machine gave out (a full disk, a
+#   read-only or forbidden folder, a database still unreachable after the wait, the study
+#   lock held too long): running the same command again can succeed once that is over;
+# 2 bad input: what was given must change first (options and usage, the study file, a study
+#   that exists with another definition, an unknown task or study, missing data, a storage URL
+#   that is malformed or refused, a file where a folder must be, a damaged file the command
+#   reads first: results, journal); nothing was changed;
+# 3 not finished here: the remaining trials still run on other machines (`run` only);
+# 130 interrupted (Ctrl-C or SIGTERM): finished trials are kept.
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 2, 3, 130
 # What --inner takes, as lookbench.optim.factory.plain() lists it: written out, since the
 # registry imports torch and `lookbench --help` must not (a test keeps the two the same).
 INNER_NAMES = ("sgd", "adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "adagrad",
                "adadelta", "adafactor")
 
+
+def _click_exception() -> type[Exception]:
+    """Click's ``ClickException``, the base of its usage errors (found through Typer's public
+    ``BadParameter``: recent Typers ship their own copy of Click, older ones use Click)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_interrupts() -> Iterator[None]:
+    """SIGTERM as Ctrl-C: it interrupts the command wherever it is, which then ends with one
+    line and exit 130 (a worker's training holds both signals off around storage updates:
+    ``lookbench.study.interrupts``). Python's default would end the process silently."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+INTERRUPTED_RUN = "interrupted: finished trials are kept; run the same command again to resume"
+
+
+class Commands(TyperGroup):
+    """lookbench's commands, whose every error is one line on stderr: a usage error (an
+    unknown option, ``--workers 0``) as ``error: ...`` with exit 2 instead of Typer's box,
+    Ctrl-C or SIGTERM anywhere as ``interrupted...`` with exit 130."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        click_exception = _click_exception()
+        with _terminate_interrupts():
+            try:
+                code = super().main(*args, standalone_mode=False, **kwargs)
+            except click_exception as e:
+                if type(e).__name__ == "NoArgsIsHelpError":  # `lookbench` alone: its help
+                    e.show()
+                else:
+                    typer.echo(f"error: {_usage_line(e)}", err=True)
+                raise SystemExit(getattr(e, "exit_code", EXIT_BAD_INPUT)) from None
+            except typer.Abort:  # (Click's answer to Ctrl-C or end of input at a prompt)
+                typer.echo("interrupted", err=True)
+                raise SystemExit(EXIT_INTERRUPTED) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED_RUN if ctx.invoked_subcommand == "run" else "interrupted",
+                       err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except OSError as e:  # a path no command foresaw (a forbidden --out, say): one line
+            typer.echo(f"error: {_os_error(e)}", err=True)
+            raise typer.Exit(exit_code(e)) from None
+
+
+def _usage_line(error: Any) -> str:
+    """Click's message for a usage error as one line, with where to read more."""
+    text = " ".join(str(error.format_message()).split()).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None:
+        text += f" (see `{ctx.command_path} --help`)"
+    return text
+
+
 app = typer.Typer(
     name="lookbench",
+    cls=Commands,
     help=(
         "Benchmark how robust the Lookahead optimizer is to its hyperparameters, "
         "against the optimizers you already use."
@@ -72,6 +159,32 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """One clear line on stderr and a non-zero exit, never a traceback."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def exit_code(error: BaseException, default: int = EXIT_BAD_INPUT) -> int:
+    """The exit code of a command that ``error`` ends (see ``EXIT_*``): the first exception in
+    its chain that tells what kind of trouble it is decides (a wrapper such as a status or
+    report error keeps the error it wraps as its context); ``default`` otherwise.
+
+    A full disk, a read-only or forbidden folder, a database still unreachable after the wait
+    or a study lock held too long is the machine's (1: the same command can succeed later);
+    a file where a folder must be, a storage that refuses us or a damaged file is the input's
+    (2: something must change first)."""
+    from lookbench._messages import environmental
+    from lookbench.study.storage import BadStorage, StorageUnavailable
+
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, BadStorage):
+            return EXIT_BAD_INPUT
+        if isinstance(e, StorageUnavailable):
+            return EXIT_FAILED
+        if isinstance(e, OSError) and e.errno is not None:
+            return EXIT_FAILED if environmental(e) is not None else EXIT_BAD_INPUT
+        e = e.__cause__ or e.__context__
+    return default
 
 
 def _split(name: str, text: str | None) -> list[Any] | None:
@@ -341,17 +454,14 @@ def run(
                            workers=workers, data_dir=data_dir, console=out_console,
                            grace_s=stale_after, retry_failed=retry_failed,
                            population=population, compile=compile)
-    except (StudyConflict, ValueError) as e:
-        fail(str(e))
-    except OSError as e:  # the study folder itself: a file in the way, read-only, forbidden
-        fail(_os_error(e), EXIT_FAILED)
-    except (StorageUnavailable, DataUnavailable) as e:
-        fail(str(e), EXIT_FAILED)
+    except (StudyConflict, ValueError, StorageUnavailable, DataUnavailable) as e:
+        fail(str(e), exit_code(e))  # (a damaged results file is a ValueError)
+    except OSError as e:  # the study folder: a file in the way, full, read-only, forbidden
+        fail(_os_error(e, out / study_spec.study_name), exit_code(e))
     except KeyboardInterrupt:
         result = None
     if result is None or result.interrupted:
-        typer.echo("interrupted: finished trials are kept; run the same command again to "
-                   "resume", err=True)
+        typer.echo(INTERRUPTED_RUN, err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     for line in result.warnings:
         typer.echo(f"warning: {line}", err=True)
@@ -387,11 +497,15 @@ def run(
         raise typer.Exit(EXIT_INCOMPLETE)
 
 
-def _os_error(error: OSError) -> str:
-    """One line for an error of the file system: the path, the reason, what to do."""
+def _os_error(error: OSError, where: Path | None = None) -> str:
+    """One line for an error of the file system: the path, the reason, what to do. An error
+    that names no file (a failed write) names ``where``, the folder being written."""
     from lookbench._messages import describe_os_error, what_to_do
 
-    return f"{describe_os_error(error)}; {what_to_do(error)} (or choose another folder)"
+    what = describe_os_error(error)
+    if error.filename is None and where is not None:
+        what = f"{what} in {where}"
+    return f"{what}; {what_to_do(error)} (or choose another folder)"
 
 
 def _option_value(text: str) -> Any:
@@ -408,14 +522,15 @@ def _option_value(text: str) -> Any:
 
 
 def _print_status(console: Any, out: Path, names: list[str], storage: str | None) -> None:
-    """Print each study's status table; an unreadable study is one line and exit 1."""
+    """Print each study's status table; an unknown or damaged study is one line and exit 2
+    (a storage or disk that fails us: 1)."""
     from lookbench.study.status import StatusError, status_table
 
     for name in names:
         try:
             console.print(status_table(out / name, storage))
         except StatusError as e:
-            fail(str(e), EXIT_FAILED)
+            fail(str(e), exit_code(e))
 
 
 @app.command()
@@ -433,10 +548,10 @@ def status(
     try:
         names = [study] if study else find_studies(out)
         if not names:
-            fail(f"no studies under {out}/ (run `lookbench run TASK` first)", EXIT_FAILED)
+            fail(f"no studies under {out}/ (run `lookbench run TASK` first)")
         _print_status(console(), out, names, storage)
     except StatusError as e:
-        fail(str(e), EXIT_FAILED)
+        fail(str(e), exit_code(e))
 
 
 @app.command()
@@ -473,13 +588,13 @@ def report(
     else:
         dirs = [runs / name for name in find_studies(runs)]
         if not dirs:
-            fail(f"no studies under {runs}/ (run `lookbench run TASK` first)", EXIT_FAILED)
+            fail(f"no studies under {runs}/ (run `lookbench run TASK` first)")
     try:
         pages = build_reports(dirs, out, compare=compare, within=tolerances, absolute=absolute)
     except ReportError as e:
-        fail(str(e), EXIT_FAILED)
-    except OSError as e:  # the report folder: read-only, forbidden, a file in the way
-        fail(_os_error(e), EXIT_FAILED)
+        fail(str(e), exit_code(e))
+    except OSError as e:  # the report folder: full, read-only, forbidden, a file in the way
+        fail(_os_error(e, out), exit_code(e))
     out_console = console()
     for path in pages:
         out_console.print(f"wrote {path}")
@@ -500,19 +615,19 @@ def compact(
     if study is None:
         dirs = [out / name for name in find_studies(out)]
         if not dirs:
-            fail(f"no studies under {out}/ (run `lookbench run TASK` first)", EXIT_FAILED)
+            fail(f"no studies under {out}/ (run `lookbench run TASK` first)")
     else:
         given = Path(study)
         dirs = [out / study if (out / study).is_dir() or not given.is_dir() else given]
         if not (dirs[0] / "trials").is_dir():
-            fail(f"no study with results at {dirs[0]}", EXIT_FAILED)
+            fail(f"no study with results at {dirs[0]}")
     for study_dir in dirs:
         try:
             done = StudyResults(study_dir).compact()
         except ResultsUnreadable as e:
-            fail(str(e), EXIT_FAILED)
+            fail(str(e), exit_code(e))
         except OSError as e:  # read-only, forbidden, a full disk
-            fail(_os_error(e), EXIT_FAILED)
+            fail(_os_error(e, study_dir), exit_code(e))
         if done.parts:
             typer.echo(f"{study_dir}: {done.parts} part files merged; {done.trials} trials in "
                        f"{study_dir / 'trials' / 'compacted.parquet'}")

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from lookbench import __version__, stats
+from lookbench._messages import naming
 from lookbench.comparison.matched import Matched, describe_setting
 from lookbench.comparison.metrics import EXPLANATIONS, config_keys
 from lookbench.comparison.rules import eps_key
@@ -513,6 +514,10 @@ def write(path: Path, text: str) -> Path:
     """Write a page atomically (a half-written page is never left behind)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        with naming(path):  # (a full disk names the page)
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # (a page that could not be written leaves nothing)
     return path

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from lookbench._messages import environmental, first_line
+from lookbench._messages import environmental, first_line, naming
 from lookbench.hparams import LOOKAHEAD_OWN, SHARED
 from lookbench.stats import median_interval
 from lookbench.study.config import TrialConfig
@@ -371,7 +371,7 @@ def write_cost(study_dir: Path, content: dict[str, Any]) -> Path:
     text = json.dumps(content, indent=2, allow_nan=False) + "\n"
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with naming(path), open(tmp, "w", encoding="utf-8") as f:  # (a full disk names it)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

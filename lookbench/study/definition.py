@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lookbench._messages import naming
 from lookbench.directions import from_words, resolve, to_words
 from lookbench.results.store import DEFINITION_FILE
 from lookbench.study.spec import StudySpec, grid_tables
@@ -171,8 +172,9 @@ def write_file(study_dir: Path, spec: StudySpec, facts: dict[str, Any] | None = 
         return
     study_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with naming(path):  # (a full disk names the file)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
 
 
 def read_file(study_dir: Path) -> dict[str, Any]:

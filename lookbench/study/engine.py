@@ -109,8 +109,12 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     study_dir = out / spec.study_name
     task = tasks.get(spec.task, **spec.task_options)
     task.check_data(data_dir)  # before creating anything
+    # A database first: a URL that cannot be opened creates nothing (the journal, by default,
+    # lives in the study folder).
+    storage = open_storage(storage_url, study_dir) if storage_url is not None else None
     study_dir.mkdir(parents=True, exist_ok=True)  # (a file in the way: one line, from the CLI)
-    storage = open_storage(storage_url, study_dir)
+    if storage is None:
+        storage = open_storage(None, study_dir)
     with study_lock(storage, study_dir, spec.study_name):
         old = definition.stored_spec(storage, spec.study_name)
         if old is not None:

@@ -35,9 +35,10 @@ try:  # the lock interface JournalFileBackend takes (not re-exported by optuna.s
 except ImportError:  # pragma: no cover - a later Optuna that moved it
     BaseJournalFileLock = object  # type: ignore[assignment,misc]
 
-from lookbench._messages import first_line
+from lookbench._messages import environmental, first_line, naming
 from lookbench.study.storage import (
     JOURNAL_FILE,
+    BadStorage,
     ReadOnlyStorage,
     StorageUnavailable,
     close_flock,
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def _unreadable(path: Path, reason: str) -> StorageUnavailable:
-    return StorageUnavailable(
+    return BadStorage(
         f"the study's Optuna journal {path} is unreadable ({reason}); move it "
         f"aside and run the same command again: finished trials are kept in the Parquet "
         f"results and only the others run"
@@ -71,7 +72,11 @@ def open_journal(study_dir: Path, read_only: bool) -> optuna.storages.BaseStorag
         return JournalStorage(backend)  # replays the whole journal
     except StorageUnavailable:
         raise
-    except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
+    except OSError as e:
+        if environmental(e) is not None:  # a full disk, a forbidden folder: not the journal's
+            raise                         # fault (one line naming the path, from the CLI)
+        raise _unreadable(path, first_line(e)) from None
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise _unreadable(path, first_line(e)) from None
 
 
@@ -147,7 +152,7 @@ class LockedJournalFile(JournalFileBackend):
         with self.flock.held():
             with open(self.path, "r+b") as f:  # a writer killed meanwhile may have cut one off
                 set_aside_torn_tail(self.path, f)
-            with open(self.path, "ab") as f:
+            with naming(self.path), open(self.path, "ab") as f:  # (a full disk names it)
                 f.write(data.encode("utf-8"))
                 f.flush()
                 os.fsync(f.fileno())

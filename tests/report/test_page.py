@@ -137,7 +137,7 @@ def test_missing_or_empty_studies_are_one_line_and_a_nonzero_exit(tmp_path, grid
         "compare-one": ["report", str(grid_study), "--compare"],
     }[case]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input, as the README's table says
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
@@ -152,7 +152,7 @@ def test_a_damaged_results_file_is_one_line_naming_it_and_changes_nothing(tmp_pa
     args = {"report": ["report", str(grid_study), "--out", str(tmp_path / "out")],
             "status": ["status", grid_study.name, "--out", str(grid_study.parent)]}[command]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a damaged file: bad input, the same for every command
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot read the results")
     assert part.name in lines[0] and "delete it" in lines[0]

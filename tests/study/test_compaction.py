@@ -279,7 +279,7 @@ def test_the_compact_command(study, tmp_path):
     again = runner.invoke(app, ["compact", "--out", str(study.parent)])  # every study
     assert again.exit_code == 0 and "nothing to compact" in again.output
     missing = runner.invoke(app, ["compact", "--out", str(study.parent), "nope"])
-    assert missing.exit_code == 1 and "no study" in missing.output
+    assert missing.exit_code == 2 and "no study" in missing.output
 
 
 def test_parts_read_from_memory_and_from_their_files_give_the_same_table(tmp_path, monkeypatch):

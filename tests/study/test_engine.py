@@ -99,12 +99,12 @@ def test_running_again_adds_nothing_and_changes_no_result(tmp_path):
         (TINY[:1] + ["--lr", "0.1"] + TINY[3:], 2,
          "already exists with grid.lookahead.lr=[0.1, 1000.0], not [0.1]"),
         # (a refused connection is an outage, waited out: an unknown host is not)
-        (["digits", "--storage", "postgresql://nobody@no-such-host.invalid/none"], 1,
+        (["digits", "--storage", "postgresql://nobody@no-such-host.invalid/none"], 2,
          "cannot open storage"),
-        (["digits", "--storage", "redis://x"], 1, "unsupported storage URL"),
+        (["digits", "--storage", "redis://x"], 2, "unsupported storage URL"),
         (TINY[:-4] + ["--devices", "7"], 2, "no CUDA device 7"),
         (["digits", "--option", "hidden"], 2, "--option: expected KEY=VALUE"),
-        (["cifar10", "--data-dir", "{tmp}/nodata", "--option", "train_subset=8"], 1,
+        (["cifar10", "--data-dir", "{tmp}/nodata", "--option", "train_subset=8"], 2,
          "CIFAR-10 not found in"),
     ],
 )
@@ -141,9 +141,9 @@ def test_status_shows_progress_and_best_configs(tmp_path):
     assert "digits-sgd" in result.output and "4/4" in result.output
     assert "lr=0.1" in result.output
     missing = invoke("status", "nope", "--out", str(tmp_path))
-    assert missing.exit_code == 1 and missing.stderr.startswith("error: no study at")
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: no study at")
     empty = invoke("status", "--out", str(tmp_path / "none"))
-    assert empty.exit_code == 1 and "no studies under" in empty.stderr
+    assert empty.exit_code == 2 and "no studies under" in empty.stderr
 
 
 def test_analytic_nqm_study_runs_in_seconds(tmp_path):
@@ -497,7 +497,7 @@ def test_a_damaged_journal_is_one_line_and_the_parquet_results_rebuild_the_study
     parts = tree_digest(study / "trials")
     for args in (["run", *TINY], ["status", "digits-sgd"]):
         result = invoke(*args, "--out", str(tmp_path))
-        assert result.exit_code == 1
+        assert result.exit_code == 2  # a damaged file: bad input, the same for every command
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "optuna.journal is unreadable" in lines[0]
         assert "move it aside" in lines[0]

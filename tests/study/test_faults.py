@@ -214,9 +214,9 @@ def test_a_checkpoint_with_code_is_refused_without_unsafe_advice(tmp_path):
 
 
 @pytest.mark.parametrize(("setup", "args", "code", "match"), [
-    (lambda p: (p / "f").write_text("x"), ["run", *TINY, "--out", "{p}/f"], 1,
+    (lambda p: (p / "f").write_text("x"), ["run", *TINY, "--out", "{p}/f"], 2,
      "a file stands where a folder must be"),
-    (lambda p: (p / "f").write_text("x"), ["run", *TINY, "--out", "{p}/f/runs"], 1,
+    (lambda p: (p / "f").write_text("x"), ["run", *TINY, "--out", "{p}/f/runs"], 2,
      "Not a directory"),
     (None, ["run", *TINY, "--study", "s" * 300, "--out", "{p}"], 2, "at most 200 characters"),
     (lambda p: (p / "s.toml").write_bytes(b'task = "digits"\nname = "\xff\xfe"\n'),
@@ -224,7 +224,7 @@ def test_a_checkpoint_with_code_is_refused_without_unsafe_advice(tmp_path):
     (lambda p: (p / "s.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n"),
      ["run", "--spec", "{p}/s.toml", "--out", "{p}"], 2, "nests tables or arrays too deeply"),
     (None, ["run", "--spec", "/dev/zero", "--out", "{p}"], 2, "larger than 1 MB"),
-    (lambda p: (p / "f").write_text("x"), ["report", "--runs", "{runs}", "--out", "{p}/f/r"], 1,
+    (lambda p: (p / "f").write_text("x"), ["report", "--runs", "{runs}", "--out", "{p}/f/r"], 2,
      "Not a directory"),
 ])
 def test_bad_paths_are_one_line_not_a_traceback(tmp_path, setup, args, code, match):

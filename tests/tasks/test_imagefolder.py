@@ -80,7 +80,7 @@ def test_bad_folders_are_one_line_naming_what_was_expected(tmp_path, damage, mat
         load_image_folder(root, 16)
     result = runner.invoke(app, ["run", "imagefolder", "--data-dir", str(root),
                                  "--out", str(tmp_path / "runs")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # missing or unusable data: bad input
     lines = [x for x in result.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and match in lines[0], lines
     assert not (tmp_path / "runs").exists()  # checked before anything is created
