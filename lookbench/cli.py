@@ -402,7 +402,9 @@ def run(
                                                    "vectorised model per worker (default: as "
                                                    "many as wait and fit in memory, where the "
                                                    "task and optimizers allow; 1: one at a "
-                                                   "time).")] = None,
+                                                   "time; part of the study's definition, "
+                                                   "since results depend on it in their last "
+                                                   "bits).")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="Train through torch.compile "
                                           "(pays on GPUs for long trials; compiling takes "
                                           "seconds to minutes per worker).")] = False,
@@ -441,6 +443,7 @@ def run(
                                  "batch_size": batch_size, "schedule": schedule,
                                  "sampler": sampler, "trials": trials,
                                  "name": study, "grid_overrides": grid, "threads": threads,
+                                 "population": population,
                                  "trace_fast": True if trace_fast else None}
     if task_options:
         overrides["task_options"] = task_options
@@ -453,7 +456,7 @@ def run(
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
                            workers=workers, data_dir=data_dir, console=out_console,
                            grace_s=stale_after, retry_failed=retry_failed,
-                           population=population, compile=compile)
+                           population=study_spec.population, compile=compile)
     except (StudyConflict, ValueError, StorageUnavailable, DataUnavailable) as e:
         fail(str(e), exit_code(e))  # (a damaged results file is a ValueError)
     except OSError as e:  # the study folder: a file in the way, full, read-only, forbidden

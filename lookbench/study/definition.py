@@ -25,7 +25,7 @@ SPEC_ATTR = "lookbench_spec"  # the spec, as a user attribute of each of the stu
 # Everything that defines a study: re-running it with other values would mix two studies.
 DEFINING_FIELDS = ("task", "inner", "baselines", "epochs", "seeds", "max_seeds", "sampler",
                    "trials",
-                   "batch_size", "schedule", "threads", "task_options", "grid")
+                   "batch_size", "schedule", "threads", "population", "task_options", "grid")
 
 
 class StudyConflict(ValueError):
@@ -131,9 +131,15 @@ def check_same_definition(old: StudySpec, new: StudySpec) -> None:
             f, a, b = diff
         if a != b:
             raise StudyConflict(
-                f"study {new.study_name!r} already exists with {f}={a!r}, not {b!r}; run it "
-                f"with the options it was created with, or give another --study name"
+                f"study {new.study_name!r} already exists with {f}={_shown(f, a)}, not "
+                f"{_shown(f, b)}; run it with the options it was created with, or give another "
+                f"--study name"
             )
+
+
+def _shown(field: str, value: object) -> str:
+    """A defining field's value as a conflict names it (an unset population: ``auto``)."""
+    return "auto" if field == "population" and value is None else repr(value)
 
 
 # What a task knows without training, recorded in study.json for the report (which then reads

@@ -193,6 +193,7 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     model per worker (``None``: as many as fit; 1: one at a time). ``compile``: train
     through ``torch.compile``."""
     where = placements(devices, workers, spec.threads)  # checked before anything is created
+    population = spec.population if population is None else population  # (the definition's)
     queue, planned, retried = prepare(spec, out, storage_url, data_dir, retry_failed)
     study_dir = out / spec.study_name
     results = StudyResults(study_dir)

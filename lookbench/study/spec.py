@@ -77,6 +77,11 @@ class StudySpec(BaseModel):
     threads: int = Field(1, ge=1, le=1024, description="intra-op threads of a trial on the CPU: "
                          "part of the definition, since a result depends on it (a different "
                          "count sums in a different order)")
+    population: int | None = Field(
+        None, ge=1, le=1_000_000, description="trials trained together as one vectorised model "
+        "(lookbench.population), at most: part of the definition, since a member's results "
+        "depend in their last bits on the population it is computed in; unset: as many as "
+        "the device holds (up to 32 on the CPU, 128 on a GPU); 1: one trial at a time")
     task_options: dict[str, Any] = Field(default_factory=dict)
     trace_fast: bool = Field(False, description="also evaluate each wrapper's fast weights every "
                              "epoch (fast_<m> curves; the paper's Figure 10)")

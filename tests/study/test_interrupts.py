@@ -119,6 +119,6 @@ def test_a_second_interrupt_during_the_hand_back_leaves_nothing_running(
     assert [t for t in frozen if t.state == TrialState.WAITING]  # planned again
 
     monkeypatch.undo()
-    result = invoke("run", *TINY, "--out", str(tmp_path))
+    result = invoke("run", *TINY, "--out", str(tmp_path), "--population", "1")  # (as created)
     assert result.exit_code == 0, result.output
     assert len(StudyResults(tmp_path / "digits-sgd").recorded()) == 8
