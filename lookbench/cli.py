@@ -7,6 +7,7 @@ Heavy libraries (torch, optuna, plotly) are imported inside the commands that ne
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import os
@@ -104,6 +105,8 @@ class Commands(TyperGroup):
                        err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as e:  # a path no command foresaw (a forbidden --out, say): one line
+            if e.errno == errno.EPIPE:  # (output piped to `head`: Typer ends quietly)
+                raise
             typer.echo(f"error: {_os_error(e)}", err=True)
             raise typer.Exit(exit_code(e)) from None
 

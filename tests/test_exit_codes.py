@@ -413,3 +413,14 @@ def test_the_readme_table_lists_exactly_the_codes_the_commands_use():
     codes = {int(row.split("|")[1]) for row in rows if row.split("|")[1].strip().isdigit()}
     used = {0, cli.EXIT_FAILED, cli.EXIT_BAD_INPUT, cli.EXIT_INCOMPLETE, cli.EXIT_INTERRUPTED}
     assert codes == used == {0, 1, 2, 3, 130}
+
+
+def test_a_broken_pipe_still_ends_quietly(monkeypatch):
+    """Output piped into `head` that closes early: no error line for a path (Typer's own
+    handling, exit 1), though other OSErrors become one line."""
+    def broken(*args, **kwargs):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr("lookbench.optim.available", broken)
+    result = invoke("optimizers")
+    assert result.exit_code == 1 and result.stderr == ""
