@@ -470,8 +470,13 @@ class _Workers:
     started it does (``PR_SET_PDEATHSIG`` is per thread, see ``worker._exit_with_parent``).
     """
 
-    def __init__(self, launch, replacing: bool = True, hand_back=None) -> None:
+    def __init__(self, launch, replacing: bool = True, hand_back=None,
+                 thread: bool = True) -> None:
         self._launch = launch  # (place, index, take_over) -> (Popen, log path)
+        # Whether a thread reaps (and replaces) while the block runs: needed while this
+        # process trains a worker itself (on the CPU); otherwise its main loop reaps often
+        # enough, and only it starts workers (the GPU memory gate is not shared with threads).
+        self._reaps_in_thread = thread
         # Called once killed workers are reaped: gives their trials back to the queue (the
         # study's replan), so the next worker to claim takes them over, whichever it is.
         self._hand_back = hand_back
@@ -543,9 +548,10 @@ class _Workers:
                 self.reap()
 
     def __enter__(self) -> _Workers:
-        self._thread = threading.Thread(target=self._reap_until_done, daemon=True,
-                                        name="lookbench-reaper")
-        self._thread.start()
+        if self._reaps_in_thread:
+            self._thread = threading.Thread(target=self._reap_until_done, daemon=True,
+                                            name="lookbench-reaper")
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -608,12 +614,16 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
         cmd, env = _worker_command(spec, study_dir, storage_url, place, data_dir, grace_s,
                                    population, compile, take_over=take_over)
         log = log_dir / f"worker-{index}.log"
-        if place.visible is not None:
+        if place.visible is not None and not take_over:
             gate.baseline(place.visible)
         with open(log, "w") as f:
             proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
         if place.visible is not None:
-            gate.started(place.visible)
+            if not take_over:
+                gate.started(place.visible)
+            else:  # in a killed worker's place: as many workers as before, whose memory
+                gate._readings[place.visible] = []  # settles again before the gate decides
+                gate._since[place.visible] = gate.clock()  # on a further one
         return proc, log
 
     # On the CPU this process runs one of the workers itself: it has imported torch and
@@ -626,7 +636,8 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
         passive or all(p.threads == 1 for p in where)) else None
     # A killed worker is replaced by a new process while this one trains; once this one is
     # done with its own work, it takes the killed one's trials over itself, at once.
-    with _Workers(launch, replacing=True, hand_back=hand_back) as workers:
+    with _Workers(launch, replacing=True, hand_back=hand_back,
+                  thread=here is not None) as workers:
         for place in where[1:] if here is not None else where:
             if place.visible is not None and place.visible in on_gpu:
                 waiting.append(place)

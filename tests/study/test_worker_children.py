@@ -230,3 +230,66 @@ def test_a_worker_killed_after_the_commands_own_work_is_taken_over_by_the_comman
     _check_complete(done, study_dir, 4)
     trials, _ = lookbench.load_results(study_dir)
     assert trials["resumes"].max() == 1  # the killed one continued from its checkpoint
+
+
+def test_a_killed_gpu_worker_is_replaced_by_the_main_loop(tmp_path, monkeypatch):
+    """Without a worker in the command (GPUs), its main loop reaps and replaces: the memory
+    gate counts the replacement as the same worker, and its memory settles again."""
+    from lookbench.study.spec import load_spec
+
+    commands: list[list[str]] = []
+
+    class FakeWorker:
+        pid = 2 ** 22 + 1  # (no such process: no start time)
+
+        def __init__(self, cmd, env, **kwargs):
+            commands.append(cmd)
+            self.first = len(commands) == 1
+            self.polls = 0
+            self.returncode = None
+
+        def poll(self):
+            self.polls += 1
+            if self.polls > 2:
+                self.returncode = -signal.SIGKILL if self.first else 0
+            return self.returncode
+
+    class Gate:
+        def __init__(self):
+            self.calls: list[tuple[str, str]] = []
+            self._readings: dict[str, list[int]] = {"0": [1]}
+            self._since: dict[str, float] = {"0": 0.0}
+
+        def clock(self):
+            return 1.0
+
+        def baseline(self, gpu):
+            self.calls.append(("baseline", gpu))
+
+        def started(self, gpu):
+            self.calls.append(("started", gpu))
+
+        def decide(self, gpu):
+            return "start", None
+
+    class NoTrialsLeft:  # (the storage as _left_over reads it: nothing held, nothing waiting)
+        studies: dict = {}
+
+    handed_back = []
+    monkeypatch.setattr(engine.subprocess, "Popen", FakeWorker)
+    monkeypatch.setattr(engine.time, "sleep", lambda s: None)
+    gate = Gate()
+    result = engine.RunResult(planned=0, recorded=0)
+    engine._run_processes(load_spec(None, task="digits"), tmp_path, None,
+                          [engine.Placement("cuda:0", "0", 1)], None, None, lambda: None,
+                          result, gate=gate, queue=NoTrialsLeft(),
+                          hand_back=lambda: handed_back.append(1))
+    assert len(commands) == 2 and "--take-over" not in commands[0]
+    assert commands[1][-1] == "--take-over"
+    assert gate.calls == [("baseline", "0"), ("started", "0")]  # one worker, as before
+    assert gate._readings["0"] == [] and gate._since["0"] == 1.0  # (settling again)
+    assert handed_back == [1]
+    assert not result.errors, result.errors
+    assert result.warnings == [f"worker 0 was killed by SIGKILL (see {tmp_path}/logs/worker-0"
+                               f".log); a new worker took its place, and its trials were "
+                               f"taken over"]
