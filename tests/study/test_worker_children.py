@@ -18,7 +18,13 @@ from optuna.trial import TrialState
 
 import lookbench
 from lookbench.study import engine
-from lookbench.study.queue import OWNER_ATTR, _pid_alive, _process_start, owner_alive
+from lookbench.study.queue import (
+    ID_ATTR,
+    OWNER_ATTR,
+    _pid_alive,
+    _process_start,
+    owner_alive,
+)
 from lookbench.study.storage import JOURNAL_FILE, open_storage
 
 LOOKBENCH = Path(sys.executable).with_name("lookbench")
@@ -142,14 +148,15 @@ def _children(parent: int) -> list[int]:
     return out
 
 
-def _held(study_dir: Path, pid: int) -> int:
-    """Trials process ``pid`` holds now (RUNNING, its own)."""
+def _held(study_dir: Path, pid: int) -> set[str]:
+    """The ids of the trials process ``pid`` holds now (RUNNING, its own)."""
     storage = open_storage(None, study_dir, read_only=True)
-    held = 0
+    held = set()
     for study in optuna.get_all_study_summaries(storage):
         trials = storage.get_all_trials(study._study_id, deepcopy=False,
                                         states=(TrialState.RUNNING,))
-        held += sum(1 for t in trials if (t.system_attrs.get(OWNER_ATTR) or {}).get("pid") == pid)
+        held |= {t.user_attrs[ID_ATTR] for t in trials
+                 if (t.system_attrs.get(OWNER_ATTR) or {}).get("pid") == pid}
     return held
 
 
@@ -222,7 +229,8 @@ def test_a_worker_killed_after_the_commands_own_work_is_taken_over_by_the_comman
 
     def idle(study_dir: Path, command: int, worker: int) -> bool:
         return (not _waiting(study_dir) and not _held(study_dir, command)
-                and any((study_dir / "checkpoints").glob("*.pt")))
+                and any((study_dir / "checkpoints" / f"{tid}.pt").exists()
+                        for tid in _held(study_dir, worker)))
 
     done = _run_and_kill(tmp_path, ["--lr", "0.1,0.3", "--k", "5", "--alpha", "0.5",
                                     "--epochs", "30"], idle)
