@@ -529,14 +529,21 @@ def _option_value(text: str) -> Any:
 
 def _print_status(console: Any, out: Path, names: list[str], storage: str | None) -> None:
     """Print each study's status table; an unknown or damaged study is one line and exit 2
-    (a storage or disk that fails us: 1)."""
+    (a storage or disk that fails us: 1). Trials whose curves are lost are one warning line:
+    they count as done in the table until the next run runs them again."""
+    from lookbench.results import ResultsUnreadable, StudyResults
     from lookbench.study.status import StatusError, status_table
 
     for name in names:
         try:
             console.print(status_table(out / name, storage))
-        except StatusError as e:
+            lost = StudyResults(out / name).without_curves()
+        except (StatusError, ResultsUnreadable) as e:
             fail(str(e), exit_code(e))
+        if lost:
+            typer.echo(f"warning: {len(lost)} trials of study {name} have no curves (a file of "
+                       f"{out / name / 'curves'} deleted or lost); the next `lookbench run` "
+                       f"of the study runs them again", err=True)
 
 
 @app.command()

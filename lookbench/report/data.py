@@ -165,6 +165,12 @@ def load_study(study_dir: Path, within: tuple[float, ...] | None = None,
         raise ReportError(str(e)) from None
     if trials.empty:
         raise ReportError(f"study {study_dir} has no finished trials yet (run it first)")
+    lost = _without_curves(trials, curves)
+    if lost:
+        raise ReportError(f"{lost} of the {len(trials)} trials of study {study_dir} have no "
+                          f"curves (a file of {results.curves_dir} deleted or lost); the "
+                          f"next `lookbench run` of the study runs them again (or restore "
+                          f"the file from a backup)")
     definition = _definition(study_dir)
     sampler = str(definition.get("sampler", "unknown"))
     facts: dict = {k: (float(v) if isinstance(v, (int, float)) else None)
@@ -179,6 +185,17 @@ def load_study(study_dir: Path, within: tuple[float, ...] | None = None,
     return StudyData(name=study_dir.name, trials=trials, curves=curves, sampler=sampler,
                      facts=facts, cost=_cost(study_dir), seed_plan=plan, within=within,
                      absolute=absolute)
+
+
+def _without_curves(trials: pd.DataFrame, curves: pd.DataFrame) -> int:
+    """How many trials that trained an epoch at least have no rows in the curves table (as
+    ``StudyResults.without_curves`` counts them; a trial that ended before its first epoch
+    has none). The report would draw their curves as missing and its figures fail; the next
+    ``lookbench run`` runs them again."""
+    if "epochs_done" not in trials:
+        return 0
+    trained = trials.loc[trials["epochs_done"].fillna(0) > 0, "trial"]
+    return int((~trained.isin(curves["trial"])).sum()) if len(trained) else 0
 
 
 COST_FILE = "cost.json"  # what the study's timing pass measured (lookbench.study.cost)

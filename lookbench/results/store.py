@@ -11,6 +11,11 @@ written to a hidden temporary file in the same directory and renamed into place,
 never leaves half a file, and readers (``pyarrow.dataset``, ``pandas.read_parquet``, DuckDB)
 skip the hidden names.
 
+A trial's curve rows are written before its row in the trials table, so a reader that finds
+the row finds the curve. Rows without their curve (a curves file deleted, or lost with a
+disk) are found by :meth:`StudyResults.without_curves`; ``lookbench run`` sets them aside and
+runs their trials again.
+
 A trial is recorded once however often it is finished: writing it again replaces its part, and
 where a trial is in several files (finished again after a takeover, or a compaction in
 progress), this module's readers take its rows from one file only, in this order of
@@ -298,46 +303,63 @@ class StudyResults:
         ids = {trials} if isinstance(trials, str) else set(trials)
         if not ids:
             return
-        value_set = pa.array(sorted(ids), pa.string())
         with self._lock, self._turn():
-            for directory, schema in ((self.trials_dir, TRIALS), (self.curves_dir, CURVES)):
-                try:
-                    names = sorted(n for n in os.listdir(directory) if _visible(n))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                moving = self._read(directory, schema, [directory / n for n in names])
-                moving = moving.filter(pc.is_in(moving["trial"], value_set=value_set))
-                for trial in sorted(set(moving["trial"].to_pylist())):
-                    write_part(where / directory.name, trial,
-                               moving.filter(pc.equal(moving["trial"], trial)))
-                changed = False
-                for name in names:
-                    path = directory / name
-                    if _holds_many(name):
-                        table = self._read(directory, schema, [path])
-                        inside = pc.is_in(table["trial"], value_set=value_set)
-                        if not pc.any(inside).as_py():
-                            continue
-                        kept = table.filter(pc.invert(inside))
-                        _kept.forget(path)
-                        if kept.num_rows or name == COMPACTED_FILE:
-                            _write_atomically(_required_where_filled(kept), path)
-                        else:
-                            path.unlink()
-                        changed = True
-                    elif _part_trial(name) in ids:
-                        _kept.forget(path)
-                        path.unlink(missing_ok=True)
-                        changed = True
-                if changed:
-                    _fsync_dir(directory)
-            self._listing = None
-            self._many.clear()
+            self._set_aside(ids, where)
+
+    def set_aside_without_curves(self, where: Path) -> set[str]:
+        """Set the trials whose curves are lost (:meth:`without_curves`) aside under
+        ``where``, as :meth:`set_aside` does, so that they run again; returns their ids. Both
+        in one turn of the compaction lock: no compaction or other set-aside moves rows
+        between the check and the move."""
+        with self._lock, self._turn():
+            lost = self.without_curves()
+            if lost:
+                self._set_aside(lost, where)
+        return lost
+
+    def _set_aside(self, ids: set[str], where: Path) -> None:
+        """:meth:`set_aside`'s move (the caller holds the locks)."""
+        value_set = pa.array(sorted(ids), pa.string())
+        for directory, schema in ((self.trials_dir, TRIALS), (self.curves_dir, CURVES)):
+            try:
+                names = sorted(n for n in os.listdir(directory) if _visible(n))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            moving = self._read(directory, schema, [directory / n for n in names])
+            moving = moving.filter(pc.is_in(moving["trial"], value_set=value_set))
+            for trial in sorted(set(moving["trial"].to_pylist())):
+                write_part(where / directory.name, trial,
+                           moving.filter(pc.equal(moving["trial"], trial)))
+            changed = False
+            for name in names:
+                path = directory / name
+                if _holds_many(name):
+                    table = self._read(directory, schema, [path])
+                    inside = pc.is_in(table["trial"], value_set=value_set)
+                    if not pc.any(inside).as_py():
+                        continue
+                    kept = table.filter(pc.invert(inside))
+                    _kept.forget(path)
+                    if kept.num_rows or name == COMPACTED_FILE:
+                        _write_atomically(_required_where_filled(kept), path)
+                    else:
+                        path.unlink()
+                    changed = True
+                elif _part_trial(name) in ids:
+                    _kept.forget(path)
+                    path.unlink(missing_ok=True)
+                    changed = True
+            if changed:
+                _fsync_dir(directory)
+        self._listing = None
+        self._many.clear()
 
     # -- the recorded set --------------------------------------------------------------------
 
     def recorded(self, refresh: bool = False) -> set[str]:
         """Ids of the trials that have a row (a part file, or a row in the compacted file).
+        Their curves are not checked here (workers ask often): ``lookbench run`` checks them
+        once, where it plans the study (:meth:`set_aside_without_curves`).
 
         Cheap whatever the study's size: the folder is listed again only when it changed
         (its mtime) since this store last listed it, and this store's own writes are added
@@ -373,6 +395,52 @@ class StudyResults:
             self._many = {n: self._file_ids(self.trials_dir / n, self._many.get(n))
                           for n in names}
             return any(trial in ids for _, ids in self._many.values())
+
+    def without_curves(self) -> set[str]:
+        """Ids of the recorded trials whose curves are lost: a row in the trials table, at
+        least one epoch done (a trial that ended before its first epoch has no curve rows),
+        and no row in the curves table (a curves file deleted, or lost with a disk). Such a
+        trial is not recorded in full: ``lookbench run`` sets it aside and runs it again
+        (:meth:`set_aside_without_curves`), ``status`` and ``report`` say so.
+
+        Reads the trials folder's listing first, then the curves folder's: a trial's curves
+        are written (and compacted) before its row, so a trial recorded meanwhile is never
+        taken for one without curves. Part files are known by their names; only batch and
+        compacted files are read (their ``trial`` column), and the trials table itself only
+        where some trial has no curves."""
+        with self._lock:
+            recorded = self.recorded(refresh=True)
+            if not recorded:
+                return set()
+            missing = recorded - self._ids_in(self.curves_dir)
+            if not missing:
+                return set()
+            rows = self.trials().select(["trial", "epochs_done"]).to_pydict()
+        return {t for t, done in zip(rows["trial"], rows["epochs_done"])
+                if t in missing and (done or 0) > 0}
+
+    def _ids_in(self, directory: Path) -> set[str]:
+        """Ids of the trials with rows in ``directory``: a part's from its name, a batch's or
+        the compacted file's from its ``trial`` column. Listed and read again if a compaction
+        removed a file meanwhile (batch names sort before the compacted file's, so a batch
+        gone when it is read is in the compacted file read after it)."""
+        for _ in range(READ_ATTEMPTS):
+            try:
+                names = sorted(n for n in os.listdir(directory) if _visible(n))
+            except (FileNotFoundError, NotADirectoryError):
+                return set()
+            ids = {t for n in names if (t := _part_trial(n)) is not None}
+            gone = False
+            for n in names:
+                if _holds_many(n):
+                    identity, found = self._file_ids(directory / n)
+                    gone = gone or identity is None
+                    ids.update(found)
+            if not gone:
+                return ids
+            time.sleep(0.01)
+        raise ResultsUnreadable(f"the results in {directory} kept changing while they were "
+                                f"read (a compaction or a copy in progress?); try again")
 
     def _current(self) -> bool:
         """Whether the listing still describes the trials folder (see SETTLE_S)."""
@@ -424,8 +492,8 @@ class StudyResults:
                                  many, trusted, ids)
 
     def _file_ids(self, path: Path, known: _Ids | None = None) -> _Ids:
-        """A compacted or batch trials file's identity and ids (``known`` is reused if it is
-        the same file; no ids if it is gone)."""
+        """A compacted or batch file's identity and ids (``known`` is reused if it is the
+        same file; no identity and no ids if it is gone)."""
         for _ in range(READ_ATTEMPTS):
             try:
                 identity = _identity(os.stat(path))
@@ -439,7 +507,7 @@ class StudyResults:
             except FileNotFoundError:
                 return None, frozenset()
             except (pa.ArrowException, OSError) as e:
-                raise _unreadable(self.trials_dir, e, path) from None
+                raise _unreadable(path.parent, e, path) from None
             return identity, frozenset(pc.unique(ids).to_pylist())
         raise ResultsUnreadable(f"{path} kept changing while it was read; try again")
 
@@ -646,5 +714,5 @@ def _unreadable(directory: Path, e: BaseException, path: Path | None = None
     advice = ("restore that file from a backup (it holds every trial compacted so far: without "
               "it they would run again)" if COMPACTED_FILE in what else
               "restore that file from a backup, or delete it to read the rest of the study "
-              "without that trial")
+              "(the next `lookbench run` runs its trials again)")
     return ResultsUnreadable(f"cannot read the results in {directory}: {what}; {advice}")

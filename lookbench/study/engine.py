@@ -100,10 +100,11 @@ def placements(devices: str, workers: int | None, threads: int = 1) -> list[Plac
 
 
 def prepare(spec: StudySpec, out: Path, storage_url: str | None,
-            data_dir: Path | None = None, retry_failed: bool = False
-            ) -> tuple[TrialQueue, dict, int]:
+            data_dir: Path | None = None, retry_failed: bool = False,
+            warnings: list[str] | None = None) -> tuple[TrialQueue, dict, int]:
     """Create or reopen the study and plan its trials; returns the queue, the plan, and how
-    many failed trials were set to run again (``retry_failed``)."""
+    many failed trials were set to run again (``retry_failed``). Recorded trials whose curves
+    are lost run again too (``_set_lost_aside``), with a line for ``warnings``."""
     from lookbench import tasks
 
     study_dir = out / spec.study_name
@@ -126,6 +127,11 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
             definition.store_spec(queue.studies.values(), spec)
         definition.write_file(study_dir, old or spec, definition.task_facts(task))
     results = StudyResults(study_dir)
+    lost = _set_lost_aside(queue, results)
+    if lost and warnings is not None:
+        warnings.append(f"{lost} recorded trials had no curves (a file of {results.curves_dir} "
+                        f"deleted or lost), so they run again; their earlier rows are under "
+                        f"{results.root / LOST_CURVES_DIR}")
     retried = _set_failed_aside(queue, results) if retry_failed else 0
     recorded = results.recorded()
     # (a study that adds seeds plans the stages its recorded outcomes asked for: seeds.py)
@@ -137,6 +143,29 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
 
 
 RETRIED_DIR = "retried"  # failed results set aside by --retry-failed
+LOST_CURVES_DIR = "lost-curves"  # rows of trials whose curves were lost, set aside
+
+
+def _set_lost_aside(queue: TrialQueue, results: StudyResults) -> int:
+    """A trial counts as recorded only with its curves (where it trained an epoch at least):
+    the rows of those whose curves are lost (``StudyResults.without_curves``: a curves file
+    deleted, as a damaged file's message offers, or lost with a disk) move to
+    ``<study>/lost-curves/`` and their Optuna trials are voided, as ``--retry-failed`` does,
+    so they are planned again, here and on every machine sharing the study, and recorded
+    anew. Set aside rather than deleted: the row is the trial's only record of its outcome
+    until it runs again, and out of the tables' folders and voided it is counted nowhere
+    (no reader of ``trials/`` sees it, no machine counts the Optuna trial as done). Voided
+    first: a kill before the rows move leaves them found again by the next run. Checked once
+    per run, here where the plan is made, not at each claim: ``recorded()`` stays a listing
+    of the trials folder. Returns how many."""
+    lost = results.without_curves()
+    if not lost:
+        return 0
+    queue.void(lost)
+    moved = results.set_aside_without_curves(results.root / LOST_CURVES_DIR)
+    if moved - lost:  # (found lost in the moment between the two looks)
+        queue.void(moved - lost)
+    return len(moved | lost)
 
 
 def _set_failed_aside(queue: TrialQueue, results: StudyResults) -> int:
@@ -194,7 +223,8 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     through ``torch.compile``."""
     where = placements(devices, workers, spec.threads)  # checked before anything is created
     population = spec.population if population is None else population  # (the definition's)
-    queue, planned, retried = prepare(spec, out, storage_url, data_dir, retry_failed)
+    warnings: list[str] = []
+    queue, planned, retried = prepare(spec, out, storage_url, data_dir, retry_failed, warnings)
     study_dir = out / spec.study_name
     results = StudyResults(study_dir)
     total = len(planned) if planned else sum(planned_runs(spec).values())  # TPE: no plan
@@ -215,7 +245,8 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
                                                         results.recorded())
         total = result.planned = len(planned)
 
-    result = RunResult(planned=total, recorded=recorded_now(), retried=retried)
+    result = RunResult(planned=total, recorded=recorded_now(), retried=retried,
+                       warnings=warnings)
     grown[0] = 0.0
     grow()  # (a study that adds seeds: why it stopped, if it has)
     _account(result, queue, results, planned)
