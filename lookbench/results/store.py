@@ -9,7 +9,8 @@ worker recorded in one go (short trials finish many a second; one file for all o
 keeps the engine's cost per trial small, see ``lookbench.study.recorder``). Every file is
 written to a hidden temporary file in the same directory and renamed into place, so a crash
 never leaves half a file, and readers (``pyarrow.dataset``, ``pandas.read_parquet``, DuckDB)
-skip the hidden names.
+skip the hidden names. A temporary file is named after its writer, and one whose writer is
+gone (a write killed midway) is removed by the next compaction (``lookbench._tempfiles``).
 
 A trial's curve rows are written before its row in the trials table, so a reader that finds
 the row finds the curve. Rows without their curve (a curves file deleted, or lost with a
@@ -53,6 +54,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from lookbench import _tempfiles
 from lookbench._messages import first_line
 from lookbench.results.schema import CURVES, TRIALS, with_metrics
 
@@ -129,7 +131,7 @@ def _write_atomically(table: pa.Table, final: Path, **options: Any
                       ) -> tuple[int, int, int, int]:
     """Write ``table`` to ``final`` through a hidden temporary file (``options``: Parquet's);
     returns the identity of the file written."""
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    tmp = _tempfiles.temp_path(final)
     encoded = pa.BufferOutputStream()  # (encoded in memory, written in one go: faster)
     pq.write_table(table, encoded, **options)
     try:
@@ -647,10 +649,18 @@ class StudyResults:
     @staticmethod
     def _clean_up(directory: Path, names: list[str]) -> None:
         """What a compaction killed midway left behind: its temporary file (removed) and the
-        parts it was removing (put back unless a newer one took the name)."""
+        parts it was removing (put back unless a newer one took the name); and the temporary
+        files of part and batch writes whose writer is gone (killed mid-write: see
+        ``lookbench._tempfiles``; a live writer's, about to be renamed, stays). The caller
+        holds the compaction lock, so no compaction or set-aside of another process is
+        writing its files now."""
+        now = time.time()
         for name in names:
             path = directory / name
             if name.startswith(f".{COMPACTED_FILE}.") and name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+            elif name.startswith((f".{_PREFIX}", f".{_BATCH_PREFIX}")) \
+                    and name.endswith(".tmp") and _tempfiles.is_dead(path, now):
                 path.unlink(missing_ok=True)
             elif name.startswith((f".{_PREFIX}", f".{_BATCH_PREFIX}")) \
                     and name.endswith(".compacting"):

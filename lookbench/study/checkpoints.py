@@ -19,13 +19,13 @@ import io
 import os
 import queue
 import threading
-import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import torch
 
+from lookbench import _tempfiles
 from lookbench._messages import first_line
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -40,7 +40,7 @@ class CheckpointError(Exception):
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = _tempfiles.temp_path(path)  # (named after its writer: see remove_dead_temps)
     # Serialised in memory first, then written as plain bytes: torch's zip writer reports a
     # full disk as "unexpected pos ...", a plain write as an OSError with its errno, which
     # tells the worker the machine is at fault (the trial runs again), not the trial.
@@ -90,9 +90,19 @@ def remove_recorded(directory: Path, recorded: set[str]) -> int:
     for path in directory.iterdir():
         name = path.name.lstrip(".")
         if name.split(".pt", 1)[0] in recorded and ".pt" in name:
+            if path.name.endswith(".tmp") and _tempfiles.held_by_live_writer(path.name):
+                continue  # (a live writer is about to rename it: its own cleanup removes it)
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def remove_dead_temps(directory: Path) -> int:
+    """Delete the temporary files of checkpoint writes that were killed midway (a worker
+    killed while it wrote: ``.<trial>.pt.<writer>.tmp``, up to hundreds of MB each), never
+    one a live writer is about to rename (see ``lookbench._tempfiles``). Returns how many
+    files were removed."""
+    return _tempfiles.remove_dead(directory)
 
 
 def snapshot(state: Any) -> Any:

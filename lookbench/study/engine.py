@@ -31,11 +31,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from lookbench import _tempfiles
 from lookbench._messages import describe_os_error, first_line
 from lookbench.hparams import format_config
 from lookbench.results import ResultsUnreadable, StudyResults
 from lookbench.study import definition, seeds
-from lookbench.study.checkpoints import CHECKPOINTS_DIR, remove_recorded
+from lookbench.study.checkpoints import (
+    CHECKPOINTS_DIR,
+    remove_dead_temps,
+    remove_recorded,
+)
 from lookbench.study.definition import StudyConflict
 from lookbench.study.gpu_memory import GpuMemoryGate
 from lookbench.study.queue import TrialQueue, _process_start
@@ -139,6 +144,7 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
         if spec.sampler != "tpe" else {}
     queue.replan(planned, recorded)
     remove_recorded(study_dir / CHECKPOINTS_DIR, recorded)  # left by a worker killed at the end
+    _remove_dead_temps(study_dir)
     return queue, planned, retried
 
 
@@ -166,6 +172,17 @@ def _set_lost_aside(queue: TrialQueue, results: StudyResults) -> int:
     if moved - lost:  # (found lost in the moment between the two looks)
         queue.void(moved - lost)
     return len(moved | lost)
+
+
+def _remove_dead_temps(study_dir: Path) -> int:
+    """The temporary files of writes killed midway, outside the tables' folders (which each
+    compaction cleans): checkpoints, and the rows set aside. A live writer's stay (see
+    ``lookbench._tempfiles``). Returns how many were removed."""
+    removed = remove_dead_temps(study_dir / CHECKPOINTS_DIR)
+    for where in (RETRIED_DIR, LOST_CURVES_DIR):
+        for table in ("trials", "curves"):
+            removed += _tempfiles.remove_dead(study_dir / where / table)
+    return removed
 
 
 def _set_failed_aside(queue: TrialQueue, results: StudyResults) -> int:
@@ -251,6 +268,9 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     grow()  # (a study that adds seeds: why it stopped, if it has)
     _account(result, queue, results, planned)
     if result.recorded + result.elsewhere >= total:
+        # (nothing to run, but what an earlier run left is merged and cleaned all the same:
+        # parts and batches of a run killed before its compaction, temporary files)
+        _compact(results, result)
         _measure_cost(spec, study_dir, where[0], data_dir, console, result)
         return result
     before = results.recorded()
@@ -333,14 +353,20 @@ def _measure_cost(spec: StudySpec, study_dir: Path, place: Placement, data_dir: 
 
 
 def _compact(results: StudyResults, result: RunResult) -> None:
-    """Merge the part and batch files the run wrote into one file per table (readers of a
-    study of thousands of trials open two files instead of thousands). The results are safe
-    without it, so a failure is a warning, and the next run or ``lookbench compact`` does it."""
+    """Merge the part and batch files the run wrote (and any an earlier run left) into one
+    file per table (readers of a study of thousands of trials open two files instead of
+    thousands), and remove the temporary files of writes killed midway, there (the
+    compaction) and among the checkpoints. Every run ends so, also one with nothing to run.
+    The results are safe without it, so a failure is a warning, and the next run or
+    ``lookbench compact`` does it."""
     try:
         results.compact()
     except (OSError, ResultsUnreadable) as e:
-        result.warnings.append(f"the results were not compacted ({first_line(e)}); "
+        why = describe_os_error(e) if isinstance(e, OSError) else first_line(e)
+        result.warnings.append(f"the results were not compacted ({why}); "
                                f"`lookbench compact` does it later")
+    with contextlib.suppress(OSError):  # (a leftover stays for the next run: no harm)
+        _remove_dead_temps(results.root)
 
 
 def _account(result: RunResult, queue: TrialQueue, results: StudyResults, planned: dict) -> None:
