@@ -24,8 +24,14 @@ from pathlib import Path
 
 import torch
 
-from lookbench._messages import describe, describe_os_error, environmental, what_to_do
-from lookbench.results import StudyResults
+from lookbench._messages import (
+    describe,
+    describe_os_error,
+    environmental,
+    first_line,
+    what_to_do,
+)
+from lookbench.results import ResultsUnreadable, StudyResults
 from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
     CheckpointError,
@@ -33,7 +39,7 @@ from lookbench.study.checkpoints import (
     checkpoint_interval_s,
     load_checkpoint,
 )
-from lookbench.study.definition import Ranking, ranking, stored_spec
+from lookbench.study.definition import Ranking, StudyConflict, ranking, stored_spec
 from lookbench.study.interrupts import Interrupts, sleep
 from lookbench.study.queue import Claimed, Heartbeat, Outcome, TrialQueue
 from lookbench.study.recorder import Recorder
@@ -44,9 +50,9 @@ from lookbench.study.spec import (
     lookbench_id,
     search_space,
 )
-from lookbench.study.storage import StorageUnavailable, open_storage
+from lookbench.study.storage import BadStorage, StorageUnavailable, open_storage
 from lookbench.study.trial import EpochRecord, Trial
-from lookbench.tasks import DataUnavailable
+from lookbench.tasks import DataUnavailable, TaskNotFound
 
 PROGRESS_EVERY_S = 1.0  # a trial's epoch is written to the storage at most this often
 STORAGE_ENV = "LOOKBENCH_STORAGE_URL"  # how `lookbench run` hands its workers the storage URL
@@ -390,13 +396,25 @@ def main(argv: list[str] | None = None) -> int:
                          device=args.device, data_dir=args.data_dir, grace_s=args.grace_s,
                          population=args.population, compile=args.compile,
                          take_over=args.take_over)
+    # Every way the worker stops is one line for `lookbench run` to read, never a traceback;
+    # the codes are the README's (1: failed, the machine included; 2: bad input).
     try:
         report = run_worker(opts)
     except KeyboardInterrupt:
         return 130
     except (WorkerStopped, StorageUnavailable) as e:  # (a lock timeout, a database gone for good)
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, BadStorage) else 1
+    except (TaskNotFound, DataUnavailable, ResultsUnreadable, StudyConflict) as e:
+        # (the study's task or optimizer cannot be loaded here; a damaged results file)
+        print(f"error: {first_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # outside a trial (claiming on a full disk): the machine's
+        cause = environmental(e) or e
+        hint = f"; {what_to_do(cause)} and run the same command again" \
+            if environmental(e) is not None else ""
+        print(f"error: {describe_os_error(cause)}{hint}", file=sys.stderr)
+        return 1 if environmental(e) is not None else 2
     for line in report.failed:
         print(f"failed: {line}", file=sys.stderr)
     return 0
