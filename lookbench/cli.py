@@ -391,7 +391,8 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the task's data files.")] = None,
     stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat after which "
                                                "a trial whose worker is on another machine is "
-                                               "taken over.")] = 120.0,
+                                               "taken over (at least 60: four "
+                                               "heartbeats).")] = 120.0,
     model: Annotated[str | None, typer.Option(help="Task option: the model (CIFAR: resnet18, "
                                               "resnet20).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option "
@@ -427,6 +428,10 @@ def run(
 
     if task is None and spec is None:
         fail("give a TASK (see `lookbench tasks`) or a study file with --spec")
+    from lookbench.study.queue import check_stale_after
+
+    if (why := check_stale_after(stale_after)) is not None:
+        fail(why)
     grid: dict[str, list[Any]] = {}
     for name, text in (grid_text or {}).items():
         values = _split(name, text)

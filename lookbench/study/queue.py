@@ -15,12 +15,33 @@ process on this host has exited, or its heartbeat on another host is older than 
 period) is *stale*: it is marked FAIL (superseded) and its id planned again, under the study
 lock, and whoever claims it continues from its checkpoint. The Parquet tables are the record
 of what is done: an id with a part file is never run again, whatever Optuna says.
+
+Exactly once, also across machines that write their rows into folders of their own: a finished
+trial's outcome reaches the storage *before* its rows are written (``finish_many``), so no
+trial is ever visible as done in a folder while the storage still offers it to others.
+1. Under the study lock, for trials still this worker's (RUNNING, not superseded, no other
+   trial of the id done): the outcome and the folder that is to hold the rows are written
+   (``lookbench:outcome``, then ``lookbench:recorded_in``, the commit). From then on every
+   machine counts the trial as done and none takes it over, alive or dead its worker.
+2. The rows are written (outside the lock: a slow disk must not stall every machine).
+3. The trial is marked finished (COMPLETE, PRUNED or FAIL), without the lock: nobody else
+   touches a committed trial whose worker is alive.
+A kill between 1 and 3 leaves the trial RUNNING and committed. Its own folder's next run (or
+any worker of that folder once the worker is dead: ``replan``) finishes it from the committed
+outcome when its row is there, or, when the kill came before the rows were written, runs it
+again there (the row belongs there; other machines keep counting it done meanwhile, and it is
+never lost silently: ``lookbench run`` there puts it right). A worker that cannot write the
+rows (a full disk) takes its commit back. A trial the storage has no outcome for, whose row is
+in this folder (a run of an earlier version, killed between its rows and its outcome), gets
+its outcome from that row instead of running again (``replan``, ``is_duplicate``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import math
 import os
 import socket
 import threading
@@ -52,10 +73,44 @@ VOIDED_ATTR = "lookbench_voided"  # study attribute: numbers of finished trials 
 OWNER_ATTR = "lookbench:owner"
 HEARTBEAT_ATTR = "lookbench:heartbeat"
 EPOCH_ATTR = "lookbench:epoch"
-RECORDED_IN_ATTR = "lookbench:recorded_in"  # host and study folder that hold its part files
+RECORDED_IN_ATTR = "lookbench:recorded_in"  # host and study folder that hold its rows
+OUTCOME_ATTR = "lookbench:outcome"  # {"state", "value"}: written with the commit (see above)
 
 HEARTBEAT_S = 15.0
 GRACE_S = 120.0
+# The shortest --stale-after: four heartbeats. A live worker's trial is taken over only after
+# it missed three beats in a row; one beat can be late (a slow or briefly unreachable database,
+# a busy process) and two hosts' clocks may differ by seconds, and taking over a live trial
+# costs a whole trial's work (the first to commit keeps it; the other's result is discarded).
+MIN_GRACE_S = 4 * HEARTBEAT_S
+
+
+def check_stale_after(seconds: float) -> str | None:
+    """Why ``--stale-after`` cannot be ``seconds`` (None if it can): finite, and at least
+    :data:`MIN_GRACE_S`."""
+    if not math.isfinite(seconds) or seconds < MIN_GRACE_S:
+        return (f"--stale-after takes a number of seconds of at least {MIN_GRACE_S:g} (four "
+                f"heartbeats of {HEARTBEAT_S:g} s: a live worker must not look dead), got "
+                f"{seconds:g}")
+    return None
+
+
+def _committed(t: FrozenTrial) -> bool:
+    """Whether ``t``'s outcome reached the storage (its folder is the last thing written,
+    after the outcome) and was not taken back since."""
+    return RECORDED_IN_ATTR in t.system_attrs and SUPERSEDED_ATTR not in t.user_attrs
+
+
+def _outcome_of(t: FrozenTrial) -> tuple[str, float | None]:
+    """(complete, failed or diverged; the final metric) of a finished or committed trial."""
+    if t.state.is_finished():
+        state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(
+            t.state, "diverged")
+        return state, (t.values[0] if state == "complete" and t.values else None)
+    o = t.system_attrs.get(OUTCOME_ATTR) or {}
+    final, values = _final_state(str(o.get("state")), o.get("value"))
+    return {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(
+        final, "diverged"), (values[0] if values else None)
 
 
 def _process_start(pid: int) -> str | None:
@@ -187,6 +242,15 @@ def _final_state(state: str, value: float | None) -> tuple[TrialState, list[floa
     return TrialState.PRUNED, None
 
 
+def _row_outcome(row: dict[str, Any]) -> tuple[str, float | None, int | None]:
+    """(state, final ranking metric, epochs done) of a trials-table row."""
+    metric = row.get("metric")
+    value = row.get(f"final_{metric}") if metric else None
+    if value is not None and not math.isfinite(value):
+        value = None
+    return str(row.get("state")), value, row.get("epochs_done")
+
+
 def _apply(storage: optuna.storages.BaseStorage, ops: list[tuple[int, str, Any]]) -> None:
     """Write ``(trial id, system attribute or _STATE, value)`` updates: on the study's own
     journal file as one append (Optuna's API appends, and fsyncs, once per update; its journal
@@ -269,17 +333,27 @@ class TrialQueue:
         return set(attrs.get(VOIDED_ATTR, []))
 
     def _done(self, t: FrozenTrial, recorded: Container[str], voided: set[int]) -> bool:
-        """Whether finished trial ``t`` counts as done: not superseded nor voided, and its
-        result is here, or (on a shared database) recorded by the machine that ran it."""
-        if not t.state.is_finished() or SUPERSEDED_ATTR in t.user_attrs or t.number in voided:
+        """Whether trial ``t`` counts as done: finished, or committed (its outcome in the
+        storage, its rows on their way: see the module's docstring); not superseded nor
+        voided; and its rows are here, or belong in another folder (on a shared database, the
+        folder of the machine that ran it, which keeps them), or are being written here by
+        its live worker."""
+        if SUPERSEDED_ATTR in t.user_attrs or t.number in voided:
+            return False
+        finished = t.state.is_finished()
+        if not finished and not (t.state == TrialState.RUNNING and _committed(t)):
             return False
         tid = t.user_attrs.get(ID_ATTR)
         if tid in recorded:
             return True
-        # Recorded in this very folder, yet no part file: lost (deleted), so it runs again.
-        # (On the study's own journal every trial is recorded here; on a shared database,
-        # trials of other machines, or of other folders of this one, are theirs to keep.)
-        return not (self.local or t.system_attrs.get(RECORDED_IN_ATTR) == self._here)
+        # Its rows belong in this very folder and are not here: being written by its live
+        # worker (committed, not finished yet); else lost (deleted, or a kill came between
+        # the commit and the rows), so it runs again here. (On the study's own journal every
+        # trial is recorded here; on a shared database, trials of other machines, or of
+        # other folders of this one, are theirs to keep.)
+        if self.local or t.system_attrs.get(RECORDED_IN_ATTR) == self._here:
+            return not finished and self._alive(t)
+        return True
 
     @functools.cached_property
     def _here(self) -> str:
@@ -308,7 +382,11 @@ class TrialQueue:
                     count += len(new - voided)
         return count
 
-    def _supersede(self, t: FrozenTrial, reason: str) -> None:
+    def _supersede(self, t: FrozenTrial, reason: str, force: bool = False) -> None:
+        """Mark ``t`` (as just read) FAIL and superseded, unless it is finished, or committed
+        (``force``: taking back a commit whose rows are known not to be written)."""
+        if t.state.is_finished() or (_committed(t) and not force):
+            return
         try:
             self.storage.set_trial_user_attr(t._trial_id, SUPERSEDED_ATTR, reason)
             self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -322,15 +400,32 @@ class TrialQueue:
         were added."""
         added = 0
         with study_lock(self.storage, self.study_dir, self.name):
+            missing: list[tuple[optuna.Study, str, TrialConfig, dict, FrozenTrial | None]] = []
             for opt, study in self.studies.items():
                 covered: set[str] = set()
+                done: set[str] = set()
                 orphans: dict[str, FrozenTrial] = {}
                 voided = self._voided(study)
-                for t in self._trials(study):
+                trials = self._trials(study)
+                for t in trials:
                     tid = t.user_attrs.get(ID_ATTR)
+                    if t.state == TrialState.RUNNING and _committed(t):
+                        # Its outcome is in the storage; its rows are being written, or a kill
+                        # came before its worker marked it finished.
+                        if self._done(t, recorded, voided):
+                            covered.add(tid)
+                            done.add(tid)
+                            if tid in recorded and not self._alive(t):
+                                self._finish_committed(t)  # (its rows are here: finish it)
+                        else:  # its rows were to be written here, and never were: run again
+                            self._supersede(t, "its worker stopped before writing its rows",
+                                            force=True)
+                            orphans[tid] = t
+                        continue
                     if t.state.is_finished():
                         if tid is not None and self._done(t, recorded, voided):
                             covered.add(tid)  # done (recorded by whichever machine ran it)
+                            done.add(tid)
                         continue
                     if t.state == TrialState.RUNNING and not self._alive(t):
                         self._supersede(t, "stale: its worker stopped")
@@ -340,6 +435,20 @@ class TrialQueue:
                         covered.add(tid)
                 items = [(tid, c) for tid, c in planned.items() if c.optimizer == opt]
                 dists = distributions(c for _, c in items)
+                # A row here whose trial has no outcome in the storage (a run of an earlier
+                # version killed between the two; a journal whose torn last record was set
+                # aside): its outcome is recorded from the row, rather than other machines
+                # running it again.
+                known = {t.user_attrs[ID_ATTR]: t for t in trials
+                         if ID_ATTR in t.user_attrs and CONFIG_ATTR in t.user_attrs}
+                for tid in {*(tid for tid, _ in items), *known} - done:
+                    if tid in recorded:
+                        t = known.get(tid)
+                        config = planned.get(tid) or TrialConfig.model_validate(
+                            t.user_attrs[CONFIG_ATTR])  # type: ignore[union-attr]
+                        missing.append((study, tid, config,
+                                        dists if tid in planned else dict(t.distributions),
+                                        t))  # type: ignore[union-attr]
                 for tid, t in orphans.items():  # e.g. TPE's proposals, which no plan lists
                     if tid not in recorded and tid not in covered and tid not in planned:
                         config = TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR])
@@ -352,8 +461,76 @@ class TrialQueue:
                         continue
                     self._enqueue(study, tid, cfg, dists)
                     added += 1
+            if missing:
+                self._record_from_rows(missing)
         self._waiting.clear()
         return added
+
+    def _finish_committed(self, t: FrozenTrial) -> None:
+        """Mark committed trial ``t``, whose rows are written, finished with the outcome its
+        commit holds (its worker died before it did)."""
+        o = t.system_attrs.get(OUTCOME_ATTR)
+        if o is None:
+            return
+        with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            self.storage.set_trial_state_values(t._trial_id,
+                                                *_final_state(o.get("state"), o.get("value")))
+
+    def _rows(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The trials-table rows of ``ids`` in this study folder (read only for the rare trial
+        whose row is here and whose outcome the storage lacks)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from lookbench.results import StudyResults
+
+        table = StudyResults(self.study_dir).trials()
+        wanted = pa.array(sorted(set(ids)), pa.string())
+        return {r["trial"]: r for r in
+                table.filter(pc.is_in(table["trial"], value_set=wanted)).to_pylist()}
+
+    @staticmethod
+    def _commit_ops(storage_id: int, state: str, value: float | None, epochs: int | None,
+                    here: str) -> list[tuple[int, str, Any]]:
+        """The commit of an outcome: the outcome, its epochs, then the folder of its rows,
+        which marks it committed (written last: a kill in between leaves no commit)."""
+        ops: list[tuple[int, str, Any]] = [
+            (storage_id, OUTCOME_ATTR, {"state": state, "value": value})]
+        if epochs is not None:
+            ops.append((storage_id, EPOCH_ATTR, epochs))
+        ops.append((storage_id, RECORDED_IN_ATTR, here))
+        return ops
+
+    def _record_from_rows(self, missing: list[tuple[optuna.Study, str, TrialConfig, dict,
+                                                    FrozenTrial | None]]) -> None:
+        """Give the storage the outcomes of trials whose rows are in this folder and that it
+        has no outcome for (see :meth:`replan`), as finished trials recorded here; under the
+        study lock the caller holds. A row that cannot be read is left for the next look."""
+        try:
+            rows = self._rows(tid for _, tid, _, _, _ in missing)
+        except Exception:  # (a damaged file: the run reports it where it reads the tables)
+            return
+        now = datetime.datetime.now(tz=datetime.timezone.utc)
+        for study, tid, config, dists, t in missing:
+            row = rows.get(tid)
+            if row is None:
+                continue
+            state, value, epochs = _row_outcome(row)
+            final, values = _final_state(state, value)
+            params = _params(config, dists)
+            user_attrs: dict[str, Any] = {ID_ATTR: tid,
+                                          CONFIG_ATTR: config.model_dump(mode="json"),
+                                          SEED_ATTR: config.seed}
+            if t is not None and t.user_attrs.get(POINT_ATTR) is not None:
+                user_attrs[POINT_ATTR] = t.user_attrs[POINT_ATTR]
+            system_attrs = {OWNER_ATTR: this_owner(), EPOCH_ATTR: epochs,
+                            OUTCOME_ATTR: {"state": state, "value": value},
+                            RECORDED_IN_ATTR: self._here}
+            self.storage.create_new_trial(study._study_id, template_trial=FrozenTrial(
+                number=-1, state=final, value=None, values=values, datetime_start=now,
+                datetime_complete=now, params=params,
+                distributions={k: dists[k] for k in params}, user_attrs=user_attrs,
+                system_attrs=system_attrs, intermediate_values={}, trial_id=-1))
 
     def _enqueue(self, study: optuna.Study, tid: str, config: TrialConfig,
                  dists: dict[str, BaseDistribution], point: str | None = None) -> None:
@@ -526,11 +703,16 @@ class TrialQueue:
 
     def is_duplicate(self, claimed: Claimed, recorded: Container[str]) -> str | None:
         """Why ``claimed`` must not run: its result is recorded here, it finished on some
-        machine, or an earlier trial with the same id is running live."""
-        if claimed.lookbench_id in recorded:
-            return "already recorded"
+        machine, or an earlier trial with the same id is running live.
+
+        Its row here with no outcome in the storage (see the module's docstring): ``claimed``
+        takes its outcome from the row now, instead of running, and is reported recorded."""
         same = self._same_id(claimed)
         voided = self._voided(claimed.study) if same else set()
+        if claimed.lookbench_id in recorded:
+            if not any(self._done(t, recorded, voided) for t in same):
+                self._record_claimed_from_row(claimed, recorded)
+            return "already recorded"
         for t in same:
             if self._done(t, recorded, voided):
                 return f"already finished as trial {t.number}"
@@ -538,11 +720,31 @@ class TrialQueue:
                 return f"already running as trial {t.number}"
         return None
 
+    def _record_claimed_from_row(self, claimed: Claimed, recorded: Container[str]) -> None:
+        """Finish ``claimed`` with the outcome of its row in this folder (see
+        :meth:`is_duplicate`), if it is still this worker's and no other trial of its id is
+        done."""
+        try:
+            row = self._rows([claimed.lookbench_id]).get(claimed.lookbench_id)
+        except Exception:  # (a damaged file: left to the next look)
+            return
+        if row is None:
+            return
+        state, value, epochs = _row_outcome(row)
+        with study_lock(self.storage, self.study_dir, self.name):
+            if self._refusal([claimed], recorded)[0] is not None:
+                return
+            _apply(self.storage, [
+                *self._commit_ops(claimed.storage_id, state, value, epochs, self._here),
+                (claimed.storage_id, _STATE, _final_state(state, value))])
+
     def previous_attempts(self, claimed: Claimed) -> list[tuple[str, int]]:
-        """(host, epochs reached) of earlier attempts at this id that were cut off."""
+        """(host, epochs reached) of earlier attempts at this id that were cut off (not those
+        that finished and whose rows were then lost)."""
         out = []
         for t in self._same_id(claimed):
-            if t.state == TrialState.FAIL and SUPERSEDED_ATTR in t.user_attrs:
+            if t.state == TrialState.FAIL and SUPERSEDED_ATTR in t.user_attrs \
+                    and RECORDED_IN_ATTR not in t.system_attrs:
                 owner = t.system_attrs.get(OWNER_ATTR) or {}
                 out.append((str(owner.get("host", "?")), int(t.system_attrs.get(EPOCH_ATTR, 0))))
         return out
@@ -555,54 +757,110 @@ class TrialQueue:
     def progress(self, claimed: Claimed, epoch: int) -> None:
         self.storage.set_trial_system_attr(claimed.storage_id, EPOCH_ATTR, epoch)
 
-    def finish_many(self, outcomes: list[Outcome], record: Callable[[list[Outcome]], None]
-                    ) -> list[bool]:
-        """Record finished trials (``lookbench.study.recorder``) and tell Optuna each outcome:
-        COMPLETE (with the metric), PRUNED (diverged) or FAIL, and the epochs it did (during
-        training that attribute is written at most once a second; a short trial may finish
-        before it ever was). Returns, per outcome, whether it was still ours.
+    def finish_many(self, outcomes: list[Outcome], record: Callable[[list[Outcome]], None],
+                    recorded: Container[str] = ()) -> list[str | None]:
+        """Record finished trials: tell the storage each outcome, then write their rows
+        (``record``: ``lookbench.study.recorder``), then mark them finished in Optuna:
+        COMPLETE (with the metric), PRUNED (diverged) or FAIL, with the epochs each did
+        (during training that attribute is written at most once a second; a short trial may
+        finish before it ever was). See the module's docstring for why in this order.
 
-        Only trials still ours count: one superseded while it ran (this worker was presumed
-        dead and another took it over) is discarded. ``record`` writes the Parquet rows of the
-        rest *outside* the study lock (a slow disk must not stall every machine); then, under
-        the lock and only for those still ours, the outcomes go to Optuna, on the study's own
-        journal as one append (one fsync instead of three per trial). A trial taken over in
-        between is read from one file only (the store's precedence), so it is recorded once.
+        Returns, per outcome, None if it was recorded, or why it was discarded: superseded
+        while it ran (this worker was presumed dead and another took it over), or another
+        trial of its id is done (``recorded``: the ids with rows in this folder). Under the
+        study lock, the commit of every outcome still this worker's is one storage write (one
+        append on the study's own journal); ``record`` writes their rows outside the lock (a
+        slow disk must not stall every machine); if it raises, the outcomes whose rows are
+        not written are taken back (superseded: they run again) before the error goes on.
         """
         if not outcomes:
             return []
-        ours = self._still_ours_many([o.claimed for o in outcomes])
-        mine = [o for o, ok in zip(outcomes, ours) if ok]
-        if not mine:
-            return ours
-        record(mine)
         with study_lock(self.storage, self.study_dir, self.name):
-            again = self._still_ours_many([o.claimed for o in mine])
-            lost = {id(o) for o, ok in zip(mine, again) if not ok}
-            mine = [o for o in mine if id(o) not in lost]
-            ops: list[tuple[int, str, Any]] = []
-            for o in mine:
-                sid = o.claimed.storage_id
-                ops.append((sid, RECORDED_IN_ATTR, self._here))
-                if o.epochs is not None:
-                    ops.append((sid, EPOCH_ATTR, o.epochs))
-                ops.append((sid, _STATE, _final_state(o.state, o.value)))
-            _apply(self.storage, ops)
-        return [ok and id(o) not in lost for o, ok in zip(outcomes, ours)]
+            why = self._refusal([o.claimed for o in outcomes], recorded)
+            _apply(self.storage, [op for o, w in zip(outcomes, why) if w is None
+                                  for op in self._commit_ops(o.claimed.storage_id, o.state,
+                                                             o.value, o.epochs, self._here)])
+        mine = [o for o, w in zip(outcomes, why) if w is None]
+        if not mine:
+            return why
+        try:
+            record(mine)
+        except BaseException:
+            self._take_back(mine)
+            raise
+        self._mark_finished(mine)
+        return why
 
-    def _still_ours_many(self, claimed: list[Claimed]) -> list[bool]:
-        """Whether each trial is RUNNING and not superseded, from one read of each study's
-        trials."""
+    def _refusal(self, claimed: list[Claimed], recorded: Container[str]) -> list[str | None]:
+        """Per trial, None if this worker may commit its outcome (it is RUNNING, not
+        superseded nor committed, and no other trial of its id is done), else why not, from
+        one read of each study's trials; a trial refused for a duplicate is superseded. Under
+        the study lock, which the caller holds."""
         current: dict[int, FrozenTrial] = {}
+        by_id: dict[tuple[int, str], list[FrozenTrial]] = {}
+        voided: dict[int, set[int]] = {}
+        ids = {c.lookbench_id for c in claimed}
         for study in {id(c.study): c.study for c in claimed}.values():
-            current.update((t._trial_id, t) for t in self._trials(study))
-        return [(t := current.get(c.storage_id)) is not None and t.state == TrialState.RUNNING
-                and SUPERSEDED_ATTR not in t.user_attrs for c in claimed]
+            voided[study._study_id] = self._voided(study)
+            for t in self._trials(study):
+                current[t._trial_id] = t
+                tid = t.user_attrs.get(ID_ATTR)
+                if tid in ids:
+                    by_id.setdefault((study._study_id, tid), []).append(t)
+        out: list[str | None] = []
+        for c in claimed:
+            t = current.get(c.storage_id)
+            if t is None or t.state != TrialState.RUNNING or SUPERSEDED_ATTR in t.user_attrs \
+                    or RECORDED_IN_ATTR in t.system_attrs:
+                out.append("taken over by another worker while this one was presumed dead")
+                continue
+            key = (c.study._study_id, c.lookbench_id)
+            other = next((u for u in by_id.get(key, []) if u._trial_id != c.storage_id
+                          and self._done(u, recorded, voided[c.study._study_id])), None)
+            if other is not None:
+                out.append(f"already recorded as trial {other.number}")
+                self._supersede(t, f"already recorded as trial {other.number}")
+                continue
+            out.append(None)
+        return out
+
+    def _mark_finished(self, outcomes: list[Outcome]) -> None:
+        """Step 3: committed outcomes whose rows are written become Optuna's final states (one
+        append on the study's own journal). A failure here loses nothing (the commit and the
+        rows stand; the trials are finished from the commit once this process has ended, see
+        :meth:`replan`), so it is left to the next storage call to report."""
+        ops = [(o.claimed.storage_id, _STATE, _final_state(o.state, o.value)) for o in outcomes]
+        try:
+            _apply(self.storage, ops)
+        except Exception:  # (e.g. a database call retried after it took effect): one by one
+            for op in ops:
+                with contextlib.suppress(Exception):
+                    _apply(self.storage, [op])
+
+    def _take_back(self, outcomes: list[Outcome]) -> None:
+        """The rows of committed ``outcomes`` could not all be written (a full disk): those
+        whose rows are here are finished; the others' commits are taken back (superseded), so
+        that they are planned again, by any machine. If even that fails, they stay committed
+        with this process as their worker: this folder's next run puts them right."""
+        from lookbench.results import StudyResults
+
+        with contextlib.suppress(Exception):
+            results = StudyResults(self.study_dir)
+            written = {id(o) for o in outcomes if results.has(o.claimed.lookbench_id)}
+            self._mark_finished([o for o in outcomes if id(o) in written])
+            lost = [o for o in outcomes if id(o) not in written]
+            if lost:
+                with study_lock(self.storage, self.study_dir, self.name):
+                    for o in lost:
+                        self._supersede(self.storage.get_trial(o.claimed.storage_id),
+                                        "its rows could not be written", force=True)
 
     def release(self, claimed: Claimed, reason: str) -> None:
         """Give a claimed trial back (interrupted, bad checkpoint): superseded, planned again."""
         with study_lock(self.storage, self.study_dir, self.name):
             frozen = self.storage.get_trial(claimed.storage_id)
+            if _committed(frozen):  # its outcome is in the storage: nothing to give back
+                return
             self._supersede(frozen, reason)
             self._enqueue(claimed.study, claimed.lookbench_id, claimed.config,
                           dict(frozen.distributions), point=frozen.user_attrs.get(POINT_ATTR))
@@ -626,9 +884,7 @@ class TrialQueue:
                 if tid is None or CONFIG_ATTR not in t.user_attrs or tid in out \
                         or not self._done(t, recorded, voided):
                     continue
-                state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(
-                    t.state, "diverged")
-                value = t.values[0] if state == "complete" and t.values else None
+                state, value = _outcome_of(t)
                 out[tid] = (TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR]), state, value)
         return list(out.values())
 
@@ -637,7 +893,7 @@ class TrialQueue:
         out = []
         for study in self.studies.values():
             for t in self._trials(study, (TrialState.RUNNING,)):
-                if CONFIG_ATTR in t.user_attrs and self._alive(t):
+                if CONFIG_ATTR in t.user_attrs and not _committed(t) and self._alive(t):
                     out.append((TrialConfig.model_validate(t.user_attrs[CONFIG_ATTR]),
                                 t.system_attrs.get(EPOCH_ATTR)))
         return out

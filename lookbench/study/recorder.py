@@ -5,9 +5,11 @@ alone, each would cost two Parquet files written and fsynced, three journal appe
 and a hold of the study lock: more than the trial. So a worker keeps its finished trials for
 at most ``LOOKBENCH_RECORD_EVERY_S`` seconds (default 1; 0 records each at once), or
 :data:`MAX_PENDING` of them, and records them together: one batch file per table
-(``lookbench.results.store``), then every Optuna outcome in one hold of the study lock, one
-append on the study's own journal (``TrialQueue.finish_many``). A trial that took longer than
-that is recorded at once, with any kept before it.
+(``lookbench.results.store``), with every Optuna outcome committed before in one hold of the
+study lock, one append on the study's own journal, and marked finished after in one more
+(``TrialQueue.finish_many``: the outcome reaches the storage before the rows, so that no
+machine runs a trial again whose rows another wrote). A trial that took longer than that is
+recorded at once, with any kept before it.
 
 Nothing is lost meanwhile: a kept trial stays RUNNING in Optuna, owned by this live worker, its
 heartbeat kept up, and its checkpoint (if it had one) kept, so a kill costs only the time to
@@ -43,15 +45,16 @@ def record_interval_s() -> float:
 class Recorder:
     """Finished trials of one worker, kept until :meth:`flush` records them together.
 
-    ``recorded(outcome)`` runs for each trial once its result is written and Optuna knows it;
-    ``lost(outcome)`` for one that another worker took over meanwhile (its result here is
-    discarded); ``failed(outcomes, error)`` when writing them raised (the caller decides whether
-    the machine is at fault), after which the error propagates.
+    ``recorded(outcome)`` runs for each trial once Optuna knows its outcome and its result is
+    written; ``lost(outcome, why)`` for one whose result here is discarded (another worker took
+    it over meanwhile, or another trial of its id is recorded); ``failed(outcomes, error)`` when
+    recording them raised (the caller decides whether the machine is at fault), after which
+    the error propagates.
     """
 
     def __init__(self, queue: TrialQueue, results: StudyResults, *,
                  recorded: Callable[[Outcome], None],
-                 lost: Callable[[Outcome], None],
+                 lost: Callable[[Outcome, str], None],
                  failed: Callable[[list[Outcome], BaseException], None]) -> None:
         self.queue, self.results = queue, results
         self._recorded, self._lost, self._failed = recorded, lost, failed
@@ -81,17 +84,22 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
-        """Record every kept trial now: their rows, then their outcomes in Optuna."""
+        """Record every kept trial now: their outcomes in Optuna, their rows, and Optuna's
+        final states (``TrialQueue.finish_many``)."""
         pending, self._pending = self._pending, []
         self._since, self._at_once = None, False
         if not pending:
             return
         try:
-            ours = self.queue.finish_many(
+            why = self.queue.finish_many(
                 pending, lambda mine: self.results.write_trials([(o.row, o.curves)
-                                                                 for o in mine]))
+                                                                 for o in mine]),
+                recorded=self.results.recorded_view())
         except BaseException as e:
             self._failed(pending, e)
             raise
-        for outcome, ok in zip(pending, ours):
-            (self._recorded if ok else self._lost)(outcome)
+        for outcome, reason in zip(pending, why):
+            if reason is None:
+                self._recorded(outcome)
+            else:
+                self._lost(outcome, reason)

@@ -215,9 +215,9 @@ def _recorder(queue: TrialQueue, results: StudyResults, opts: WorkerOptions,
         if opts.on_trial is not None:
             opts.on_trial(outcome.claimed, outcome.state)
 
-    def lost(outcome: Outcome) -> None:
-        _warn(opts, f"trial {outcome.claimed.lookbench_id} was taken over by another worker "
-                    f"while this one was presumed dead; its result here is discarded")
+    def lost(outcome: Outcome, why: str) -> None:
+        _warn(opts, f"trial {outcome.claimed.lookbench_id} was {why}; its result here is "
+                    f"discarded")
 
     def failed(outcomes: list[Outcome], error: BaseException) -> None:
         if isinstance(error, OSError):  # the results could not be written: not outcomes yet
