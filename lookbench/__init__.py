@@ -6,13 +6,6 @@ optuna, plotly) are imported by those subpackages only, so ``import lookbench`` 
 ``lookbench --help`` stay instant.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("lookbench")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
 __all__ = ["MicroBatches", "Task", "TaskSize", "Workload", "__version__", "load_results", "run_study"]
 
 # Imported when first asked for, since they need torch: ``from lookbench import Task,
@@ -23,7 +16,22 @@ _LAZY = {"MicroBatches": "lookbench.tasks.base", "Task": "lookbench.tasks.base",
          "load_results": "lookbench.api"}
 
 
+def _version() -> str:
+    """The installed version (importlib.metadata, read when first asked for: importing it
+    takes tens of milliseconds, which ``import lookbench`` need not pay, and which a Ctrl-C
+    at the command's very start would otherwise interrupt outside any handler)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lookbench")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()["__version__"] = value = _version()
+        return value
     if name in _LAZY:
         from importlib import import_module
 
