@@ -99,14 +99,17 @@ def check(study: Path, clean: dict[str, tuple], texts: list[str]) -> list[str]:
         if "Traceback" in text:
             problems.append("traceback")
             break
+        if "already exists with" in text:
+            problems.append("a re-run refused")
+            break
     return problems
 
 
-def finish(out: Path, texts: list[str]) -> int:
-    """Re-run until complete (at most 3 times); the last exit code."""
+def finish(out: Path, texts: list[str], *extra: str) -> int:
+    """Re-run the same command until complete (at most 3 times); the last exit code."""
     code = -1
     for _ in range(3):
-        code, text = run(out)
+        code, text = run(out, *extra)
         texts.append(text)
         if code == 0:
             break
@@ -160,7 +163,7 @@ def one_try(kind: str, root: Path, clean: dict[str, dict], duration: float
         first = str(proc.returncode)
         if kind == "kill-command":  # its workers end with it (PDEATHSIG): give them a moment
             time.sleep(1.0)
-        finish(out, texts)
+        finish(out, texts, *extra)
     elif kind == "twins":
         a, b = run(out, wait=False), run(out, wait=False)
         for p in (a, b):
@@ -189,18 +192,21 @@ def one_try(kind: str, root: Path, clean: dict[str, dict], duration: float
             ckpts = list((study / "checkpoints").glob("*.pt")) \
                 if (study / "checkpoints").exists() else []
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=TIMEOUT)
+        if not ckpts:
+            return kind, "no checkpoint", []  # (the run ended first: nothing to damage)
         for c in ckpts:
             if c.exists():
                 damage(c)
-        code, text = run(out)
+        code, text = run(out, "--population", "1")
         texts.append(text)
         first = str(code)
-        if code != 0:
+        if code != 0:  # as its one-line error advises
             for c in (study / "checkpoints").glob("*.pt"):
                 c.unlink()
-            finish(out, texts)
+            finish(out, texts, "--population", "1")
     elif kind == "damaged-journal":
         texts.append(run(out)[1])
         journal = study / "optuna.journal"
@@ -238,7 +244,8 @@ def one_try(kind: str, root: Path, clean: dict[str, dict], duration: float
             subprocess.run(["umount", str(mount)], check=False)
         out, study = target, target / "faults"
         finish(out, texts)
-    problems = check(study, clean["1" if kind == "kill-child" else "auto"], texts)
+    one_at_a_time = kind in ("kill-child", "damaged-checkpoint")
+    problems = check(study, clean["1" if one_at_a_time else "auto"], texts)
     return kind, first, problems
 
 
