@@ -267,6 +267,13 @@ class _Outage:
                       file=sys.stderr, flush=True)
                 self.since = None
 
+    def gave_up(self) -> None:
+        """A call stopped waiting (its deadline passed): the outage it warned of ends with
+        that error, so a later call in this process (a second ``run_study`` from a notebook,
+        a test's next command) warns of its own outage again."""
+        with self._lock:
+            self.since = None
+
 
 outage = _Outage()
 
@@ -284,7 +291,10 @@ def retry(call: Callable[[], T], what: str, deadline_s: float | None = None, *,
         try:
             result = call()
         except Exception as e:
-            if not is_transient(e) or time.monotonic() - start > deadline:
+            if not is_transient(e):
+                raise
+            if time.monotonic() - start > deadline:
+                outage.gave_up()
                 raise
             outage.failed(lambda e=e: waiting(e) if waiting is not None else (
                 f"warning: {what} is unreachable; retrying for up to {deadline:.0f} s "

@@ -130,3 +130,15 @@ def test_a_database_outage_during_a_run_is_two_warning_lines(tmp_path):
     assert "unreachable" in lines[0] or "waiting for the database" in lines[0]
     assert "is back" in lines[1]
     assert "SQL" not in err and "Traceback" not in err
+
+
+def test_a_call_that_gives_up_ends_its_outage_so_the_next_one_warns_again(capsys):
+    db = Database()
+    wrapped = RetryingStorage(db, url="postgresql://lb@db/study")
+    db.down.set()
+    for _ in range(2):  # two commands in one process (a notebook; a test suite's CliRunner)
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            retry(wrapped.inner.get_all_studies, "the database db", 0.1)
+    lines = warnings_in(capsys.readouterr().err)
+    assert len(lines) == 2 and all("unreachable" in line for line in lines), lines
+    assert storage.outage.since is None
