@@ -15,7 +15,10 @@ times), and compares the result with a clean run of the same study made first:
 Faults: SIGKILL of the whole process group, of the command alone, of one worker child, SIGTERM
 and SIGINT of the command, each at a random moment; two commands on one folder at once; a
 deleted or damaged curves file; a damaged checkpoint; a damaged journal (exit 2, nothing
-touched); a full disk (a small tmpfs, root only) at a random fill level.
+touched); a full disk (a small tmpfs, root only) at a random fill level; two machines with
+their own ``--out`` folders sharing a PostgreSQL database, one killed (its whole group) at a
+random moment while the other goes on (a throwaway server; skipped where PostgreSQL's server
+is not installed): every trial in exactly one of the two folders, the union bit-identical.
 
 Usage: python benchmarks/fault_campaign.py [--tries N] [--seed S] [--only KIND,...]
 Prints one row per try and a summary table per fault kind; exits 1 if any try lost, doubled
@@ -25,15 +28,20 @@ or changed a result.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -55,24 +63,27 @@ def run(out: Path, *extra: str, wait: bool = True) -> subprocess.Popen | tuple[i
     return proc.returncode, text
 
 
-def table(study: Path, name: str):
-    files = [p for p in (study / name).glob("*.parquet")] if (study / name).exists() else []
+def table(study: Path | list[Path], name: str):
+    studies = study if isinstance(study, list) else [study]
+    files = [p for s in studies if (s / name).exists() for p in (s / name).glob("*.parquet")]
     if not files:
         return None
     return ds.dataset([str(p) for p in files], format="parquet").to_table().to_pandas()
 
 
-def outcome(study: Path) -> dict[str, tuple]:
+def outcome(study: Path | list[Path]) -> dict[str, tuple]:
     trials = table(study, "trials")
     if trials is None:
         return {}
     return {r.trial: (r.state, r.final_test_acc, r.epochs_done) for r in trials.itertuples()}
 
 
-def check(study: Path, clean: dict[str, tuple], texts: list[str]) -> list[str]:
-    """What is wrong with ``study`` against the clean run (empty: nothing)."""
+def check(study: Path | list[Path], clean: dict[str, tuple], texts: list[str]) -> list[str]:
+    """What is wrong with ``study`` (or the union of several machines' folders, read as pandas
+    would, without lookbench's precedence) against the clean run (empty: nothing)."""
     problems = []
-    trials = table(study, "trials")
+    studies = study if isinstance(study, list) else [study]
+    trials = table(studies, "trials")
     if trials is None:
         return ["no trials table"]
     dup = trials["trial"].duplicated().sum()
@@ -85,14 +96,16 @@ def check(study: Path, clean: dict[str, tuple], texts: list[str]) -> list[str]:
     changed = [t for t in clean if t in got and got[t] != clean[t]]
     if changed:
         problems.append(f"{len(changed)} changed")
-    curves = table(study, "curves")
+    curves = table(studies, "curves")
     trained = set(trials.loc[trials["epochs_done"] > 0, "trial"])
     if trained and (curves is None or not trained <= set(curves["trial"])):
         problems.append("curves missing")
-    leftovers = [p.name for d in ("trials", "curves") for p in (study / d).glob("*")
-                 if p.name != "compacted.parquet"] if (study / "trials").exists() else []
-    leftovers += [p.name for p in (study / "checkpoints").glob("*")] \
-        if (study / "checkpoints").exists() else []
+    leftovers = []
+    for s in studies:
+        leftovers += [p.name for d in ("trials", "curves") for p in (s / d).glob("*")
+                      if p.name != "compacted.parquet"] if (s / "trials").exists() else []
+        leftovers += [p.name for p in (s / "checkpoints").glob("*")] \
+            if (s / "checkpoints").exists() else []
     if leftovers:
         problems.append(f"leftovers {sorted(leftovers)[:3]}")
     for text in texts:
@@ -114,6 +127,58 @@ def finish(out: Path, texts: list[str], *extra: str) -> int:
         if code == 0:
             break
     return code
+
+
+class Postgres:
+    """A throwaway PostgreSQL server on a free port that trusts local connections (written
+    here rather than imported from the tests, so the campaign needs no pytest)."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            raise FileNotFoundError("PostgreSQL's server is not installed")
+        self.bin = Path(found[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="lookbench-faults-pg-"))
+        self.user: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self.root, "postgres")
+            self.user = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        data = self.root / "data"
+        subprocess.run([*self.user, str(self.bin / "initdb"), "-D", str(data), "-A", "trust",
+                        "-U", "postgres"], check=True, capture_output=True, timeout=120)
+        self.ctl = [*self.user, str(self.bin / "pg_ctl"), "-D", str(data)]
+        subprocess.run([*self.ctl, "-o", f"-p {self.port} -k {self.root} -c "
+                        "listen_addresses=127.0.0.1", "-l", str(self.root / "log"), "-w",
+                        "start"], check=True, capture_output=True, timeout=120)
+
+    def new_database(self) -> str:
+        name = f"lb_{uuid.uuid4().hex[:10]}"
+        subprocess.run([*self.user, str(self.bin / "createdb"), "-h", "127.0.0.1", "-p",
+                        str(self.port), "-U", "postgres", name], check=True, timeout=60)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run([*self.ctl, "-m", "immediate", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Postgres | None]:
+    try:
+        server = Postgres()
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        yield None
+        return
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+SERVER: Postgres | None = None  # (set by main for the postgres-folders tries)
 
 
 def children(pid: int) -> list[int]:
@@ -244,13 +309,40 @@ def one_try(kind: str, root: Path, clean: dict[str, dict], duration: float
             subprocess.run(["umount", str(mount)], check=False)
         out, study = target, target / "faults"
         finish(out, texts)
+    elif kind == "postgres-folders":
+        if SERVER is None:
+            return kind, "skipped", []
+        url = SERVER.new_database()
+        a_out, b_out = out / "a", out / "b"
+        # one trial at a time, so the two machines take turns and A has rows when it dies
+        db = ("--storage", url, "--population", "1")
+        a = run(a_out, *db, wait=False)
+        b = run(b_out, *db, wait=False)
+        # A dies at a random moment after its first rows (before them it would hold nothing)
+        deadline = time.monotonic() + TIMEOUT
+        while a.poll() is None and time.monotonic() < deadline and not any(
+                (a_out / "faults" / "trials").glob("*.parquet")):
+            time.sleep(0.02)
+        kill_at("kill-group", a, random.uniform(0.0, 0.5) * duration)
+        texts.append(a.communicate(timeout=TIMEOUT)[0])
+        texts.append(b.communicate(timeout=TIMEOUT)[0])
+        first = f"{a.returncode},{b.returncode}"
+        finish(a_out, texts, *db)  # A comes back; B had finished what it could claim
+        finish(b_out, texts, *db)
+        studies = [o / "faults" for o in (a_out, b_out) if (o / "faults").exists()]
+        problems = check(studies, clean["1"], texts)  # ("first": A's, B's exit; each's trials)
+        in_a, in_b = (set(outcome(o / "faults")) for o in (a_out, b_out))
+        if in_a & in_b:
+            problems.append(f"{len(in_a & in_b)} trials in both folders")
+        return kind, f"{first} ({len(in_a)}+{len(in_b)})", problems
     one_at_a_time = kind in ("kill-child", "damaged-checkpoint")
     problems = check(study, clean["1" if one_at_a_time else "auto"], texts)
     return kind, first, problems
 
 
 KINDS = ["kill-group", "kill-command", "kill-child", "sigterm", "sigint", "twins",
-         "lost-curves", "damaged-curves", "damaged-checkpoint", "damaged-journal", "full-disk"]
+         "lost-curves", "damaged-curves", "damaged-checkpoint", "damaged-journal", "full-disk",
+         "postgres-folders"]
 
 
 def main() -> int:
@@ -275,12 +367,16 @@ def main() -> int:
              "1": outcome(root / "clean-1" / "faults")}
     print(f"clean run: {len(clean['auto'])} trials, {duration:.1f} s (exit {code})")
     rows: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
-    for i in range(args.tries):
-        for kind in kinds:
-            k, first, problems = one_try(kind, root, clean, duration)
-            rows[k].append((first, problems))
-            print(f"{i + 1:>3} {k:<20} first exit {first:<10} "
-                  f"{'ok' if not problems else '; '.join(problems)}", flush=True)
+    global SERVER
+    with contextlib.ExitStack() as stack:
+        if "postgres-folders" in kinds:
+            SERVER = stack.enter_context(postgres_server())
+        for i in range(args.tries):
+            for kind in kinds:
+                k, first, problems = one_try(kind, root, clean, duration)
+                rows[k].append((first, problems))
+                print(f"{i + 1:>3} {k:<20} first exit {first:<16} "
+                      f"{'ok' if not problems else '; '.join(problems)}", flush=True)
     print()
     print(f"{'fault':<20} {'tries':>5} {'ok':>4}  first exits")
     bad = 0
