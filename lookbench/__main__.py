@@ -9,6 +9,9 @@ import sys
 def main() -> None:
     try:
         from lookbench.cli import app
+        from lookbench.timeline import mark
+
+        mark("cli imported")
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None

@@ -425,7 +425,9 @@ def run(
     from lookbench.study.spec import SpecError, load_spec
     from lookbench.study.storage import StorageUnavailable
     from lookbench.tasks import DataUnavailable
+    from lookbench.timeline import mark
 
+    mark("engine imported")
     if task is None and spec is None:
         fail("give a TASK (see `lookbench tasks`) or a study file with --spec")
     from lookbench.study.queue import check_stale_after
@@ -502,6 +504,7 @@ def run(
 
         out_console.print(summary(result.cost, study_spec.inner), highlight=False)
     _print_status(out_console, out, [study_spec.study_name], storage)
+    mark("status printed")
     if result.errors or result.failed or (missing > 0 and not result.running_elsewhere):
         raise typer.Exit(EXIT_FAILED)
     if missing > 0:

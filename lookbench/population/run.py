@@ -57,6 +57,7 @@ from lookbench.study.worker import (
     stop_if_environmental,
 )
 from lookbench.tasks import DataUnavailable, get
+from lookbench.timeline import mark
 
 # ``--population`` unset: as many members as wait, up to this many (more rarely pays: the
 # per-step overhead a population saves is already small next to M members' arithmetic) ...
@@ -257,6 +258,7 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
             pop = PopulationTrial([config for _, config in layout], opts.device, opts.data_dir,
                                   only_if_faster=opts.population is None,
                                   compile=opts.compile)
+            mark("population built")
             for m, c in enumerate(members):
                 if c is None:
                     pop.leave_out(m)
@@ -275,6 +277,7 @@ def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
             last_progress = last_checkpoint = time.monotonic()
             every = checkpoint_interval_s()
             for trained in pop.run():
+                mark("epoch")
                 for m in trained:
                     if opts.on_epoch is not None:
                         opts.on_epoch(members[m], pop.records[m][-1])  # type: ignore[arg-type]

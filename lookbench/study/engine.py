@@ -47,6 +47,7 @@ from lookbench.study.queue import TrialQueue, _process_start
 from lookbench.study.spec import StudySpec, planned_runs
 from lookbench.study.storage import open_storage, study_lock
 from lookbench.study.worker import STORAGE_ENV, WorkerOptions, WorkerStopped, run_worker
+from lookbench.timeline import mark
 
 __all__ = ["RunResult", "StudyConflict", "prepare", "run_study"]
 
@@ -112,6 +113,7 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     are lost run again too (``_set_lost_aside``), with a line for ``warnings``."""
     from lookbench import tasks
 
+    mark("prepare")
     study_dir = out / spec.study_name
     task = tasks.get(spec.task, **spec.task_options)
     task.check_data(data_dir)  # before creating anything
@@ -131,6 +133,7 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
         if old is None:
             definition.store_spec(queue.studies.values(), spec)
         definition.write_file(study_dir, old or spec, definition.task_facts(task))
+    mark("definition stored")
     results = StudyResults(study_dir)
     lost = _set_lost_aside(queue, results)
     if lost and warnings is not None:
@@ -145,6 +148,7 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     queue.replan(planned, recorded)
     remove_recorded(study_dir / CHECKPOINTS_DIR, recorded)  # left by a worker killed at the end
     _remove_dead_temps(study_dir)
+    mark("plan queued")
     return queue, planned, retried
 
 
@@ -316,8 +320,10 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     result.failed = _failed_since(results, before)
     _account(result, queue, results, planned)
     _compact(results, result)
+    mark("compacted")
     if not result.interrupted and result.recorded + result.elsewhere >= total:
         _measure_cost(spec, study_dir, where[0], data_dir, console, result)
+        mark("cost measured")
     return result
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from lookbench.results import StudyResults
 from lookbench.study.queue import Claimed, Outcome, TrialQueue
+from lookbench.timeline import mark
 
 RECORD_EVERY_ENV = "LOOKBENCH_RECORD_EVERY_S"
 RECORD_EVERY_S = 1.0
@@ -98,6 +99,7 @@ class Recorder:
         except BaseException as e:
             self._failed(pending, e)
             raise
+        mark(f"recorded {len(pending)}")
         for outcome, reason in zip(pending, why):
             if reason is None:
                 self._recorded(outcome)

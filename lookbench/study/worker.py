@@ -53,6 +53,7 @@ from lookbench.study.spec import (
 from lookbench.study.storage import BadStorage, StorageUnavailable, open_storage
 from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable, TaskNotFound
+from lookbench.timeline import mark
 
 PROGRESS_EVERY_S = 1.0  # a trial's epoch is written to the storage at most this often
 STORAGE_ENV = "LOOKBENCH_STORAGE_URL"  # how `lookbench run` hands its workers the storage URL
@@ -113,6 +114,7 @@ def open_queue(opts: WorkerOptions, spec: StudySpec | None = None) -> tuple[Tria
 def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> WorkerReport:
     """Run planned trials until none is left (or ``stop`` is set)."""
     queue, spec = open_queue(opts)
+    mark("worker ready")
     rank = ranking(spec)
     results = StudyResults(opts.study_dir)
     from lookbench.study import seeds
@@ -135,6 +137,7 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                 resume_first = claimed is not None
                 if claimed is None:
                     claimed = queue.claim(ahead)
+                mark("claimed")
                 if claimed is None and spec.sampler == "tpe":
                     recorder.flush()  # (TPE proposes from the outcomes recorded so far)
                     claimed = _propose(queue, spec)
@@ -273,6 +276,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
         with Heartbeat(queue, [claimed, *recorder.claims(), *queue.claimed_ahead()]), \
                 CheckpointWriter() as writer, interrupts.allowed():
             trial = Trial(config, opts.device, opts.data_dir, compile=opts.compile)
+            mark("trial built")
             if not ckpt.exists() and trial.analytic is None:
                 cut_off = [(h, e) for h, e in queue.previous_attempts(claimed) if e > 0]
                 if cut_off:
@@ -307,6 +311,7 @@ def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, ran
                         recorder.flush()
                 if opts.on_epoch is not None:
                     opts.on_epoch(claimed, record)
+                mark("epoch")
             records = trial.records
     except (KeyboardInterrupt, DataUnavailable, CheckpointError) as e:
         queue.release(claimed, "interrupted" if isinstance(e, KeyboardInterrupt) else str(e))

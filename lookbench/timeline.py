@@ -1,0 +1,48 @@
+"""Where a run's time goes: named moments of every process of a ``lookbench run``.
+
+``mark(event)`` appends ``<unix time> <pid> <event>`` to the file named by the environment
+variable ``LOOKBENCH_TIMELINE`` (worker processes inherit it), and does nothing where it is
+unset (one global read: the engine's overhead stays negligible). ``benchmarks/study_timeline.py``
+reads the file. Written here rather than with a profiler: a profiler shows where one process
+spends CPU; this shows when each stage of the study happens across processes, as the user
+waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+ENV = "LOOKBENCH_TIMELINE"
+_path = os.environ.get(ENV) or None
+
+
+def enabled() -> bool:
+    return _path is not None
+
+
+def mark(event: str) -> None:
+    """Note that ``event`` happened now (one line, appended with O_APPEND: lines of several
+    processes never interleave). A failed write is ignored: this is a measurement, never a
+    reason for a run to fail."""
+    if _path is None:
+        return
+    line = f"{time.time():.6f} {os.getpid()} {event}\n".encode()
+    try:
+        fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def read(path: str | os.PathLike[str]) -> list[tuple[float, int, str]]:
+    """The marks of a timeline file, in the order they were written: (time, pid, event)."""
+    marks = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            stamp, pid, event = line.rstrip("\n").split(" ", 2)
+            marks.append((float(stamp), int(pid), event))
+    return marks
