@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 
 from lookbench.study.worker import main
+from lookbench.timeline import skip_final_collection
 
 if __name__ == "__main__":
+    skip_final_collection()
     sys.exit(main())
