@@ -8,6 +8,8 @@ reaches more than 95% test accuracy in about a second. The train/test split is f
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -37,9 +39,22 @@ class DigitsOptions(BaseModel):
     hidden: int = Field(128, ge=1, description="width of the MLP's hidden layer")
 
 
+SPLIT_NAMES = ("x_train", "y_train", "x_test", "y_test")
+
+
 @lru_cache(maxsize=1)
 def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The fixed stratified split, computed once per process."""
+    """The fixed stratified split, once per process: from the machine's cache where an
+    earlier process left it, else computed (and cached for the next)."""
+    cached = _read_cache()
+    if cached is not None:
+        return cached
+    split = _compute_split()
+    _write_cache(split)
+    return split
+
+
+def _compute_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -50,6 +65,63 @@ def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
     )
     return x_train, y_train, x_test, y_test
+
+
+# Why a cache: importing scikit-learn (SciPy with it) takes 0.8 s after torch on 2 cores, in
+# the command and in every worker process, for a split that never changes; a .npz of it
+# loads in milliseconds (benchmarks/study_timeline.py). It is keyed by scikit-learn's version
+# (the split is its train_test_split's) and by this layout's version.
+CACHE_VERSION = 1
+
+
+def cache_path() -> Path | None:
+    """Where the split is cached: ``$LOOKBENCH_CACHE`` (empty: no cache) or
+    ``~/.cache/lookbench``, one file per scikit-learn version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = os.environ.get("LOOKBENCH_CACHE", str(Path("~/.cache/lookbench").expanduser()))
+    if not root:
+        return None
+    try:
+        sklearn = version("scikit-learn")
+    except PackageNotFoundError:
+        return None
+    return Path(root) / f"digits-split-v{CACHE_VERSION}-sklearn-{sklearn}.npz"
+
+
+def _read_cache() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    path = cache_path()
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            split = tuple(f[name] for name in SPLIT_NAMES)
+    except Exception:  # damaged or foreign (zipfile, pickle, OS errors alike): computed again
+        return None
+    x_train, y_train, x_test, y_test = split
+    if not (x_train.dtype == x_test.dtype == np.float32 and y_train.dtype == y_test.dtype
+            == np.int64 and x_train.shape[1:] == x_test.shape[1:] == (64,)
+            and len(x_train) + len(x_test) == 1797 and len(x_train) == len(y_train)
+            and len(x_test) == len(y_test)):
+        return None
+    return split  # type: ignore[return-value]
+
+
+def _write_cache(split: tuple[np.ndarray, ...]) -> None:
+    """Best effort (a read-only home only costs the next process the computation): written
+    to a temporary file of this process, then renamed, so a reader never sees half of it."""
+    path = cache_path()
+    if path is None:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **dict(zip(SPLIT_NAMES, split)))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def build_mlp(hidden: int) -> nn.Module:
