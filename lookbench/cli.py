@@ -420,6 +420,14 @@ def run(
     grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
+    import atexit
+
+    from lookbench.study.early import EarlyWorkers, likely_workers
+
+    # The worker processes start before this one imports torch, and import it meanwhile
+    # (see lookbench.study.early); those the run does not use are killed at the latest here.
+    early = EarlyWorkers(likely_workers(devices, workers, threads), threads or 1)
+    atexit.register(early.close)
     from lookbench.study.definition import StudyConflict
     from lookbench.study.engine import run_study
     from lookbench.study.spec import SpecError, load_spec
@@ -466,7 +474,7 @@ def run(
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
                            workers=workers, data_dir=data_dir, console=out_console,
                            grace_s=stale_after, retry_failed=retry_failed,
-                           population=study_spec.population, compile=compile)
+                           population=study_spec.population, compile=compile, early=early)
     except (StudyConflict, ValueError, StorageUnavailable, DataUnavailable) as e:
         fail(str(e), exit_code(e))  # (a damaged results file is a ValueError)
     except OSError as e:  # the study folder: a file in the way, full, read-only, forbidden

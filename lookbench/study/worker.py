@@ -40,6 +40,7 @@ from lookbench.study.checkpoints import (
     load_checkpoint,
 )
 from lookbench.study.definition import Ranking, StudyConflict, ranking, stored_spec
+from lookbench.study.early import WAIT_FLAG, wait_to_begin
 from lookbench.study.interrupts import Interrupts, sleep
 from lookbench.study.queue import Claimed, Heartbeat, Outcome, TrialQueue
 from lookbench.study.recorder import Recorder
@@ -378,6 +379,18 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    told_storage, early = None, argv == [WAIT_FLAG]
+    if early:  # started early: told what to run once the study is planned
+        _exit_with_parent()
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            order = wait_to_begin()
+        except KeyboardInterrupt:  # (stopped from outside before it began)
+            return 130
+        if order is None:
+            return 0
+        argv, told_storage = order
     parser = argparse.ArgumentParser(prog="python -m lookbench.study.worker_main")
     parser.add_argument("--study-dir", type=Path, required=True)
     parser.add_argument("--name", required=True)
@@ -392,11 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--take-over", action="store_true",
                         help="first take over the trials of workers that died")
     args = parser.parse_args(argv)
-    _exit_with_parent()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    if not early:
+        _exit_with_parent()
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     if args.threads:
         torch.set_num_threads(args.threads)
-    storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    storage = args.storage or told_storage or os.environ.get(STORAGE_ENV) or None
     opts = WorkerOptions(study_dir=args.study_dir, name=args.name, storage=storage,
                          device=args.device, data_dir=args.data_dir, grace_s=args.grace_s,
                          population=args.population, compile=args.compile,
