@@ -322,7 +322,10 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
             else:
                 _run_processes(spec, study_dir, storage_url, where, data_dir, grace_s,
                                refresh, result, population, compile, queue=queue,
-                               hand_back=hand_back, early=early)
+                               hand_back=hand_back, early=early,
+                               while_others_work=lambda: _measure_cost(
+                                   spec, study_dir, where[0], data_dir, console, result,
+                                   show=False))
             if not seeds.sequential(spec) or result.interrupted or result.errors:
                 break
             # The workers stop when nothing is left that they know of; a stage another
@@ -347,11 +350,12 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
 
 
 def _measure_cost(spec: StudySpec, study_dir: Path, place: Placement, data_dir: Path | None,
-                  console: Console, result: RunResult) -> None:
+                  console: Console, result: RunResult, show: bool = True) -> None:
     """Once a study is complete and has no ``cost.json``, measure what Lookahead costs on the
     study's device, in this process (``lookbench.study.cost``); a study measured before costs
     nothing more. Not writing the file is a warning (the next run measures again); Ctrl-C
-    interrupts the run and writes nothing."""
+    interrupts the run and writes nothing. ``show``: say so on the console (not while the
+    progress view is up: Rich shows one live display at a time)."""
     from lookbench.study import cost
 
     if (study_dir / cost.COST_FILE).exists():
@@ -366,7 +370,8 @@ def _measure_cost(spec: StudySpec, study_dir: Path, place: Placement, data_dir: 
         return
     device = "cpu" if place.visible is None else f"cuda:{place.visible}"
     try:
-        with console.status("measuring what Lookahead costs…"):
+        with console.status("measuring what Lookahead costs…") if show \
+                else contextlib.nullcontext():
             result.cost = cost.measure_cost(spec, study_dir, device, spec.threads, data_dir,
                                             budget)
     except KeyboardInterrupt:
@@ -698,12 +703,15 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
                    refresh, result: RunResult, population: int | None = None,
                    compile: bool = False, gate: GpuMemoryGate | None = None,
                    queue: TrialQueue | None = None, hand_back=None,
-                   early: EarlyWorkers | None = None) -> None:
+                   early: EarlyWorkers | None = None, while_others_work=None) -> None:
     """Run the workers of ``where`` until none is left at work: one in this process on the
     CPU, the others as processes. A worker process killed (SIGKILL) is reaped at once and
     its trials are handed back at once (``hand_back``: the study's replan) and taken over in
     this run, by the next worker that claims, a worker started in its place, or this
-    process's own; ``queue`` (the study's) tells, at the end, whether it held any still."""
+    process's own; ``queue`` (the study's) tells, at the end, whether it held any still.
+    ``while_others_work``: what this process does once its own worker found nothing left to
+    claim while other workers still train (the cost pass: on a core that would idle, instead
+    of after the last trial, while the user waits)."""
     log_dir = study_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     gate = gate or GpuMemoryGate()
@@ -776,6 +784,14 @@ def _run_processes(spec: StudySpec, study_dir: Path, storage_url: str | None,
 
         if here is not None and not train_here(False):
             return
+        if here is not None and while_others_work is not None and workers.check()[1]:
+            try:
+                while_others_work()
+            except KeyboardInterrupt:
+                result.interrupted = True
+            if result.interrupted:
+                workers.stop()
+                return
         handled = workers.unreplaced
         try:
             while True:

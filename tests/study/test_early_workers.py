@@ -102,3 +102,40 @@ def test_a_worker_stopped_while_it_waits_exits_130(tmp_path, monkeypatch):
         assert proc.wait(60) == 130
     finally:
         workers.close()
+
+
+@pytest.mark.parametrize("others_still_work", [True, False])
+def test_the_cost_pass_runs_on_the_commands_core_while_others_still_train(
+        tmp_path, monkeypatch, others_still_work):
+    """Once the command's own worker finds nothing left while another worker still trains,
+    it measures what Lookahead costs then (a core that would idle) instead of after the
+    last trial; not when every worker is done already."""
+    from lookbench.study import engine
+    from lookbench.study.spec import load_spec
+
+    class Worker:  # a worker process that ends once the command has done its part
+        returncode = None
+        pid = 0
+
+        def __init__(self, cmd, env, **kwargs):
+            self.polls = 0 if others_still_work else 10**6
+
+        def poll(self):
+            self.polls += 1
+            if self.polls > 3 and self.returncode is None and (
+                    calls or not others_still_work):
+                self.returncode = 0
+            return self.returncode
+
+        def wait(self, timeout=None):
+            return self.poll()
+
+    calls: list[bool] = []
+    monkeypatch.setattr(engine.subprocess, "Popen", Worker)
+    monkeypatch.setattr(engine, "_run_here", lambda *a, **k: None)  # (nothing left here)
+    result = engine.RunResult(planned=0, recorded=0)
+    engine._run_processes(load_spec(None, task="digits"), tmp_path, None,
+                          engine.placements("cpu", 2), None, None, lambda: None, result,
+                          while_others_work=lambda: calls.append(True))
+    assert calls == ([True] if others_still_work else [])
+    assert not result.errors and not result.interrupted
