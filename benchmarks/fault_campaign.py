@@ -52,9 +52,10 @@ STUDY = ["digits", "--epochs", "3", "--lr", "0.03,0.1,0.3", "--momentum", "0.9",
 TIMEOUT = 600
 
 
-def run(out: Path, *extra: str, wait: bool = True) -> subprocess.Popen | tuple[int, str]:
+def run(out: Path, *extra: str, wait: bool = True, env_extra: dict[str, str] | None = None
+        ) -> subprocess.Popen | tuple[int, str]:
     cmd = [*LOOKBENCH, "run", *STUDY, "--out", str(out), *extra]
-    env = {**os.environ, "LOOKBENCH_COST_SECONDS": "0", "COLUMNS": "120"}
+    env = {**os.environ, "LOOKBENCH_COST_SECONDS": "0", "COLUMNS": "120", **(env_extra or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     if not wait:
@@ -250,8 +251,10 @@ def one_try(kind: str, root: Path, clean: dict[str, dict], duration: float
             target.unlink(missing_ok=True)  # as the one-line error advises
             finish(out, texts)
     elif kind == "damaged-checkpoint":
-        proc = run(out, "--population", "1", wait=False)
-        deadline = time.monotonic() + duration
+        # (a checkpoint every epoch: the study's trials are shorter than the usual 10 s)
+        proc = run(out, "--population", "1", wait=False,
+                   env_extra={"LOOKBENCH_CHECKPOINT_EVERY_S": "0"})
+        deadline = time.monotonic() + max(duration, 10.0)
         ckpts: list[Path] = []
         while time.monotonic() < deadline and not ckpts and proc.poll() is None:
             ckpts = list((study / "checkpoints").glob("*.pt")) \
