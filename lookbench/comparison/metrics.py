@@ -106,6 +106,26 @@ def config_scores(trials: pd.DataFrame, metric: str, rules: Rules,
     return out
 
 
+UNSTABLE_FACTOR = 10.0  # a seed spread this many times the study's median is flagged
+
+
+def unstable(scores: pd.DataFrame, factor: float = UNSTABLE_FACTOR) -> pd.Series:
+    """Configurations whose seeds disagree far beyond the study's usual spread: the range
+    their seeds span is more than ``factor`` times the median range of the study's
+    configurations with two seeds or more. There training is chaotic (the edge of
+    divergence): rounding differences grow into other outcomes, so one seed's value, a
+    population's against a single run's, or two machines' runs may be far apart. Measured on
+    the README's digits study: the 6 trials of 108 whose accuracy differs with and without
+    populations are all at lr 1 (and one 0.3) with momentum 0.9, where the seeds alone span
+    0.1-0.7. False where fewer than two seeds ran, or the study's median range is 0."""
+    spread = (scores["seed_max"] - scores["seed_min"]).astype(float)
+    several = scores["seeds"] > 1
+    usual = float(spread[several].median()) if several.any() else 0.0
+    if not usual > 0:
+        return pd.Series(False, index=scores.index)
+    return several & (spread > factor * usual)
+
+
 def best_score(scores: pd.DataFrame, maximize: bool) -> float | None:
     """The best score among configurations none of whose seeds diverged or failed."""
     clean = scores.loc[scores["diverged"] == 0, "score"]

@@ -17,9 +17,15 @@ from plotly.offline import get_plotlyjs
 from lookbench import __version__, stats
 from lookbench._messages import naming
 from lookbench.comparison.matched import Matched, describe_setting
-from lookbench.comparison.metrics import EXPLANATIONS, config_keys
+from lookbench.comparison.metrics import (
+    EXPLANATIONS,
+    UNSTABLE_FACTOR,
+    config_keys,
+    unstable,
+)
 from lookbench.comparison.rules import eps_key
 from lookbench.hparams import HYPERPARAMETERS, format_config, label
+from lookbench.hparams import NAMES as HPARAM_NAMES
 from lookbench.report import figures, verdict
 from lookbench.report.data import StudyData
 from lookbench.report.paper import paper_results
@@ -341,7 +347,7 @@ def robustness_table(data: StudyData) -> str:
 
 def score_columns(data: StudyData) -> list[str]:
     return ["score", "seed_min", "seed_max", "gap", "seeds", "diverged", "untrained",
-            *(f"good_{eps_key(e)}" for e in data.analysis.rules.within)]
+            "unstable", *(f"good_{eps_key(e)}" for e in data.analysis.rules.within)]
 
 
 def config_frame(data: StudyData) -> pd.DataFrame:
@@ -349,6 +355,7 @@ def config_frame(data: StudyData) -> pd.DataFrame:
     best (the CSV and the table): the hyperparameters any configuration of the study sets,
     each in one column (a number's words, α's ``adaptive``, in the number's column)."""
     s = data.analysis.scores.copy()
+    s["unstable"] = unstable(s)
     shown = []
     for h in HYPERPARAMETERS:
         if h.name not in s:
@@ -375,8 +382,29 @@ def _cell(v: object) -> tuple[str, str]:
     return str(v), str(v)
 
 
+def unstable_note(frame: pd.DataFrame) -> str:
+    """A line above the table naming the configurations whose seeds disagree far beyond the
+    study's usual spread (``comparison.metrics.unstable``), or nothing."""
+    flagged = frame[frame["unstable"]]
+    if flagged.empty:
+        return ""
+    names = []
+    for row in flagged.head(8).itertuples(index=False):
+        settings = [f"{c}={getattr(row, c)}" for c in frame.columns
+                    if c in HPARAM_NAMES and pd.notna(getattr(row, c))]
+        names.append(f"{row.optimizer} {' '.join(settings)} "
+                     f"({row.seed_min:.4g}–{row.seed_max:.4g})")
+    more = f" and {len(flagged) - 8} more" if len(flagged) > 8 else ""
+    return ('<p class="note unstable">Unstable: ' + _esc("; ".join(names) + more)
+            + f". Their seeds disagree more than {UNSTABLE_FACTOR:g}× the study's median "
+            "seed range, so one seed says little there: read their spread, not one value. "
+            "Near the edge of divergence such settings are also chaotic: rounding differences "
+            "(another --population, another machine) can grow into another outcome.</p>")
+
+
 def config_table(data: StudyData) -> str:
-    """A sortable table of every configuration (click a heading to sort)."""
+    """A sortable table of every configuration (click a heading to sort), below a line that
+    names the unstable ones."""
     frame = config_frame(data)
     heads = {"seed_min": "lowest seed", "seed_max": "highest seed",
              "untrained": "did not train",
@@ -389,7 +417,8 @@ def config_table(data: StudyData) -> str:
         cells = [_cell(v) for v in row]
         body.append("<tr>" + "".join(f'<td data-sort="{_esc(k)}">{_esc(t)}</td>'
                                      for t, k in cells) + "</tr>")
-    return (f'<table class="configs sortable"><thead><tr>{head}</tr></thead>'
+    return (unstable_note(frame)
+            + f'<table class="configs sortable"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
