@@ -147,12 +147,12 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                     if queue.replan(planned, results.recorded()) > 0:
                         continue
                     if seeds.sequential(spec):  # a finished stage may ask for more seeds
-                        grown, stop = seeds.current_plan(spec, queue, opts.study_dir,
+                        grown, why_ended = seeds.current_plan(spec, queue, opts.study_dir,
                                                          results.recorded())
                         if set(grown) - set(planned):
                             planned = grown
                             continue
-                        if stop is None and queue.running():  # the stage ends elsewhere
+                        if why_ended is None and queue.running():  # the stage ends elsewhere
                             sleep(STAGE_POLL_S)
                             continue
                     break  # nothing waiting, nothing stale: done (others may still run)

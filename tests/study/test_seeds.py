@@ -160,3 +160,30 @@ def test_seeds_auto_on_digits_stops_resumes_to_nothing_and_keeps_the_first_stage
     comparison = js["comparisons"][0]
     if not comparison["verdict"]["decided"]:
         assert "cannot tell" in js["verdict"]
+
+
+def test_a_stage_planned_with_a_reason_to_stop_does_not_break_the_worker(tmp_path,
+                                                                          monkeypatch):
+    """A worker re-plans when idle; the plan's second value (why the study stopped adding
+    seeds, or None) once overwrote the worker's ``stop`` event, and a plan that both added
+    trials and gave a reason crashed it (``'str' object has no attribute 'is_set'``), seen on
+    two machines sharing a database."""
+    from typer.testing import CliRunner
+
+    from lookbench.cli import app
+
+    real = seeds.current_plan
+    calls = []
+
+    def current_plan(*args, **kwargs):
+        planned, why = real(*args, **kwargs)
+        calls.append(len(planned))
+        return planned, why or "some lines were decided"
+
+    monkeypatch.setattr(seeds, "current_plan", current_plan)
+    result = CliRunner().invoke(app, [
+        "run", "digits", "--lr", "0.03,0.3,3", "--momentum", "0.9", "--k", "5", "--alpha",
+        "0.5", "--epochs", "2", "--seeds", "auto", "--max-seeds", "8", "--devices", "cpu",
+        "--workers", "1", "--population", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(set(calls)) > 1  # (a stage was added while a reason was given)
