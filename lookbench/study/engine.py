@@ -315,7 +315,8 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
 
     with view.live:
         refresh()
-        for _ in range(len(seeds.boundaries(spec)) + 1):
+        stages, taken_over = len(seeds.boundaries(spec)) + 1, 0
+        while stages > 0:
             if len(where) == 1:
                 _run_in_process(spec, study_dir, storage_url, where[0], data_dir, grace_s,
                                 refresh, result, population, compile)
@@ -326,7 +327,16 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
                                while_others_work=lambda: _measure_cost(
                                    spec, study_dir, where[0], data_dir, console, result,
                                    show=False))
-            if not seeds.sequential(spec) or result.interrupted or result.errors:
+            if result.interrupted or result.errors:
+                break
+            # Trials whose worker elsewhere on this host (another command on a shared
+            # storage) died after this run's workers last looked: taken over now, not left to
+            # a later run (at most 3 times, so a trial that kills every process stops).
+            if taken_over < MAX_REPLACEMENTS and queue.replan(planned, results.recorded()) > 0:
+                taken_over += 1
+                continue
+            stages -= 1
+            if not seeds.sequential(spec):
                 break
             # The workers stop when nothing is left that they know of; a stage another
             # machine finished just after may have asked for more seeds since: run them too.
