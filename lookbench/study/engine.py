@@ -79,6 +79,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
     cost: dict | None = None  # what this run's cost pass wrote to cost.json (None: no pass)
+    study_dir: Path | None = None  # the study's folder (<out>/<study>): lookbench.load_results
 
 
 def placements(devices: str, workers: int | None, threads: int = 1) -> list[Placement]:
@@ -128,9 +129,9 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
         old = definition.stored_spec(storage, spec.study_name)
         if old is not None:
             definition.check_same_definition(old, spec)
-        direction = definition.ranking(spec).direction
-        queue = TrialQueue(storage, spec.study_name, spec.optimizers, direction, study_dir,
-                           local=storage_url is None)
+        rank = definition.ranking(spec)
+        queue = TrialQueue(storage, spec.study_name, spec.optimizers, rank.direction, study_dir,
+                           local=storage_url is None, metric=rank.metric)
         if old is None:
             definition.store_spec(queue.studies.values(), spec)
         definition.write_file(study_dir, old or spec, definition.task_facts(task))
@@ -214,8 +215,9 @@ class ProgressView:
         self.total = total
         self.epochs = epochs
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-        self.bar = self.progress.add_task("trials", total=total)
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[left]}"), console=console)
+        self.bar = self.progress.add_task("trials", total=total, left="")
         self.running: list[str] = []
         self.live = Live(self._render(), console=console, refresh_per_second=4,
                          transient=False)
@@ -229,10 +231,34 @@ class ProgressView:
             grid.add_row(f"  [dim]… and {len(self.running) - 12} more running[/dim]")
         return grid
 
-    def update(self, recorded: int, running: list[str]) -> None:
+    def update(self, recorded: int, running: list[str], left: str | None = None) -> None:
         self.progress.update(self.bar, completed=min(recorded, self.total))
+        if left is not None:
+            self.progress.update(self.bar, left=left)
         self.running = running
         self.live.update(self._render())
+
+
+def _time_left(results: StudyResults, planned: dict, total: int, epochs: int,
+               where: list[Placement]) -> str:
+    """``about 3 min left`` for the progress line (``""`` until two trials have finished)."""
+    from lookbench.study.time_left import estimate
+
+    try:
+        trials = results.trials().select(
+            ["trial", "optimizer", "state", "epochs_done", "wall_s", "device"]).to_pandas()
+    except Exception:  # (a table being compacted, a part half-written: the next round says)
+        return ""
+    recorded = set(trials["trial"])
+    remaining: dict[str, float] = {}
+    if planned:
+        for tid, config in planned.items():
+            if tid not in recorded:
+                remaining[config.optimizer] = remaining.get(config.optimizer, 0) + config.epochs
+    else:  # (random and TPE samplers: no plan, only a count)
+        remaining[""] = max(0, total - len(recorded)) * epochs
+    left = estimate(trials, remaining, parallel=len(where), devices={p.device for p in where})
+    return "" if left is None else str(left)
 
 
 def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: str,
@@ -286,7 +312,7 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
         total = result.planned = len(planned)
 
     result = RunResult(planned=total, recorded=recorded_now(), retried=retried,
-                       warnings=warnings)
+                       warnings=warnings, study_dir=study_dir)
     grown[0] = 0.0
     grow()  # (a study that adds seeds: why it stopped, if it has)
     _account(result, queue, results, planned)
@@ -305,13 +331,25 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
         that reaps the worker processes; its own reader of the tables)."""
         queue.replan(planned, StudyResults(study_dir).recorded())
 
+    estimated = [0.0, -1]  # when the time left was last estimated, and at how many recorded
+
+    def time_left(done: int) -> str | None:
+        """The time left, from the study's finished trials (again at most every 5 s, and
+        only once a trial more has finished: it reads the trials table)."""
+        if done >= total:
+            return ""
+        if done == estimated[1] or time.monotonic() - estimated[0] < 5.0:
+            return None
+        estimated[:] = [time.monotonic(), done]
+        return _time_left(results, planned, total, spec.epochs or 0, where)
+
     def refresh() -> None:
         grow()
         view.total = total
         view.progress.update(view.bar, total=total)
         done = recorded_now()
         running = [f"{_describe(c)}: epoch {e or 0}/{c.epochs}" for c, e in queue.running()]
-        view.update(done, running)
+        view.update(done, running, time_left(done))
 
     with view.live:
         refresh()

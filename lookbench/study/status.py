@@ -33,8 +33,10 @@ def find_studies(out: Path) -> list[str]:
                   if p.is_dir() and ((p / "trials").is_dir() or (p / JOURNAL_FILE).exists()))
 
 
-def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict, str | None]:
-    """Planned and running trials per optimizer, from the study's storage (if readable).
+def _queue_counts(study_dir: Path, storage_url: str | None
+                  ) -> tuple[dict, dict, str | None, int]:
+    """Planned and running trials per optimizer, from the study's storage (if readable), and
+    the study's task and epochs per trial.
 
     Read-only: a status must not change the study it reports on, and must work where it cannot
     write (so no ``TrialQueue``, whose ``create_study(load_if_exists=True)`` appends to the
@@ -54,12 +56,12 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
     from lookbench.study.spec import planned_runs
 
     if storage_url is None and not (study_dir / JOURNAL_FILE).exists():
-        return {}, {}, None
+        return {}, {}, None, 0
     try:
         storage = open_storage(storage_url, study_dir, read_only=True)
         spec = stored_spec(storage, study_dir.name, check_inner=False)
         if spec is None:
-            return {}, {}, None
+            return {}, {}, None, 0
         running: dict[str, int] = defaultdict(int)
         planned = planned_runs(spec)
         for opt in spec.optimizers:
@@ -80,14 +82,14 @@ def _queue_counts(study_dir: Path, storage_url: str | None) -> tuple[dict, dict,
                     running[opt] += 1
     except StorageUnavailable as e:
         raise StatusError(str(e)) from None
-    return planned, running, spec.task
+    return planned, running, spec.task, spec.epochs or 0
 
 
 def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     """A table with one row per optimizer of the study."""
     if not study_dir.is_dir() and storage_url is None:
         raise StatusError(f"no study at {study_dir}")
-    planned, running, _ = _queue_counts(study_dir, storage_url)
+    planned, running, _, epochs = _queue_counts(study_dir, storage_url)
     if not planned and not study_dir.is_dir():
         raise StatusError(f"no study {study_dir.name!r} in the storage or at {study_dir}")
     try:
@@ -97,7 +99,8 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
     metric, maximize = _ranking(study_dir, trials)
     best_of = _best_configurations(trials, metric, maximize)
     counts = trials.groupby(["optimizer", "state"]).size() if len(trials) else None
-    table = Table(title=f"study {study_dir.name}", box=box.SIMPLE_HEAD,
+    left = _time_left(trials, planned, running, epochs)
+    table = Table(title=f"study {study_dir.name}{left}", box=box.SIMPLE_HEAD,
                   caption=f"done/planned trials, running, diverged, failed; best: final {metric} "
                           f"of the best configuration (mean±sd over its n seeds, none of which "
                           f"diverged or failed)")
@@ -120,6 +123,24 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
                       str(running.get(opt, 0)), str(c["diverged"]), str(c["failed"]), best,
                       config)
     return table
+
+
+def _time_left(trials: pd.DataFrame, planned: dict, running: dict, epochs: int) -> str:
+    """``: about 3 min left`` for the title of an unfinished study, at the pace its trials ran
+    lately (nothing for a finished study, or before two trials finished)."""
+    from lookbench.study.time_left import estimate
+
+    done = trials.groupby("optimizer").size() if len(trials) else {}
+    remaining = {opt: max(0, n - int(done.get(opt, 0))) * epochs for opt, n in planned.items()
+                 if isinstance(n, int)}
+    if not epochs or sum(remaining.values()) == 0:
+        return ""
+    left = estimate(trials, remaining, parallel=None)
+    if left is None:
+        return ": time left known once two trials have finished"
+    if not any(running.values()):
+        return f": not running ({left} at its last pace)"
+    return f": {left}"
 
 
 def _ranking(study_dir: Path, trials: pd.DataFrame) -> tuple[str, bool]:
