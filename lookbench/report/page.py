@@ -353,9 +353,18 @@ def score_columns(data: StudyData) -> list[str]:
 def config_frame(data: StudyData) -> pd.DataFrame:
     """Every configuration's score, seed range, gap and ε-good flags against the whole study's
     best (the CSV and the table): the hyperparameters any configuration of the study sets,
-    each in one column (a number's words, α's ``adaptive``, in the number's column)."""
+    each in one column (a number's words, α's ``adaptive``, in the number's column), and
+    last the trials table's ``config`` id, to join the two."""
     s = data.analysis.scores.copy()
     s["unstable"] = unstable(s)
+    from lookbench.results.schema import config_id
+
+    keys, trials = [k for k in config_keys(s) if k in data.trials], data.trials
+    first = ~trials.duplicated(keys)
+    ids = trials.loc[first, keys].copy()  # (merged: a missing value matches a missing one)
+    ids["config"] = (trials.loc[first, "config"].to_numpy() if "config" in trials
+                     else [config_id(r) for _, r in trials.loc[first].iterrows()])
+    s = s.merge(ids, on=keys, how="left")
     shown = []
     for h in HYPERPARAMETERS:
         if h.name not in s:
@@ -367,7 +376,7 @@ def config_frame(data: StudyData) -> pd.DataFrame:
         s[h.name] = column
         if s[h.name].notna().any():
             shown.append(h.name)
-    return s[["optimizer", *shown, *score_columns(data)]].sort_values(
+    return s[["optimizer", *shown, *score_columns(data), "config"]].sort_values(
         "score", ascending=not data.maximize, kind="stable").reset_index(drop=True)
 
 

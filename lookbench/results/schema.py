@@ -7,7 +7,11 @@ DuckDB read them without lookbench. Nullable columns are null where a field does
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -77,10 +81,15 @@ def _hyperparameter_fields() -> list[pa.Field]:
 # Per-epoch metrics every task has columns for; any other a task reports gets its own.
 FIXED_METRICS = ("test_loss", "test_acc")
 
+CONFIG = "config"  # the trials table's configuration id (config_id)
+
 
 TRIALS = pa.schema(
     [
         pa.field("trial", pa.string(), nullable=False),  # stable id: hash of the config
+        # the configuration without its seed (config_id): what a script groups seeds by;
+        # never null as lookbench reads it (computed for rows written before the column)
+        pa.field(CONFIG, pa.string()),
         pa.field("study", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),
         pa.field("optimizer", pa.string(), nullable=False),  # lookahead, sgd, adam, ...
@@ -161,3 +170,99 @@ def check_metric_name(name: str) -> str | None:
     if name in CURVE_COLUMNS and name not in FIXED_METRICS:
         return f"metric {name!r} would overwrite the curves table's own column of that name"
     return None
+
+
+# -- the configuration id ---------------------------------------------------------------------
+
+# The columns besides the hyperparameters that define a configuration: everything a trial's id
+# hashes but its seed (and the flags that do not change its results: ``deterministic`` is on in
+# every study, ``trace_fast`` only adds evaluations).
+CONFIG_FIELDS = ("task", "optimizer", "inner", "epochs", "batch_size", "schedule",
+                 "task_options")
+
+
+def config_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`config_id` hashes, from a trials-table row (a dict, an Arrow row, a pandas
+    row): the task, the optimizer and what it wraps, the budget (epochs, batch size,
+    schedule, task options) and every hyperparameter that is set, each as its column's type
+    (a float as a float, so ``lr`` 1 and 1.0 are one configuration; α's ``adaptive`` as the
+    word). Unset hyperparameters are left out, so a hyperparameter added to the table later
+    changes no id; an unset one that means a value for Lookahead (``inner_state``:
+    ``maintain``) takes that value, as :func:`lookbench.study.config.hyperparameter_columns`
+    writes it, so rows of versions before that column get the same id."""
+    def get(name: str) -> Any:
+        v = row.get(name) if hasattr(row, "get") else row[name]
+        if v is not None and hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            v = v.item()  # a numpy scalar (a pandas row)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    optimizer = get("optimizer")
+    fields: dict[str, Any] = {"task": get("task"), "optimizer": optimizer,
+                              "inner": get("inner") or optimizer}
+    for name in ("epochs", "batch_size"):
+        v = get(name)
+        fields[name] = None if v is None else int(v)
+    fields["schedule"] = get("schedule")
+    options = get("task_options")
+    try:
+        fields["task_options"] = json.loads(options) if options else {}
+    except (TypeError, ValueError):
+        fields["task_options"] = options
+    for h in HYPERPARAMETERS:
+        v = get(h.name)
+        for word in h.words if h.numeric else ():
+            if get(f"{h.name}_{word}") in (True, 1):  # (a missing flag is None)
+                v = word
+        if v is None and h.unset is not None and h.role == "lookahead" == optimizer:
+            v = h.unset
+        if v is None:
+            continue
+        if isinstance(v, str):
+            fields[h.name] = v
+        else:
+            fields[h.name] = int(v) if h.kind == "int" else float(v)
+    return fields
+
+
+def config_id(row: Mapping[str, Any]) -> str:
+    """The id of a row's configuration without its seed (the ``config`` column): the first
+    16 hex digits of the SHA-256 of :func:`config_fields` as canonical JSON. The same for
+    every seed of a configuration and on every machine, population or version (it is
+    computed from the row's own columns, never from how the trial ran); different for any
+    two configurations, also of two studies that differ in budget or task options. A hash,
+    not a readable label: learning rates drawn at random differ in their last digits, and
+    the id must join the trials table, the report's ``-configs.csv`` and other studies'
+    tables exactly; the row's own columns say what it is."""
+    canonical = json.dumps(config_fields(row), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_source_columns() -> list[str]:
+    """The trials-table columns :func:`config_fields` reads."""
+    return [*CONFIG_FIELDS, *(c for h in HYPERPARAMETERS for c in h.columns())]
+
+
+def with_config(table: pa.Table) -> pa.Table:
+    """``table`` (rows of the trials table) with its ``config`` column filled where it is
+    null or missing: rows of tables written before the column get it on read, and rows
+    written without it get it when written. Rows that have one keep it."""
+    present = CONFIG in table.column_names
+    if present and table.column(CONFIG).null_count == 0:
+        return table
+    names = [c for c in config_source_columns() if c in table.column_names]
+    rows = table.select(names).to_pylist()
+    known = table.column(CONFIG).to_pylist() if present else [None] * table.num_rows
+    memo: dict[tuple, str] = {}
+    ids = []
+    for row, given in zip(rows, known):
+        if given is None:
+            key = tuple(row.values())
+            given = memo.get(key)
+            if given is None:
+                given = memo[key] = config_id(row)
+        ids.append(given)
+    column = pa.array(ids, pa.string())
+    if present:
+        i = table.column_names.index(CONFIG)
+        return table.set_column(i, table.schema.field(i), column)
+    return table.append_column(TRIALS.field(CONFIG), column)

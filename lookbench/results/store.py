@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 
 from lookbench import _tempfiles
 from lookbench._messages import first_line
-from lookbench.results.schema import CURVES, TRIALS, with_metrics
+from lookbench.results.schema import CONFIG, CURVES, TRIALS, with_config, with_metrics
 
 TRIALS_DIR = "trials"
 CURVES_DIR = "curves"
@@ -273,7 +273,7 @@ class StudyResults:
             raise ValueError("a trial recorded twice in one batch")
         name = _part_name(ids[0]) if len(rows) == 1 else _batch_name()
         curves = pa.Table.from_pylist(curve_rows, schema=with_metrics(CURVES, curve_rows))
-        table = pa.Table.from_pylist(rows, schema=with_metrics(TRIALS, rows))
+        table = with_config(pa.Table.from_pylist(rows, schema=with_metrics(TRIALS, rows)))
         with self._lock:
             _write_new(self.curves_dir / name, curves)
             current = self._current()
@@ -538,7 +538,14 @@ class StudyResults:
         where a file of an earlier version lacks one, and any metric of the task's own, in the
         order the files bring them), each trial's rows from one file only (by the precedence
         in the module's docstring), in the order of the trials' part files' names. Files this
-        process wrote are taken from memory (``_kept``)."""
+        process wrote are taken from memory (``_kept``). The trials table's ``config`` is
+        computed for rows written before that column (``schema.with_config``), so every
+        reader, and the next compaction's file, has it."""
+        table = self._read_files(directory, schema, files)
+        return with_config(table) if CONFIG in schema.names else table
+
+    def _read_files(self, directory: Path, schema: pa.Schema, files: list[Path]) -> pa.Table:
+        """:meth:`_read` as the files hold it."""
         if not files:
             return schema.empty_table()
         # In precedence order, lowest first: the compacted file, the batches (oldest first),
@@ -634,9 +641,15 @@ class StudyResults:
             if _visible(name) and name != COMPACTED_FILE:
                 with contextlib.suppress(FileNotFoundError):
                     parts[directory / name] = _identity(os.stat(directory / name))
-        if not parts:
-            return 0
         compacted = directory / COMPACTED_FILE
+        if not parts:
+            if CONFIG in schema.names and compacted.exists() \
+                    and CONFIG not in _schema(directory, compacted).names:
+                # (written before the column: rewritten with it, for readers other than ours)
+                _write_atomically(_required_where_filled(self._read(
+                    directory, schema, [compacted])), compacted)
+                _fsync_dir(directory)
+            return 0
         files = [*([compacted] if compacted.exists() else []), *parts]
         table = self._read(directory, schema, files)
         _write_atomically(_required_where_filled(table), compacted)

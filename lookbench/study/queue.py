@@ -46,6 +46,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ HEARTBEAT_ATTR = "lookbench:heartbeat"
 EPOCH_ATTR = "lookbench:epoch"
 RECORDED_IN_ATTR = "lookbench:recorded_in"  # host and study folder that hold its rows
 OUTCOME_ATTR = "lookbench:outcome"  # {"state", "value"}: written with the commit (see above)
+# A population member's own time (its trials-table wall_s: its share of the population's time),
+# a user attribute optuna-dashboard shows; its Optuna duration is made the same (``_finish_at``)
+MEMBER_WALL_ATTR = "member_wall_s"
 
 HEARTBEAT_S = 15.0
 GRACE_S = 120.0
@@ -214,6 +218,7 @@ class Claimed:
     number: int
     lookbench_id: str
     config: TrialConfig
+    started: datetime.datetime | None = None  # Optuna's datetime_start of the claim
 
 
 @dataclass
@@ -229,7 +234,60 @@ class Outcome:
     error: str | None = None
 
 
-_STATE = "state"  # (an op of ``_apply``: the trial's final state and values)
+_STATE = "state"  # (an op of ``_apply``: the trial's state and values [and completion time])
+_USER_ATTR = "user attribute"  # (an op of ``_apply``: one user attribute, (key, value))
+
+
+def _member_wall(row: dict[str, Any]) -> float | None:
+    """A population member's own time (its trials-table row's ``wall_s``: its share of the
+    population's), None for a trial run alone."""
+    population, wall = row.get("population"), row.get("wall_s")
+    if population is None or population <= 1 or wall is None or not math.isfinite(wall):
+        return None
+    return max(0.0, float(wall))
+
+
+def _finish_at(started: datetime.datetime | None, wall_s: float) -> datetime.datetime | None:
+    """When a population member's Optuna trial is to complete so that its duration (Optuna's
+    ``datetime_complete - datetime_start``, which optuna-dashboard shows) is its own share of
+    the population's time, not the whole population's: its start plus ``wall_s``, never later
+    than now (a resumed member's time includes runs before this claim). Aware, in UTC."""
+    if started is None:
+        return None
+    start = started.astimezone() if started.tzinfo is None else started  # (Optuna's: local)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return min(start + datetime.timedelta(seconds=wall_s), now).astimezone(
+        datetime.timezone.utc)
+
+
+def _set_completed_at(storage: optuna.storages.BaseStorage, trial_id: int,
+                      when: datetime.datetime) -> None:
+    """Set a finished trial's ``datetime_complete`` in an RDB storage, whose API always sets
+    it to the time of the call: one UPDATE of Optuna's ``trials`` table (its schema, not its
+    API; best effort, as the time is only shown)."""
+    inner = getattr(storage, "inner", storage)
+    engine = getattr(inner, "engine", None)
+    if not isinstance(inner, optuna.storages.RDBStorage) or engine is None:
+        return
+    with contextlib.suppress(Exception):
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        table = models.TrialModel.__table__
+        local = when.astimezone().replace(tzinfo=None)  # (as Optuna stores it: local, naive)
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.update(table).where(table.c.trial_id == trial_id)
+                         .values(datetime_complete=local))
+
+
+def name_metric(study: optuna.Study, metric: str) -> None:
+    """Name the study's objective after the task's ranking metric (optuna-dashboard and
+    ``trials_dataframe`` show it instead of "Objective 0"); written only where it differs."""
+    if study.metric_names == [metric]:
+        return
+    with warnings.catch_warnings():  # (experimental since Optuna 3.2, still the API)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
 
 
 def _final_state(state: str, value: float | None) -> tuple[TrialState, list[float] | None]:
@@ -252,10 +310,11 @@ def _row_outcome(row: dict[str, Any]) -> tuple[str, float | None, int | None]:
 
 
 def _apply(storage: optuna.storages.BaseStorage, ops: list[tuple[int, str, Any]]) -> None:
-    """Write ``(trial id, system attribute or _STATE, value)`` updates: on the study's own
-    journal file as one append (Optuna's API appends, and fsyncs, once per update; its journal
-    records are its documented file format, written here as its ``_write_log`` writes them),
-    elsewhere one call each."""
+    """Write ``(trial id, system attribute or _STATE or _USER_ATTR, value)`` updates: on the
+    study's own journal file as one append (Optuna's API appends, and fsyncs, once per update;
+    its journal records are its documented file format, written here as its ``_write_log``
+    writes them), elsewhere one call each. A final ``_STATE``'s optional third item is the
+    time it completed (see :func:`_finish_at`), else now."""
     from lookbench.study.journal import LockedJournalFile
 
     backend = getattr(storage, "_backend", None)
@@ -270,12 +329,17 @@ def _apply(storage: optuna.storages.BaseStorage, ops: list[tuple[int, str, Any]]
             logs: list[dict[str, Any]] = []
             for trial_id, key, value in ops:
                 if key == _STATE:
-                    state, values = value
+                    state, values, *at = value
+                    when = at[0].isoformat(timespec="microseconds") if at and at[0] else now
                     logs.append({"op_code": JournalOperation.SET_TRIAL_STATE_VALUES,
                                  "worker_id": worker, "trial_id": trial_id, "state": state,
                                  "values": values,
                                  "datetime_start" if state == TrialState.RUNNING
-                                 else "datetime_complete": now})
+                                 else "datetime_complete": when})
+                elif key == _USER_ATTR:
+                    logs.append({"op_code": JournalOperation.SET_TRIAL_USER_ATTR,
+                                 "worker_id": worker, "trial_id": trial_id,
+                                 "user_attr": {value[0]: value[1]}})
                 else:
                     logs.append({"op_code": JournalOperation.SET_TRIAL_SYSTEM_ATTR,
                                  "worker_id": worker, "trial_id": trial_id,
@@ -285,7 +349,12 @@ def _apply(storage: optuna.storages.BaseStorage, ops: list[tuple[int, str, Any]]
         return
     for trial_id, key, value in ops:
         if key == _STATE:
-            storage.set_trial_state_values(trial_id, *value)
+            state, values, *at = value
+            storage.set_trial_state_values(trial_id, state, values)
+            if at and at[0] is not None and state.is_finished():
+                _set_completed_at(storage, trial_id, at[0])
+        elif key == _USER_ATTR:
+            storage.set_trial_user_attr(trial_id, *value)
         else:
             storage.set_trial_system_attr(trial_id, key, value)
 
@@ -295,10 +364,11 @@ class TrialQueue:
 
     def __init__(self, storage: optuna.storages.BaseStorage, name: str, optimizers: Iterable[str],
                  direction: str, study_dir: Path, *, grace_s: float = GRACE_S,
-                 local: bool = False) -> None:
+                 local: bool = False, metric: str | None = None) -> None:
         """``local``: the storage is this study folder's own journal, so every finished trial
         wrote its part file here, and one that has none (deleted) runs again. On a shared
-        database a trial finished by another machine has its part file there."""
+        database a trial finished by another machine has its part file there. ``metric``:
+        the task's ranking metric, the name of every study's objective (:func:`name_metric`)."""
         self.storage = storage
         self.name = name
         self.study_dir = study_dir
@@ -309,6 +379,9 @@ class TrialQueue:
                                      direction=direction, load_if_exists=True)
             for opt in optimizers
         }
+        if metric is not None:
+            for study in self.studies.values():
+                name_metric(study, metric)
         self._waiting: dict[str, list[int]] = {}
         self._ahead: list[Claimed] = []  # taken by claim(ahead=...), not handed out yet
         self._turn = 0
@@ -523,11 +596,15 @@ class TrialQueue:
                                           SEED_ATTR: config.seed}
             if t is not None and t.user_attrs.get(POINT_ATTR) is not None:
                 user_attrs[POINT_ATTR] = t.user_attrs[POINT_ATTR]
+            wall = _member_wall(row)
+            if wall is not None:  # (its duration its own time, as _mark_finished makes it)
+                user_attrs[MEMBER_WALL_ATTR] = wall
             system_attrs = {OWNER_ATTR: this_owner(), EPOCH_ATTR: epochs,
                             OUTCOME_ATTR: {"state": state, "value": value},
                             RECORDED_IN_ATTR: self._here}
             self.storage.create_new_trial(study._study_id, template_trial=FrozenTrial(
-                number=-1, state=final, value=None, values=values, datetime_start=now,
+                number=-1, state=final, value=None, values=values,
+                datetime_start=now - datetime.timedelta(seconds=wall or 0.0),
                 datetime_complete=now, params=params,
                 distributions={k: dists[k] for k in params}, user_attrs=user_attrs,
                 system_attrs=system_attrs, intermediate_values={}, trial_id=-1))
@@ -620,7 +697,8 @@ class TrialQueue:
     def _claimed(self, study: optuna.Study, storage_id: int) -> Claimed:
         frozen = self.storage.get_trial(storage_id)
         config = TrialConfig.model_validate(frozen.user_attrs[CONFIG_ATTR])
-        return Claimed(study, storage_id, frozen.number, frozen.user_attrs[ID_ATTR], config)
+        return Claimed(study, storage_id, frozen.number, frozen.user_attrs[ID_ATTR], config,
+                       frozen.datetime_start)
 
     def claim_matching(self, match: Callable[[TrialConfig, str], bool], limit: int
                        ) -> list[Claimed]:
@@ -676,7 +754,8 @@ class TrialQueue:
                 other = make_config(dict(trial.params), seed)
                 self._enqueue(study, make_id(other), other, dict(frozen.distributions),
                               point=point)
-        return Claimed(study, trial._trial_id, trial.number, tid, config)
+        return Claimed(study, trial._trial_id, trial.number, tid, config,
+                       frozen.datetime_start)
 
     def _same_id(self, claimed: Claimed) -> list[FrozenTrial]:
         """The other trials of ``claimed``'s study with its lookbench id, as they are now.
@@ -829,7 +908,15 @@ class TrialQueue:
         append on the study's own journal). A failure here loses nothing (the commit and the
         rows stand; the trials are finished from the commit once this process has ended, see
         :meth:`replan`), so it is left to the next storage call to report."""
-        ops = [(o.claimed.storage_id, _STATE, _final_state(o.state, o.value)) for o in outcomes]
+        ops: list[tuple[int, str, Any]] = []
+        for o in outcomes:
+            sid, wall = o.claimed.storage_id, _member_wall(o.row)
+            if wall is None:
+                ops.append((sid, _STATE, _final_state(o.state, o.value)))
+            else:  # (a user attribute before the state: a finished trial takes none)
+                ops.append((sid, _USER_ATTR, (MEMBER_WALL_ATTR, wall)))
+                ops.append((sid, _STATE, (*_final_state(o.state, o.value),
+                                          _finish_at(o.claimed.started, wall))))
         try:
             _apply(self.storage, ops)
         except Exception:  # (e.g. a database call retried after it took effect): one by one

@@ -13,7 +13,7 @@ from typing import Any
 
 from lookbench import __version__
 from lookbench.directions import resolve
-from lookbench.results.schema import FIXED_METRICS
+from lookbench.results.schema import CONFIG, FIXED_METRICS, config_id
 from lookbench.study.config import TrialConfig, hyperparameter_columns
 from lookbench.study.trial import EpochRecord
 
@@ -59,7 +59,8 @@ def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
     its final value, its best over the epochs in its own direction (``best_<m>``; null where
     neither ``directions``, the task's declaration, nor the name tells it), and its value at
     the epoch where the ranking ``metric`` was best (``<m>_at_best``: what early stopping on
-    that metric reports, e.g. test perplexity at the best validation perplexity)."""
+    that metric reports, e.g. test perplexity at the best validation perplexity); and its
+    configuration's id without the seed (``config``: ``lookbench.results.schema.config_id``)."""
     import torch
 
     last = records[-1] if records else None
@@ -74,7 +75,7 @@ def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
         summary[f"final_{name}"] = _finite(last.metrics().get(name)) if last else None
         summary[f"best_{name}"] = best[0] if best else None
         summary[f"{name}_at_best"] = _finite(at_best.get(name))
-    return {
+    row = {
         "trial": trial,
         "study": study,
         "task": config.task,
@@ -104,6 +105,8 @@ def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
         "torch_version": torch.__version__,
         "python_version": platform.python_version() or sys.version.split()[0],
     }
+    row[CONFIG] = config_id(row)  # (what a script groups a configuration's seeds by)
+    return row
 
 
 def curve_rows(trial: str, records: list[EpochRecord]) -> list[dict[str, Any]]:

@@ -107,8 +107,9 @@ def open_queue(opts: WorkerOptions, spec: StudySpec | None = None) -> tuple[Tria
         if spec is None:
             raise WorkerStopped(f"study {opts.name!r} has no definition in its storage")
     kwargs = {} if opts.grace_s is None else {"grace_s": opts.grace_s}
-    queue = TrialQueue(storage, opts.name, spec.optimizers, ranking(spec).direction,
-                       opts.study_dir, local=opts.storage is None, **kwargs)
+    rank = ranking(spec)
+    queue = TrialQueue(storage, opts.name, spec.optimizers, rank.direction,
+                       opts.study_dir, local=opts.storage is None, metric=rank.metric, **kwargs)
     return queue, spec
 
 
