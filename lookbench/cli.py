@@ -115,6 +115,8 @@ def _usage_line(error: Any) -> str:
     """Click's message for a usage error as one line, with where to read more."""
     text = " ".join(str(error.format_message()).split()).rstrip(".")
     text = text[:1].lower() + text[1:]
+    if "unexpected extra argument" in text:  # (`--lr 0.1 0.2`: the list's second value)
+        text += "; a list takes commas, without spaces: --lr 0.1,0.2"
     ctx = getattr(error, "ctx", None)
     if ctx is not None:
         text += f" (see `{ctx.command_path} --help`)"

@@ -310,8 +310,11 @@ def _entry(name: str) -> OptimizerEntry:
     installed = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     reference = installed.get(name) or (name if is_reference(name) else None)
     if reference is None:
+        from lookbench._suggest import did_you_mean
+
         raise ValueError(
-            f"unknown optimizer {name!r}; choose one of {', '.join(available())}, or name "
+            f"unknown optimizer {name!r}{did_you_mean(name, available())}; choose one of "
+            f"{', '.join(available())}, or name "
             "your own as package.module:Class or path/to/file.py:Class"
         ) from None
     try:

@@ -36,6 +36,7 @@ from lookbench.hparams import BY_NAME, HYPERPARAMETERS, LOOKAHEAD_OWN, NAMES
 from lookbench.study.config import MAX_COUNT, OPTIMIZER_FIELDS, TrialConfig
 
 Sampler = Literal["grid", "random", "tpe"]
+BASELINES = ("polyak", "ema", "swa", "asgd")  # what --baselines takes
 SWEEPABLE = NAMES  # the hyperparameters a study may sweep: lookbench.hparams' table
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_NAME = 200  # a folder name (and the journal's study names) must fit in 255 bytes
@@ -85,7 +86,7 @@ class StudySpec(BaseModel):
     task_options: dict[str, Any] = Field(default_factory=dict)
     trace_fast: bool = Field(False, description="also evaluate each wrapper's fast weights every "
                              "epoch (fast_<m> curves; the paper's Figure 10)")
-    baselines: list[Literal["polyak", "ema", "swa", "asgd"]] = Field(
+    baselines: list[Literal[BASELINES]] = Field(  # type: ignore[valid-type]
         default_factory=list, description="further baselines beside the inner optimizer alone: "
         "averaging of its iterates (the paper compares Lookahead with Polyak averaging; asgd: "
         "Merity et al.'s NT-ASGD, averaging once validation stops improving)")
@@ -133,12 +134,29 @@ class StudySpec(BaseModel):
     @field_validator("inner")
     @classmethod
     def _known_inner(cls, inner: str) -> str:
-        from lookbench.optim.factory import _entry, plain
+        from lookbench._suggest import did_you_mean
+        from lookbench.optim.factory import _entry, available, plain
 
+        if ":" not in inner and inner not in available():  # (only what it can be: no wrappers)
+            raise ValueError(f"unknown inner optimizer {inner!r}{did_you_mean(inner, plain())}; "
+                             f"choose one of {', '.join(plain())}, or your own as "
+                             f"package.module:Class or path/to/file.py:Class")
         if _entry(inner).wraps:  # unknown names and broken references raise ValueError here
             raise ValueError(f"{inner} wraps another optimizer; the inner optimizer must be "
                              f"one that wraps nothing ({', '.join(plain())}, or your own)")
         return inner
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _known_baselines(cls, baselines: Any) -> Any:
+        """An unknown baseline names the close one (``polyakk``: did you mean 'polyak'?)."""
+        from lookbench._suggest import did_you_mean
+
+        for name in baselines if isinstance(baselines, list) else []:
+            if isinstance(name, str) and name not in BASELINES:
+                raise ValueError(f"unknown baseline {name!r}{did_you_mean(name, BASELINES)}; "
+                                 f"choose from {', '.join(BASELINES)}")
+        return baselines
 
     @field_validator("baselines")
     @classmethod
@@ -181,11 +199,35 @@ def _parse_toml(path: Path) -> dict[str, Any]:
         raise SpecError(f"study file {path} nests tables or arrays too deeply") from None
 
 
-def _first_error(e: ValidationError, where: str) -> SpecError:
+def _first_error(e: ValidationError, where: str, model: type[BaseModel] | None = None
+                 ) -> SpecError:
+    """The first of pydantic's errors as one line; a key the model does not have names the
+    close one it does (``seedz``: did you mean 'seeds'?) and, where they are few, all."""
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and model is not None and err["loc"]:
+        from lookbench._suggest import did_you_mean
+
+        keys = [k for k in _keys(model, err["loc"][:-1])]
+        unknown = str(err["loc"][-1])
+        what = "option" if where.endswith("task_options") else "key"
+        msg = f"unknown {what}{did_you_mean(unknown, keys)}; " + (
+            f"the {what}s are {', '.join(keys)}" if keys and len(keys) <= 24 else
+            f"there are no {what}s here" if not keys else "see the study files under studies/")
     return SpecError(f"{where}: {loc}: {msg}")
+
+
+def _keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys the table at ``path`` of ``model`` takes (those of a nested model where the
+    path leads into one; none where it cannot tell)."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
 
 
 def load_spec(path: Path | None = None, *, allow_large: bool = False,
@@ -214,7 +256,7 @@ def load_spec(path: Path | None = None, *, allow_large: bool = False,
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
-        raise _first_error(e, where) from None
+        raise _first_error(e, where, StudySpec) from None
     return _complete(spec, grid_overrides, where, allow_large)
 
 
@@ -243,7 +285,8 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str,
     try:
         task = tasks.get(spec.task, **spec.task_options)
     except ValidationError as e:  # (a ValueError too, so first)
-        raise _first_error(e, f"{where}: task_options") from None
+        raise _first_error(e, f"{where}: task_options",
+                           tasks.task_class(spec.task).Options) from None
     except ValueError as e:  # unknown task
         raise SpecError(f"{where}: task: {e}") from None
     unknown = set(spec.grid) - set(spec.optimizers)
@@ -316,7 +359,11 @@ def _check_table(spec: StudySpec, task: Any, opt: str, values: GridTable, where:
     """
     for field, vals in values.items():
         if field not in SWEEPABLE:
-            raise SpecError(f"{where}.{field}: not a sweepable field ({', '.join(SWEEPABLE)})")
+            from lookbench._suggest import did_you_mean
+
+            raise SpecError(f"{where}.{field}: not a sweepable field"
+                            f"{did_you_mean(field, SWEEPABLE)}; sweepable: "
+                            f"{', '.join(SWEEPABLE)}")
         if opt != "lookahead" and field in LOOKAHEAD_OWN:
             raise SpecError(f"{where}.{field}: applies to lookahead only")
         if not isinstance(vals, list) or not vals:

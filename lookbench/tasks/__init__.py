@@ -79,7 +79,10 @@ def task_class(name: str) -> type[Task]:
         return _resolve(installed[name], name)
     if ":" in name:
         return _resolve(name, name)
-    raise TaskNotFound(f"unknown task {name!r}; choose one of {', '.join(available())}, or "
+    from lookbench._suggest import did_you_mean
+
+    raise TaskNotFound(f"unknown task {name!r}{did_you_mean(name, available())}; choose one "
+                       f"of {', '.join(available())}, or "
                        "name your own as path/to/file.py:ClassName or package.module:ClassName")
 
 

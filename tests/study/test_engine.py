@@ -89,7 +89,7 @@ def test_running_again_adds_nothing_and_changes_no_result(tmp_path):
     ("args", "code", "match"),
     [
         (["mnist"], 2, "unknown task 'mnist'"),
-        (["digits", "--inner", "lbfgs"], 2, "inner: unknown optimizer 'lbfgs'"),
+        (["digits", "--inner", "lbfgs"], 2, "inner: unknown inner optimizer 'lbfgs'"),
         (["digits", "--alpha", "1.5"], 2, r"alpha must be in (0, 1], got 1.5"),
         (["digits", "--alpha", "0"], 2, r"alpha must be in (0, 1], got 0.0"),
         (["digits", "--k", "0"], 2, r"k: k must be in [1, 2147483647], got 0"),
