@@ -46,6 +46,22 @@ INNER_NAMES = ("sgd", "adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "a
                "adadelta", "adafactor")
 
 
+# `run --help`'s groups (Typer's rich_help_panel), so that 40 options read at 80 columns.
+SWEEP, BUDGET, WHERE, KEPT = ("What to sweep", "Each trial's budget", "Where it runs",
+                              "Where results are kept")
+# Every command names the studies folder --runs (run, status and compact called it --out, which
+# they still take; report's --out was and is its HTML folder, now also --reports).
+RUNS_HELP = "Where studies live (run, status and compact also take --out, its former name)."
+
+
+def _runs(runs: Path, out: Path | None) -> Path:
+    """The studies folder, given as --runs or by its former name --out."""
+    if out is not None and runs != Path("runs") and out != runs:
+        fail(f"--runs {runs} and --out {out} name two studies folders; give one (--out is "
+             f"--runs' former name)")
+    return out if out is not None else runs
+
+
 def _click_exception() -> type[Exception]:
     """Click's ``ClickException``, the base of its usage errors (found through Typer's public
     ``BadParameter``: recent Typers ship their own copy of Click, older ones use Click)."""
@@ -327,7 +343,8 @@ def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]
     signature = inspect.signature(command, eval_str=True)
     options = [
         inspect.Parameter(h.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[str | None, typer.Option(h.option, help=h.help)])
+                          annotation=Annotated[str | None, typer.Option(h.option, help=h.help, metavar="LIST",
+                                                                     rich_help_panel=SWEEP)])
         for h in HYPERPARAMETERS
     ]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
@@ -349,81 +366,108 @@ def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]
 @_hyperparameter_options
 def run(
     task: Annotated[str | None, typer.Argument(help="Task to study (see `lookbench tasks`); "
-                                                "optional with --spec.")] = None,
+                                                "optional with --spec.", metavar="TASK",
+                                                show_default=False)] = None,
     inner: Annotated[str | None, typer.Option(help="Optimizer Lookahead wraps, and the "
                                               "baseline it is compared with (default: the "
                                               "task's: adam for wmt14, else sgd): "
                                               + ", ".join(INNER_NAMES) + ", or your own as "
-                                              "module:Class or file.py:Class.")] = None,
+                                              "module:Class or file.py:Class.",
+                                              metavar="NAME", rich_help_panel=SWEEP)] = None,
     baselines: Annotated[str | None, typer.Option(help="Further baselines beside the inner "
                                                   "optimizer alone, e.g. polyak,ema,swa "
                                                   "(averaging its iterates) or asgd (NT-ASGD: "
                                                   "averaging once validation stops "
-                                                  "improving).")] = None,
+                                                  "improving).", metavar="LIST",
+                                                  rich_help_panel=SWEEP)] = None,
     # (here: one option per hyperparameter of lookbench.hparams, added by the decorator)
     seeds: Annotated[str | None, typer.Option(
         help="Seeds per configuration (0..N-1), or auto: start with 3 (or the study file's) "
              "and add seeds to the matched settings until every verdict line is decided or "
-             "--max-seeds ran.")] = None,
+             "--max-seeds ran.", metavar="N|auto", rich_help_panel=SWEEP)] = None,
     max_seeds: Annotated[int | None, typer.Option(
-        min=1, help="With --seeds auto: the most seeds to run (default 20).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the task's).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the task's).")] = None,
+        min=1, help="With --seeds auto: the most seeds to run (default 20).", metavar="N",
+        rich_help_panel=SWEEP)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the task's).",
+                                               metavar="N", rich_help_panel=BUDGET)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the task's).",
+                                                   metavar="N", rich_help_panel=BUDGET)] = None,
     schedule: Annotated[str | None, typer.Option(help="Learning-rate schedule (default: the "
-                                                 "task's): " + ", ".join(SCHEDULES) + ".")
+                                                 "task's): " + ", ".join(SCHEDULES) + ".",
+                                                 metavar="NAME", rich_help_panel=BUDGET)
                         ] = None,
-    sampler: Annotated[str | None, typer.Option(help="grid, random or tpe.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="grid, random or tpe.", metavar="NAME",
+                                                rich_help_panel=SWEEP)] = None,
     trials: Annotated[int | None, typer.Option(help="Configurations per optimizer for "
-                                               "random/tpe.")] = None,
-    study: Annotated[str | None, typer.Option(help="Study name (default: <task>-<inner>).")] = None,
+                                               "random/tpe.", metavar="N",
+                                               rich_help_panel=SWEEP)] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: <task>-<inner>).",
+                                              metavar="NAME", rich_help_panel=KEPT)] = None,
     spec: Annotated[Path | None, typer.Option(help="A TOML study file (see studies/); "
-                                              "options given here override it.")] = None,
-    out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
-    devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices like 0,1.")] = "auto",
+                                              "options given here override it.",
+                                              metavar="FILE")] = None,
+    runs: Annotated[Path, typer.Option(help=RUNS_HELP, metavar="DIR",
+                                       rich_help_panel=KEPT)] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices like 0,1.",
+                                         metavar="WHERE", rich_help_panel=WHERE)] = "auto",
     workers: Annotated[int | None, typer.Option(min=1, help="Workers per device (CPU default: "
-                                                "cores ÷ --threads).")] = None,
+                                                "cores ÷ --threads).", metavar="N",
+                                                rich_help_panel=WHERE)] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Threads per trial on the CPU "
                                                 "(default 1; part of the study's definition, "
-                                                "since results depend on it).")] = None,
+                                                "since results depend on it).",
+                                                metavar="N", rich_help_panel=WHERE)] = None,
     storage: Annotated[str | None, typer.Option(
         envvar="LOOKBENCH_STORAGE_URL", show_envvar=True,
         help="Optuna storage URL shared by several machines, e.g. postgresql://user@host/db "
-             "(default: a journal file under --out); in the environment, a password stays "
-             "out of the process list.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder with the task's data files.")] = None,
+             "(default: a journal file under --runs); in the environment, a password stays "
+             "out of the process list.", metavar="URL", rich_help_panel=KEPT)] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the task's data files.",
+                                                  metavar="DIR", rich_help_panel=WHERE)] = None,
     stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat after which "
                                                "a trial whose worker is on another machine is "
                                                "taken over (at least 60: four "
-                                               "heartbeats).")] = 120.0,
+                                               "heartbeats).", metavar="SECONDS",
+                                               rich_help_panel=KEPT)] = 120.0,
     model: Annotated[str | None, typer.Option(help="Task option: the model (CIFAR: resnet18, "
-                                              "resnet20).")] = None,
+                                              "resnet20).", metavar="NAME",
+                                              rich_help_panel=BUDGET)] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option "
-                                                     "KEY=VALUE (repeatable).")] = None,
-    retry_failed: Annotated[bool, typer.Option(help="Run the trials recorded as failed "
-                                               "again (their old rows are kept under "
-                                               "<study>/retried/).")] = False,
+                                                     "KEY=VALUE (repeatable).",
+                                                     metavar="KEY=VALUE",
+                                                     rich_help_panel=BUDGET)] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run the trials recorded "
+                                               "as failed again (their old rows are kept under "
+                                               "<study>/retried/).", metavar="",
+                                               rich_help_panel=KEPT)] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Plan a study of more than 10,000 trials "
-                                      "without asking.")] = False,
+                                      "without asking.", metavar="",
+                                      rich_help_panel=KEPT)] = False,
     population: Annotated[int | None, typer.Option(min=1, help="Trials trained together as one "
                                                    "vectorised model per worker (default: as "
                                                    "many as wait and fit in memory, where the "
                                                    "task and optimizers allow; 1: one at a "
                                                    "time; part of the study's definition, "
                                                    "since results depend on it in their last "
-                                                   "bits).")] = None,
+                                                   "bits).", metavar="N",
+                                                   rich_help_panel=WHERE)] = None,
     compile: Annotated[bool, typer.Option("--compile", help="Train through torch.compile "
                                           "(pays on GPUs for long trials; compiling takes "
-                                          "seconds to minutes per worker).")] = False,
+                                          "seconds to minutes per worker).", metavar="",
+                                          rich_help_panel=WHERE)] = False,
     trace_fast: Annotated[bool, typer.Option("--trace-fast", help="Also evaluate Lookahead's "
                                              "fast weights (the end of each inner loop) and the "
                                              "averaging baselines' iterates every epoch, as the "
                                              "paper's Figure 10 (fast_<metric> curves; each "
-                                             "trial then trains alone).")] = False,
+                                             "trial then trains alone).", metavar="",
+                                             rich_help_panel=BUDGET)] = False,
     grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
     import atexit
 
+    out = _runs(runs, out)
     from lookbench.study.early import EarlyWorkers, likely_workers
 
     # The worker processes start before this one imports torch, and import it meanwhile
@@ -567,14 +611,19 @@ def _print_status(console: Any, out: Path, names: list[str], storage: str | None
 @app.command()
 def status(
     study: Annotated[str | None, typer.Argument(help="Study name (default: every study "
-                                                "under --out).")] = None,
-    out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
+                                                "under --runs).", metavar="STUDY",
+                                                show_default=False)] = None,
+    runs: Annotated[Path, typer.Option(help=RUNS_HELP, metavar="DIR")] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(hidden=True)] = None,
     storage: Annotated[str | None, typer.Option(envvar="LOOKBENCH_STORAGE_URL",
                                                 help="Optuna storage URL, if not the "
-                                                "journal file.")] = None,
+                                                "journal file.", metavar="URL")] = None,
 ) -> None:
-    """Progress of a study: done, running, diverged, failed; the best config per optimizer."""
+    """Progress of a study: done, running, diverged, failed, time left; the best config per
+    optimizer."""
     from lookbench.study.status import StatusError, find_studies
+
+    out = _runs(runs, out)
 
     try:
         names = [study] if study else find_studies(out)
@@ -588,18 +637,23 @@ def status(
 @app.command()
 def report(
     studies: Annotated[list[Path] | None, typer.Argument(help="Study folders (or names under "
-                                                        "--runs); default: every study.")] = None,
-    out: Annotated[Path, typer.Option(help="Where the HTML pages (and each study's .json "
-                                           "summary and -configs.csv) go.")] = Path("reports"),
-    runs: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
-    compare: Annotated[bool, typer.Option(help="Put two studies side by side on one "
-                                          "page.")] = False,
+                                                        "--runs); default: every study.",
+                                                        metavar="STUDY...",
+                                                        show_default=False)] = None,
+    reports: Annotated[Path, typer.Option("--reports", "--out", help="Where the HTML pages "
+                                          "(and each study's .json summary and -configs.csv) "
+                                          "go; --out is its former name.",
+                                          metavar="DIR")] = Path("reports"),
+    runs: Annotated[Path, typer.Option(help="Where studies live.", metavar="DIR")] = Path("runs"),
+    compare: Annotated[bool, typer.Option("--compare", help="Put two studies side by side on "
+                                          "one page.", metavar="")] = False,
     within: Annotated[str | None, typer.Option(
         help="Tolerances ε a setting must come within of the best to count as good, e.g. "
              "0.005,0.02 (default 0.01,0.05: relative to the best; a loss whose start the task "
-             "knows: a share of the improvement from it).")] = None,
+             "knows: a share of the improvement from it).", metavar="LIST")] = None,
     absolute: Annotated[bool, typer.Option(
-        help="Read --within in the metric's own units (e.g. 0.02 of loss).")] = False,
+        "--absolute", help="Read --within in the metric's own units (e.g. 0.02 of loss).",
+        metavar="")] = False,
 ) -> None:
     """Write an offline HTML report per study: the headline and verdict (Lookahead and each
     baseline on the settings both ran, with what each seed can tell and what Lookahead costs),
@@ -621,11 +675,12 @@ def report(
         if not dirs:
             fail(f"no studies under {runs}/ (run `lookbench run TASK` first)")
     try:
-        pages = build_reports(dirs, out, compare=compare, within=tolerances, absolute=absolute)
+        pages = build_reports(dirs, reports, compare=compare, within=tolerances,
+                              absolute=absolute)
     except ReportError as e:
         fail(str(e), exit_code(e))
     except OSError as e:  # the report folder: full, read-only, forbidden, a file in the way
-        fail(_os_error(e, out), exit_code(e))
+        fail(_os_error(e, reports), exit_code(e))
     out_console = console()
     for path in pages:
         out_console.print(f"wrote {path}")
@@ -634,8 +689,10 @@ def report(
 @app.command()
 def compact(
     study: Annotated[str | None, typer.Argument(help="Study name or folder (default: every "
-                                                "study under --out).")] = None,
-    out: Annotated[Path, typer.Option(help="Where studies live.")] = Path("runs"),
+                                                "study under --runs).", metavar="STUDY",
+                                                show_default=False)] = None,
+    runs: Annotated[Path, typer.Option(help=RUNS_HELP, metavar="DIR")] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Merge a study's per-trial Parquet part files into one file per table (trials, curves),
     so status, report and your own readers open two files instead of thousands. Safe while
@@ -643,6 +700,7 @@ def compact(
     from lookbench.results import ResultsUnreadable, StudyResults
     from lookbench.study.status import find_studies
 
+    out = _runs(runs, out)
     if study is None:
         dirs = [out / name for name in find_studies(out)]
         if not dirs:
