@@ -615,8 +615,9 @@ class StudyResults:
     def compact(self) -> Compaction:
         """Merge each table's part files (and its compacted file) into one compacted file per
         table, then remove the parts it holds. Safe while others read and write the study
-        (see the module's docstring); a no-op for a table without parts. Returns what it
-        did."""
+        (see the module's docstring); a no-op for a table without parts, but for a trials
+        table whose compacted file was written before the ``config`` column: rewritten with
+        it. Returns what it did."""
         done = Compaction()
         with self._lock, self._turn():
             for directory, schema in ((self.curves_dir, CURVES), (self.trials_dir, TRIALS)):

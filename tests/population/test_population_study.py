@@ -14,7 +14,11 @@ from typer.testing import CliRunner
 from lookbench.cli import app
 from lookbench.population import run as population_run
 from lookbench.results import StudyResults
-from lookbench.study.checkpoints import CheckpointWriter, load_checkpoint, save_checkpoint
+from lookbench.study.checkpoints import (
+    CheckpointWriter,
+    load_checkpoint,
+    save_checkpoint,
+)
 from lookbench.study.engine import prepare
 from lookbench.study.spec import load_spec, plan
 from lookbench.study.worker import WorkerOptions, run_worker
@@ -26,6 +30,17 @@ GRID = ["digits", "--lr", "0.03,0.1,1000", "--k", "5,10", "--alpha", "0.5", "--s
 
 def _trials(out, study="digits-sgd") -> pd.DataFrame:
     return (StudyResults(out / study).trials().to_pandas().set_index("trial").sort_index())
+
+
+def _optuna_trials(out, study="digits-sgd") -> list:
+    import optuna
+
+    from lookbench.study.storage import open_storage
+
+    storage = open_storage(None, out / study, read_only=True)
+    return [t for opt in ("lookahead", "sgd")
+            for t in optuna.load_study(study_name=f"{study}.{opt}", storage=storage).trials
+            if t.state.is_finished() and "lookbench_superseded" not in t.user_attrs]
 
 
 def _run(out, *extra: str):
@@ -57,6 +72,21 @@ def test_a_population_records_what_trials_one_at_a_time_record(tmp_path, monkeyp
             one.loc[done, column].to_numpy(), rel=1e-4, abs=1e-5), column
     assert (pop["epochs_done"] == one["epochs_done"]).all()
     assert set(pop["population"]) == {6} and set(one["population"]) == {1}
+    # One configuration id for its seeds, however it ran (9 configurations, 2 seeds each).
+    assert (pop["config"] == one["config"]).all()
+    assert pop.groupby("config").size().tolist() == [2] * 9
+    # In Optuna (optuna-dashboard), a member's duration is its own share, its wall_s, not the
+    # population's; a trial alone keeps its own.
+    for run, frame in (("pop", pop), ("one", one)):
+        assert len(finished := _optuna_trials(tmp_path / run)) == 18
+        for t in finished:
+            share = t.user_attrs.get("member_wall_s")
+            if run == "one":
+                assert share is None
+                continue
+            wall = frame.loc[t.user_attrs["lookbench_id"], "wall_s"]
+            assert share == pytest.approx(wall)
+            assert t.duration.total_seconds() == pytest.approx(wall, abs=2e-3)
     # A member's wall time is its share of the population's: what Lookahead costs comes from
     # the study's timing pass (here none: tests turn it off), never from the trials' times, so
     # both runs say the same about it.
