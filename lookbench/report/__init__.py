@@ -18,8 +18,10 @@ def build_reports(study_dirs: list[Path], out: Path, compare: bool = False,
                   absolute: bool = False) -> list[Path]:
     """Write a page per study (and an index when there are several) under ``out``; with
     ``compare``, one page with the two studies side by side. ``within``/``absolute``: the
-    tolerances ε the verdict judges by. Returns the pages written."""
-    from lookbench.report import page, verdict
+    tolerances ε the verdict judges by. Returns every file written, in a stable order: for
+    each study in the order given, its page, ``<study>.json`` and ``<study>-configs.csv``;
+    then the index (or the comparison page alone)."""
+    from lookbench.report import page
 
     # all readable before anything is written
     studies = [load_study(d, within=within, absolute=absolute) for d in study_dirs]
@@ -28,16 +30,26 @@ def build_reports(study_dirs: list[Path], out: Path, compare: bool = False,
             raise ReportError(f"--compare takes exactly two studies, got {len(studies)}")
         a, b = studies
         return [page.write(out / f"{a.name}-vs-{b.name}.html", page.compare_page(a, b))]
-    written = []
+    written: list[Path] = []
+    pages: list[Path] = []
     for s in studies:
-        written.append(page.write(out / f"{s.name}.html", page.study_page(s)))
-        page.write(out / f"{s.name}.json", json.dumps(verdict.summary(s.analysis, s), indent=2,
-                                                      allow_nan=False, default=_json_value))
-        page.write(out / f"{s.name}-configs.csv", page.config_frame(s).to_csv(index=False))
+        pages.append(page.write(out / f"{s.name}.html", page.study_page(s)))
+        written.append(pages[-1])
+        written.append(page.write(out / f"{s.name}.json", summary_json(s)))
+        written.append(page.write(out / f"{s.name}-configs.csv",
+                                  page.config_frame(s).to_csv(index=False)))
     if len(studies) > 1:
-        entries = [(s, p.name) for s, p in zip(studies, written)]
+        entries = [(s, p.name) for s, p in zip(studies, pages)]
         written.append(page.write(out / "index.html", page.index_page(entries)))
     return written
+
+
+def summary_json(data: StudyData) -> str:
+    """``<study>.json``: the summary as text (counts and k as integers, NaN as null)."""
+    from lookbench.report import verdict
+
+    return json.dumps(verdict.summary(data.analysis, data), indent=2, allow_nan=False,
+                      default=_json_value) + "\n"
 
 
 def _json_value(v: object) -> object:

@@ -29,27 +29,39 @@ from lookbench.hparams import NAMES as HPARAM_NAMES
 from lookbench.report import figures, verdict
 from lookbench.report.data import StudyData
 from lookbench.report.paper import paper_results
+from lookbench.report.units import Units, units_of
 
 STYLE = """
+*, *::before, *::after { box-sizing: border-box; }
+html { -webkit-text-size-adjust: 100%; }
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0 auto;
-       max-width: 1280px; padding: 1rem 2rem 4rem; color: #222; }
+       max-width: 1280px; padding: 1rem clamp(0.6rem, 2.5vw, 2rem) 4rem; color: #222;
+       overflow-wrap: break-word; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.4rem; border-bottom: 1px solid #ddd; }
 .meta { color: #555; } table { border-collapse: collapse; margin: 0.8rem 0; }
 th, td { padding: 0.3rem 0.7rem; border-bottom: 1px solid #e3e3e3; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 dl.grid dt { font-weight: 600; } dl.grid dd { margin: 0 0 0.4rem 1.2rem; }
 .ci { color: #777; font-size: 0.85em; } .note { color: #555; max-width: 60rem; }
-.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
-.figure { margin: 0.5rem 0 1.5rem; }
-.wide { overflow-x: auto; max-width: 100%; }
+.pair { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1.5rem; }
+.pair > div { min-width: 0; }
+body.compare { max-width: 2400px; }
+@media (max-width: 1500px) { .pair { grid-template-columns: minmax(0, 1fr); } }
+.figure { margin: 0.5rem 0 1.5rem; width: 100%; max-width: 100%; min-width: 0; }
+.figure .plotly-graph-div { width: 100%; max-width: 100%; }
+p.caption { color: #444; font-size: 0.92rem; margin: 0.4rem 0 0.2rem; max-width: 72rem; }
+.wide, .plot-scroll { overflow-x: auto; max-width: 100%; } .nb { white-space: nowrap; }
 section.verdict { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px;
-                  padding: 0.6rem 1.2rem; margin-top: 1rem; }
+                  padding: 0.6rem clamp(0.6rem, 2vw, 1.2rem); margin-top: 1rem; }
 section.verdict p { font-size: 1.05rem; margin: 0.5rem 0; max-width: 72rem; }
 section.verdict p.headline { font-size: 1.2rem; font-weight: 600; }
 tr.difference td { border-top: 2px solid #999; font-weight: 600; }
 .diff.clear { text-decoration: underline; } table.configs { font-size: 0.85rem; }
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hover { color: #06c; }
 """
+# Plotly's own: follow the window (``responsive``), no logo. Each figure's layout sets no width
+# (``figures.titled``): it takes its container's, which the page's CSS keeps inside the viewport.
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def _esc(text: object) -> str:
@@ -57,16 +69,36 @@ def _esc(text: object) -> str:
 
 
 def _fig_html(fig: go.Figure, div_id: str) -> str:
+    """A figure with its caption (``figures.caption``) above it, as HTML that wraps. The figure
+    takes its box's width and follows the window; a heatmap whose numbers need more room
+    than the box has (``min_width`` in its layout's meta) scrolls inside the box instead."""
+    text = figures.caption(fig)
+    meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
+    least = meta.get("min_width")
+    fig.update_layout(autosize=True, width=None, meta=None)
+    height = fig.layout.height or 450
     body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
-                       config={"displaylogo": False, "responsive": True})
-    return f'<div class="figure" data-figure="{_esc(div_id)}">{body}</div>'
+                       config=PLOTLY_CONFIG, default_width="100%",
+                       default_height=f"{height}px")
+    if least:
+        body = (f'<div class="plot-scroll"><div style="min-width: {int(least)}px">{body}</div>'
+                "</div>")
+    cap = f'<p class="caption">{_esc(text)}</p>' if text else ""
+    return f'<div class="figure" data-figure="{_esc(div_id)}">{cap}{body}</div>'
 
 
-def _document(title: str, body: str, with_plotly: bool = True) -> str:
+def _wide(content: str) -> str:
+    """``content`` (a table) scrolling inside the page when it is wider than the window."""
+    return f'<div class="wide">{content}</div>'
+
+
+def _document(title: str, body: str, with_plotly: bool = True, kind: str = "") -> str:
     script = f"<script>{get_plotlyjs()}</script>" if with_plotly else ""
+    cls = f' class="{kind}"' if kind else ""
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_esc(title)}</title><style>{STYLE}</style>{script}</head>"
-            f"<body>{body}<script>{SORT_SCRIPT}</script></body></html>\n")
+            f"<body{cls}>{body}<script>{SORT_SCRIPT}</script></body></html>\n")
 
 
 def _values(series) -> str:
@@ -124,22 +156,30 @@ def _ci(text: str) -> str:
     return f'<span class="ci">{text}</span>'
 
 
-def _interval_cell(iv, fmt) -> str:
-    """``3 [2–4]`` with the interval greyed; the estimate alone without one."""
+def _interval_cell(iv, fmt, bound=None) -> str:
+    """``3 [2–4]`` with the interval greyed; the estimate alone without one (``bound`` writes
+    the interval's ends, ``fmt`` by default: ``+0.28 pp [-0.10–0.50]``)."""
     if iv is None:
         return "–"
-    text = fmt(iv.estimate)
+    bound = bound or fmt
+    text = _nb(fmt(iv.estimate))
     if iv.bracketed:
-        text += " " + _ci(f"[{fmt(iv.low)}–{fmt(iv.high)}]")
+        text += " " + _ci(f"[{_nb(bound(iv.low))}–{_nb(bound(iv.high))}]")
     return text
 
 
-def _line_cell(line, fmt) -> str:
+def _nb(text: str) -> str:
+    """A number with its unit, never broken across lines (``+0.28 pp``)."""
+    return f'<span class="nb">{text}</span>'
+
+
+
+def _line_cell(line, fmt, bound=None) -> str:
     """A difference with its interval, marked by its label (decided lines are underlined)."""
     if line is None:
         return "–"
-    text = _interval_cell(line.interval, fmt) if line.interval is not None else fmt(
-        line.estimate) + " " + _ci("exact")
+    text = _interval_cell(line.interval, fmt, bound) if line.interval is not None else _nb(
+        fmt(line.estimate)) + " " + _ci("exact")
     words = {"lookahead_better": "Lookahead ahead", "baseline_better": "baseline ahead",
              "equivalent": "equivalent", "undecided": "undecided"}[line.label]
     cls = " clear" if line.decided else ""
@@ -183,8 +223,10 @@ def matched_table(m: Matched, data: StudyData) -> str:
     signed = lambda v: verdict.fmt_count(v, signed=True)  # noqa: E731
     diff = [f"Lookahead − {m.baseline}"]
     diff += [_line_cell(m.lines[f"lrs@{eps_key(e)}"], signed) for e in within]
-    diff += ["", "", _line_cell(m.lines["best"], lambda v: verdict.fmt_diff(v, data, False)),
-             _line_cell(m.lines["mean"], lambda v: verdict.fmt_diff(v, data, False))
+    units = units_of(data)
+    bound = lambda v: units.diff(v, unit=False)  # noqa: E731
+    diff += ["", "", _line_cell(m.lines["best"], units.diff, bound),
+             _line_cell(m.lines["mean"], units.diff, bound)
              + "<br><small>mean at the same settings</small>", ""]
     if cost is not None and cost.ratio is not None:
         r = cost.ratio
@@ -223,7 +265,7 @@ def verdict_section(data: StudyData) -> str:
             body.append(f"<h3>Lookahead − {_esc(c.baseline)}</h3>")
         body += [f"<p>{_esc(t)}</p>" for t in group]
         if isinstance(c, Matched):
-            body.append(f'<div class="wide">{matched_table(c, data)}</div>')
+            body.append(_wide(matched_table(c, data)))
     text = "".join(body)
     if a.rules.exact:
         how = ("The task is deterministic (every seed computes the same run): the figures are "
@@ -341,8 +383,8 @@ def robustness_table(data: StudyData) -> str:
     if a.sampler == "tpe":
         note = ("TPE chose where to sample: these shares and medians describe where it searched, "
                 "not how wide the good region is.")
-    return (f"<table class=\"robustness\"><tr><th></th>{head}</tr>{''.join(body)}</table>"
-            f"<p class=\"note\">{_esc(note)}</p>")
+    return (_wide(f"<table class=\"robustness\"><tr><th></th>{head}</tr>{''.join(body)}"
+                  "</table>") + f"<p class=\"note\">{_esc(note)}</p>")
 
 
 def score_columns(data: StudyData) -> list[str]:
@@ -380,29 +422,38 @@ def config_frame(data: StudyData) -> pd.DataFrame:
         "score", ascending=not data.maximize, kind="stable").reset_index(drop=True)
 
 
-def _cell(v: object) -> tuple[str, str]:
-    """(display text, sort key) of one value."""
+SCORE_COLUMNS = ("score", "seed_min", "seed_max")  # written as the metric (units.score)
+
+
+def _cell(v: object, column: str = "", units: Units | None = None) -> tuple[str, str]:
+    """(display text, sort key) of one value: a score as the whole page writes it, a gap in
+    the units of ε, a hyperparameter as itself (the sort key is the raw value)."""
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "", ""
     if isinstance(v, (bool, np.bool_)):
         return ("✓" if v else ""), str(int(v))
     if isinstance(v, (float, np.floating)):
+        if units is not None and column in SCORE_COLUMNS:
+            return units.score(v), repr(float(v))
+        if units is not None and column == "gap":
+            return units.gap(v), repr(float(v))
         return f"{v:.4g}", repr(float(v))
     return str(v), str(v)
 
 
-def unstable_note(frame: pd.DataFrame) -> str:
+def unstable_note(frame: pd.DataFrame, units: Units | None = None) -> str:
     """A line above the table naming the configurations whose seeds disagree far beyond the
     study's usual spread (``comparison.metrics.unstable``), or nothing."""
     flagged = frame[frame["unstable"]]
     if flagged.empty:
         return ""
+    units = units or Units(fraction=False)
     names = []
     for row in flagged.head(8).itertuples(index=False):
         settings = [f"{c}={getattr(row, c)}" for c in frame.columns
                     if c in HPARAM_NAMES and pd.notna(getattr(row, c))]
         names.append(f"{row.optimizer} {' '.join(settings)} "
-                     f"({row.seed_min:.4g}–{row.seed_max:.4g})")
+                     f"({units.score(row.seed_min)}–{units.score(row.seed_max)})")
     more = f" and {len(flagged) - 8} more" if len(flagged) > 8 else ""
     return ('<p class="note unstable">Unstable: ' + _esc("; ".join(names) + more)
             + f". Their seeds disagree more than {UNSTABLE_FACTOR:g}× the study's median "
@@ -411,24 +462,39 @@ def unstable_note(frame: pd.DataFrame) -> str:
             "(another --population, another machine) can grow into another outcome.</p>")
 
 
+def gap_heading(data: StudyData) -> str:
+    """The configuration table's gap column, in the units of ε (``units.Units.gap``)."""
+    rules = data.analysis.rules
+    if rules.absolute:
+        return "gap to the best"
+    if data.maximize:
+        return "gap to the best (% below it)"
+    if rules.initial is not None:
+        return "gap to the best (% of its improvement given up)"
+    return "gap to the best (% above it)"
+
+
 def config_table(data: StudyData) -> str:
     """A sortable table of every configuration (click a heading to sort), below a line that
-    names the unstable ones."""
+    names the unstable ones. Scores are written as everywhere on the page (an accuracy in %);
+    the CSV beside the page keeps the raw values."""
     frame = config_frame(data)
-    heads = {"seed_min": "lowest seed", "seed_max": "highest seed",
+    units = units_of(data)
+    heads = {"seed_min": "lowest seed", "seed_max": "highest seed", "gap": gap_heading(data),
              "untrained": "did not train",
              **{f"good_{eps_key(e)}": f"{verdict.eps_words(e, data.analysis)}-good"
                 for e in data.analysis.rules.within}}
     head = "".join(f'<th data-col="{i}">{_esc(heads.get(c) or label(c))}</th>'
                    for i, c in enumerate(frame.columns))
     body = []
+    columns = list(frame.columns)
     for row in frame.itertuples(index=False):
-        cells = [_cell(v) for v in row]
+        cells = [_cell(v, c, units) for v, c in zip(row, columns)]
         body.append("<tr>" + "".join(f'<td data-sort="{_esc(k)}">{_esc(t)}</td>'
                                      for t, k in cells) + "</tr>")
-    return (unstable_note(frame)
-            + f'<table class="configs sortable"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    return (unstable_note(frame, units)
+            + _wide(f'<table class="configs sortable"><thead><tr>{head}</tr></thead>'
+                    f'<tbody>{"".join(body)}</tbody></table>'))
 
 
 SORT_SCRIPT = """
@@ -458,7 +524,8 @@ def paper_section(data: StudyData) -> str | None:
                    f"<td>{_esc(r.source)}</td></tr>" for r in results)
     return ("<p class=\"note\">This study runs the paper's setting; the paper's own numbers, "
             "for comparison with the scores above (Zhang et al., 2019):</p>"
-            f"<table><tr><th>optimizer</th><th>paper</th><th>source</th></tr>{rows}</table>")
+            + _wide(f"<table><tr><th>optimizer</th><th>paper</th><th>source</th></tr>{rows}"
+                    "</table>"))
 
 
 def study_sections(data: StudyData, prefix: str = "") -> list[tuple[str, str]]:
@@ -529,7 +596,7 @@ def compare_page(a: StudyData, b: StudyData) -> str:
         body.append(f"<h2>{_esc(heading)}</h2><div class=\"pair\"><div>{left}</div>"
                     f"<div>{right}</div></div>")
     body.append(_footer())
-    return _document(f"lookbench: {a.name} vs {b.name}", "".join(body))
+    return _document(f"lookbench: {a.name} vs {b.name}", "".join(body), kind="compare")
 
 
 def index_page(entries: list[tuple[StudyData, str]]) -> str:

@@ -24,9 +24,11 @@ from lookbench.comparison.matched import (
 from lookbench.comparison.metrics import EXPLANATIONS, SHARED
 from lookbench.comparison.rules import eps_key
 from lookbench.comparison.sweeps import Line
+from lookbench.hparams import HYPERPARAMETERS
 from lookbench.hparams import label as hp_label
 from lookbench.report.analysis import Analysis
 from lookbench.report.data import StudyData
+from lookbench.report.units import units_of
 
 SCHEMA_VERSION = 2
 METHOD = ("each seed is one sweep of the comparison's settings (the same initialisation and "
@@ -41,17 +43,13 @@ CAVEAT_BEST = ("each optimizer's best configuration over its own grid, chosen on
 
 # -- numbers in words -------------------------------------------------------------------------
 def fmt_score(v: float | None, data: StudyData) -> str:
-    if v is None or not math.isfinite(v):
-        return "–"
-    return f"{v:.2%}" if data.score_is_fraction else f"{v:.4g}"
+    """A score as the whole page writes it (``units.Units.score``): ``97.69%``, ``0.1234``."""
+    return units_of(data).score(v)
 
 
 def fmt_diff(v: float | None, data: StudyData, unit: bool = True) -> str:
-    if v is None or not math.isfinite(v):
-        return "–"
-    if data.score_is_fraction:
-        return f"{v * 100:+.2f}" + (" points" if unit else "")
-    return f"{v:+.3g}"
+    """A difference of scores (``units.Units.diff``): ``+0.09 pp``, ``-0.00123``."""
+    return units_of(data).diff(v, unit)
 
 
 def fmt_count(v: float | None, signed: bool = False) -> str:
@@ -108,7 +106,7 @@ def judgement(line: Line, fmt, who: str, unit_words: str, seeds_word: str = "see
 
 
 def _cannot_tell(line: Line, fmt, seeds_word: str = "seeds", on_margin: bool = True) -> str:
-    """``9 seeds cannot tell (a difference smaller than 1.2 points would go unseen); about 17
+    """``9 seeds cannot tell (a difference smaller than 1.20 pp would go unseen); about 17
     seeds would decide it`` (``fmt`` writes the unseen difference)."""
     iv = line.interval
     n = iv.n if iv is not None else 0
@@ -417,8 +415,36 @@ def _comparison_json(c: Matched | Unmatched, analysis: Analysis,
     }
 
 
+# Fields that count something, or hold a whole-number hyperparameter (k, an average's start):
+# written as JSON integers wherever they appear in the summary (``5``, never ``5.0``).
+INT_FIELDS = frozenset({"schema_version", "seeds", "epochs", "sweeps", "configs",
+                        "configurations", "runs", "seeds_needed",
+                        *(h.name for h in HYPERPARAMETERS if h.kind == "int")})
+
+
+def integers(value: Any, key: str | None = None) -> Any:
+    """``value`` with every whole number under an ``INT_FIELDS`` key (or in a list under one,
+    such as ``seeds``) as an ``int``: pandas gives a column with a missing value as floats."""
+    if isinstance(value, dict):
+        return {k: integers(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [integers(v, key) for v in value]
+    if key in INT_FIELDS and not isinstance(value, bool):
+        item = getattr(value, "item", None)
+        v = item() if item is not None else value
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+    return value
+
+
 def summary(analysis: Analysis, data: StudyData) -> dict[str, Any]:
-    """The JSON summary written beside the page (``<study>.json``)."""
+    """The JSON summary written beside the page (``<study>.json``); counts and whole-number
+    hyperparameters are integers (``integers``)."""
+    return integers(_summary(analysis, data))
+
+
+def _summary(analysis: Analysis, data: StudyData) -> dict[str, Any]:
     rules = analysis.rules
     comparisons = [_comparison_json(c, analysis, data) for c in analysis.comparisons]
     matched = next((c for c in comparisons if c.get("matched")), None)
@@ -427,6 +453,7 @@ def summary(analysis: Analysis, data: StudyData) -> dict[str, Any]:
         "study": data.name, "task": data.task, "metric": data.metric,
         "higher_is_better": data.maximize, "sampler": analysis.sampler,
         "seeds": int(data.trials["seed"].nunique()),
+        "epochs": int(data.trials["epochs"].max()),
         "headline": headline(analysis, data),
         "rules": {"within": list(rules.within), "absolute": rules.absolute,
                   "good": rules.describe(), "chance_level": rules.chance,

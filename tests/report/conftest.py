@@ -93,3 +93,34 @@ def grid_study(tmp_path: Path) -> Path:
                      "state": "diverged" if diverged else "complete",
                      "value": None if diverged else 0.88 - 0.2 * abs(__import__("math").log10(lr) + 1)})
     return write_study(tmp_path, "grid", rows, epochs=4)
+
+
+def union_rows() -> list[dict]:
+    """The digits preset's design (``studies/digits.toml``), a union grid: Lookahead's
+    lr × momentum table at k = 5, α = 0.5 and a k × α table at lr 0.1, momentum 0.9; SGD on the
+    lr × momentum table; three seeds. Accuracies near 0.9769, with four decimals."""
+    import math
+
+    rows = []
+    lrs = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
+
+    def acc(lr: float, momentum: float, seed: int, shift: float = 0.0) -> float:
+        return round(0.9769 - 0.05 * abs(math.log10(lr) + 1 + momentum) - 0.002 * seed
+                     + shift, 4)
+
+    for lr, mom, seed in itertools.product(lrs, [0.0, 0.9], range(3)):
+        rows.append({"optimizer": "lookahead", "lr": lr, "momentum": mom, "k": 5, "alpha": 0.5,
+                     "seed": seed, "state": "complete", "value": acc(lr, mom, seed)})
+        rows.append({"optimizer": "sgd", "lr": lr, "momentum": mom, "seed": seed,
+                     "state": "complete", "value": acc(lr, mom, seed, -0.003)})
+    for k, alpha, seed in itertools.product([5, 10, 20], [0.2, 0.5, 0.8], range(3)):
+        if (k, alpha) != (5, 0.5):
+            rows.append({"optimizer": "lookahead", "lr": 0.1, "momentum": 0.9, "k": k,
+                         "alpha": alpha, "seed": seed, "state": "complete",
+                         "value": acc(0.1, 0.9, seed, 0.001 * k / 5 - 0.01 * alpha)})
+    return rows
+
+
+@pytest.fixture
+def union_study(tmp_path: Path) -> Path:
+    return write_study(tmp_path, "union", union_rows(), epochs=20)

@@ -10,6 +10,7 @@ import pytest
 
 from lookbench.report import load_study
 from lookbench.report.figures import (
+    caption,
     curves_figure,
     expected_best_figure,
     lr_sensitivity_figure,
@@ -36,15 +37,21 @@ def test_surfaces_cover_every_swept_pair_coloured_by_the_gap_to_the_best(grid_st
     assert z[0, 1] == 0.0 and z[0, 0] == 10.0
     axis = lr_alpha.layout.coloraxis
     assert axis.cmin == 0 and axis.cmax == 10 and axis.reversescale
-    assert la.texttemplate == "%{text}" and la.text[0][1] == "89.0"  # the score, in the cell
-    assert "mean of 3 seeds, which span" in la.customdata[0][1]
+    # The score in the cell, as the whole page writes an accuracy (units.py): in %.
+    assert la.texttemplate == "%{text}" and la.text[0][1] == "89.00%"
+    assert "mean of 3 seeds, which span 88.00%–90.00%" in la.customdata[0][1]
     momentum = figs["momentum × inner learning rate"]
-    la_strip, sgd_map = [t for t in momentum.data if isinstance(t, go.Heatmap)]
+    la_strip, sgd_map, sgd_dead = [t for t in momentum.data if isinstance(t, go.Heatmap)]
     assert len(la_strip.y) == 1 and len(sgd_map.y) == 2
-    # Diverged cells: not a colour, a ✕ on grey.
-    assert np.isnan(np.array(sgd_map.z, dtype=float)[0, 3]) and sgd_map.text[0][3] == "✕"
-    assert momentum.layout.plot_bgcolor == "#c8c8c8"
+    # Diverged cells: not a colour, a ✕ on grey, a trace of their own; the ground is white, so
+    # a cell that was never run reads as blank, not as diverged.
+    assert np.isnan(np.array(sgd_map.z, dtype=float)[0, 3]) and sgd_map.text[0][3] == ""
+    assert sgd_dead.name == "diverged" and sgd_dead.text[0][3] == "✕"
+    assert sgd_dead.colorscale[0][1] == "#c8c8c8" and not sgd_dead.showscale
+    assert np.isnan(np.array(sgd_dead.z, dtype=float)[0, 2])  # lr 1 trained: not grey
+    assert momentum.layout.plot_bgcolor == "white"
     assert "whole grids" in momentum.layout.title.text
+    assert "best configuration over the other hyperparameters" in caption(momentum)
 
 
 def test_the_matched_figure_puts_both_optimizers_on_the_same_settings(grid_study):
@@ -56,11 +63,13 @@ def test_the_matched_figure_puts_both_optimizers_on_the_same_settings(grid_study
     # SGD ran momentum 0.5 and 0.9, Lookahead 0.9 only: the matched set is momentum 0.9, and
     # lr 10 (SGD only) is not in it.
     assert list(hm.x) == ["0.01", "0.1", "1"]
-    assert len(hm.y) == 2 and any("k = 5, α = 0.5" in str(y) for y in hm.y)
+    # (a long label wraps onto two lines: no tick label is wider than a narrow window allows)
+    assert len(hm.y) == 2 and any("k = 5, α = 0.5" in str(y).replace("<br>", " ")
+                                  for y in hm.y)
     ka = k_alpha_figure(data)
     (cells,) = [t for t in ka.data if isinstance(t, go.Heatmap)]
     assert len(cells.x) == 2 and len(cells.y) == 2  # α × k at one inner setting
-    assert "sgd at the same setting" in ka.layout.title.text
+    assert "sgd at the same setting: 88.00%" in caption(ka)
 
 
 def test_a_diverged_loss_run_never_sets_a_colour_or_an_axis(tmp_path):
@@ -126,7 +135,7 @@ def test_lr_sensitivity_has_a_line_and_a_seed_band_per_optimizer(grid_study, kno
     assert [t.name for t in lines] == ["lookahead", "sgd"] and len(bands) == 2
     assert fig.layout.xaxis.type == "log"
     # On the matched set: SGD's lr 10 and momentum 0.5 were never run by Lookahead.
-    assert list(lines[1].x) == [0.01, 0.1, 1.0] and "matched settings" in fig.layout.title.text
+    assert list(lines[1].x) == [0.01, 0.1, 1.0] and "matched settings" in caption(fig)
     fig = lr_sensitivity_figure(load_study(known_study))
     lines = [t for t in fig.data if t.mode == "lines+markers"]
     # SGD's lr 1 diverged in every seed: a ✕ at the bottom of the plot, not a point on a line.
@@ -146,7 +155,7 @@ def test_learning_curves_and_expected_best(grid_study):
     # On the matched set: both draw from the same 3 shared settings.
     assert [t.name for t in evp.data] == ["lookahead (k = 5, α = 0.5, maintain)", "sgd"]
     assert len(evp.data[0].x) == 3 and evp.data[0].y[-1] <= 0.9
-    assert "matched settings" in evp.layout.title.text
+    assert "matched settings" in caption(evp)
 
 
 def test_nqm_figure_overlays_the_analysis(tmp_path):
@@ -223,3 +232,53 @@ def test_status_names_adaptive_alpha_and_never_ranks_a_configuration_that_lost_a
     console.print(status_table(write_study(tmp_path, "s", rows)))
     line = [t for t in console.export_text().splitlines() if t.strip().startswith("lookahead")][0]
     assert "0.9100±0.0141 n=2" in line and "lr=0.1" in line and "alpha=adaptive" in line
+
+
+def test_a_union_grid_draws_no_mostly_empty_panel(union_study):
+    """The digits preset's union grid (an lr × momentum table at k = 5, α = 0.5 and a k × α
+    table at lr 0.1) sweeps lr and k, and lr and α, only as a cross: a row and a column of a
+    mostly empty panel. Those surfaces are not drawn; the pairs a table does sweep together
+    are, with every cell filled."""
+    data = load_study(union_study)
+    figs = dict(surface_figures(data))
+    assert set(figs) == {"α (slow step) × k (steps per sync)", "momentum × inner learning rate"}
+    for title, fig in figs.items():
+        for t in fig.data:
+            if isinstance(t, go.Heatmap) and t.name == "surface":
+                z = np.array(t.z, dtype=float)
+                assert not np.isnan(z).any(), f"{title}: a panel with empty cells"
+                assert z.shape[0] >= 1 and z.shape[1] >= 2
+    # Both optimizers sweep lr × momentum: two panels, Lookahead's over all its 22
+    # configurations (the k × α table's best sits at lr 0.1, momentum 0.9).
+    lr_mom = figs["momentum × inner learning rate"]
+    names = [a.text.replace("<br>", " ") for a in lr_mom.layout.annotations]
+    assert names == ["lookahead (22 configurations)", "sgd (14 configurations)"]
+
+
+def test_surface_cells_keeps_what_crosses_and_drops_the_rest():
+    import pandas as pd
+
+    from lookbench.report.figures import surface_cells
+
+    def cells(points):
+        return pd.DataFrame([{"lr": x, "k": y, "score": 0.5} for x, y in points])
+
+    full = cells(itertools.product([0.1, 1.0, 10.0], [5, 10]))
+    assert surface_cells(full, "lr", "k", "grid") is full  # a grid: drawn whole
+    cross = cells([(x, 5) for x in (0.001, 0.01, 0.1, 1.0, 10.0)] + [(0.1, 10), (0.1, 20)])
+    assert surface_cells(cross, "lr", "k", "grid") is None  # a row and a column: nothing
+    # Mostly empty (19 of 40 cells): the 3 × 4 block that sweeps lr × k together is kept,
+    # the row's lone learning rates around it are dropped.
+    row = [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0]
+    block = cells([(x, 5) for x in row] + list(itertools.product([0.01, 0.1, 1.0],
+                                                                   [10, 20, 40])))
+    kept = surface_cells(block, "lr", "k", "grid")
+    assert sorted(kept["lr"].unique()) == [0.01, 0.1, 1.0]
+    assert sorted(kept["k"].unique()) == [5, 10, 20, 40] and len(kept) == 12
+    # Half filled or more: drawn whole (blank cells read as not run).
+    half = cells([(x, 5) for x in row[:4]] + [(0.0001, 10), (0.0003, 10)])
+    assert surface_cells(half, "lr", "k", "grid") is half
+    # Random points repeat no value: kept where they lie (a scatter), whatever the sampler says.
+    scattered = cells([(0.01, 3), (0.2, 4), (0.05, 7)])
+    assert surface_cells(scattered, "lr", "k", "unknown") is scattered
+    assert surface_cells(cross, "lr", "k", "random") is cross

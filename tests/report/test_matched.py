@@ -212,7 +212,7 @@ def test_a_tpe_study_is_described_as_one(tmp_path):
     from lookbench.report.figures import expected_best_figure
 
     fig = expected_best_figure(data)
-    assert "TPE proposals" in fig.layout.title.text
+    assert "TPE proposals" in fig.layout.title.text.replace("<br>", " ")
     assert list(fig.data[0].y) == sorted(fig.data[0].y)  # best so far never falls
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from lookbench.comparison.metrics import UNSTABLE_FACTOR, unstable
 from lookbench.report.page import unstable_note
+from lookbench.report.units import Units
 
 
 def scores(spreads: list[float], seeds: list[int] | None = None) -> pd.DataFrame:
@@ -36,8 +37,13 @@ def test_single_seeds_and_identical_seeds_flag_nothing():
 def test_the_page_names_them_with_their_range():
     s = scores([0.01] * 9 + [0.3])
     s["unstable"] = unstable(s)
-    note = unstable_note(s)
-    assert note.startswith('<p class="note unstable">Unstable: sgd lr=0.1 momentum=0.9 (0.9–1.2)')
+    note = unstable_note(s)  # a metric in its own units: four significant digits, as elsewhere
+    assert note.startswith('<p class="note unstable">Unstable: sgd lr=0.1 momentum=0.9 '
+                           '(0.9000–1.200)')
     assert f"more than {UNSTABLE_FACTOR:g}× the study's median" in note
+    # An accuracy: in %, as every other number of the page writes it.
+    s = scores([0.005] * 9 + [0.08])
+    s["unstable"] = unstable(s)
+    assert "(90.00%–98.00%)" in unstable_note(s, Units(fraction=True))
     s["unstable"] = False
     assert unstable_note(s) == ""
