@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,20 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRE_BROWSER = os.environ.get("LOOKBENCH_REQUIRE_BROWSER") == "1"
 
 
-def render(page: Path, tmp_path: Path) -> tuple[str, list[str]]:
-    """The DOM after the page's scripts ran, and the browser console's messages."""
+def render(page: Path, tmp_path: Path, width: int | None = None,
+           extra: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The DOM after the page's scripts ran, and the browser console's messages (``width``:
+    the window's, in CSS pixels; ``extra``: more Chromium flags)."""
     if CHROMIUM is None:
         if REQUIRE_BROWSER:
             pytest.fail("chromium is not installed (apt-get install chromium)")
         pytest.skip("chromium is not installed")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)  # fresh per run
+    size = [f"--window-size={width},1000", "--hide-scrollbars"] if width else []
     proc = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         "--no-first-run", f"--user-data-dir={profile}", *size, *extra,
          "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom",
          page.resolve().as_uri()],
         capture_output=True, text=True, timeout=120,
