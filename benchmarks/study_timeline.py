@@ -43,6 +43,7 @@ LAYOUTS = {  # name: extra options of `lookbench run`
 # The stages, in the order a run passes them; "first"/"last" pick among repeated marks.
 STAGES = [
     ("cli imported", "first", "typer & the CLI imported"),
+    ("study checked", "first", "command line and study checked (no torch yet)"),
     ("engine imported", "first", "torch, Optuna, pyarrow imported"),
     ("definition stored", "first", "study created, definition stored"),
     ("plan queued", "first", "plan queued"),

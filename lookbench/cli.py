@@ -468,26 +468,18 @@ def run(
     import atexit
 
     out = _runs(runs, out)
-    from lookbench.study.early import EarlyWorkers, likely_workers
-
-    # The worker processes start before this one imports torch, and import it meanwhile
-    # (see lookbench.study.early); those the run does not use are killed at the latest here.
-    early = EarlyWorkers(likely_workers(devices, workers, threads), threads or 1)
-    atexit.register(early.close)
-    from lookbench.study.definition import StudyConflict
-    from lookbench.study.engine import run_study
+    from lookbench.study.heartbeat import check_stale_after
     from lookbench.study.spec import SpecError, load_spec
-    from lookbench.study.storage import StorageUnavailable
-    from lookbench.tasks import DataUnavailable
     from lookbench.timeline import mark
 
-    mark("engine imported")
+    # Everything given is checked before torch or Optuna is imported (seconds on a busy
+    # machine): the task's and optimizers' classes are read without them (lookbench._lazy).
     if task is None and spec is None:
         fail("give a TASK (see `lookbench tasks`) or a study file with --spec")
-    from lookbench.study.queue import check_stale_after
-
     if (why := check_stale_after(stale_after)) is not None:
         fail(why)
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        fail(f"--data-dir {data_dir} is a file; give the folder that holds the task's data")
     grid: dict[str, list[Any]] = {}
     for name, text in (grid_text or {}).items():
         values = _split(name, text)
@@ -515,6 +507,19 @@ def run(
         study_spec = load_spec(spec, allow_large=yes, **overrides)
     except SpecError as e:
         fail(str(e))
+    mark("study checked")
+    from lookbench.study.early import EarlyWorkers, likely_workers
+
+    # The worker processes start before this one imports torch, and import it meanwhile
+    # (see lookbench.study.early); those the run does not use are killed at the latest here.
+    early = EarlyWorkers(likely_workers(devices, workers, threads), threads or 1)
+    atexit.register(early.close)
+    from lookbench.study.definition import StudyConflict
+    from lookbench.study.engine import run_study
+    from lookbench.study.storage import StorageUnavailable
+    from lookbench.tasks import DataUnavailable
+
+    mark("engine imported")
     out_console = console()
     try:
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,

@@ -30,7 +30,7 @@ def test_a_run_notes_its_stages_in_order(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", *TINY, "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     seen = events(path)
-    order = ["engine imported", "prepare", "definition stored", "plan queued", "worker ready",
+    order = ["study checked", "engine imported", "prepare", "definition stored", "plan queued", "worker ready",
              "claimed", "population built", "epoch", "recorded", "compacted", "cost measured",
              "status printed"]
     assert sorted(set(seen) & set(order), key=seen.index) == order  # all, first ones in order

@@ -6,20 +6,28 @@
 weights it should be judged by (slow weights, averages, or the weights themselves).
 """
 
-from lookbench.optim.averaging import AveragedOptimizer, NTAveragedOptimizer
-from lookbench.optim.factory import (
-    available,
-    build,
-    hyperparameters,
-    register_optimizer,
-)
-from lookbench.optim.lookahead import INNER_STATE_POLICIES, Lookahead, adaptive_alpha
-from lookbench.optim.wrapper import (
-    WrappedOptimizer,
-    evaluation_weights,
-    fast_weights,
-    use_evaluation_weights,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Each public name and its module, imported on first use (PEP 562): the factory's names and
+# defaults are read to check a study before torch is imported (lookbench._lazy says why).
+_WHERE = {
+    "AveragedOptimizer": "averaging", "NTAveragedOptimizer": "averaging",
+    "available": "factory", "build": "factory", "hyperparameters": "factory",
+    "register_optimizer": "factory",
+    "INNER_STATE_POLICIES": "lookahead", "Lookahead": "lookahead", "adaptive_alpha": "lookahead",
+    "WrappedOptimizer": "wrapper", "evaluation_weights": "wrapper", "fast_weights": "wrapper",
+    "use_evaluation_weights": "wrapper",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'lookbench.optim' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lookbench.optim.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "INNER_STATE_POLICIES",

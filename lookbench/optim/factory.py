@@ -16,16 +16,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.optim import Optimizer
+from lookbench._lazy import lazy
 
-from lookbench.optim.averaging import AveragedOptimizer, NTAveragedOptimizer
-from lookbench.optim.lookahead import Lookahead
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
 
-Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
-Builder = Callable[..., Optimizer]
+torch = lazy("torch")  # (the names, defaults and bounds below are read without torch)
+
+Params = Iterable[Any]  # tensors, or parameter groups (dicts)
+Builder = Callable[..., "Optimizer"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _adamw(params: Params, *, lr: float = 1e-3, momentum: float = 0.9, beta2: fl
                         amsgrad, foreach, fused)
 
 
-def _betas_builder(cls: type[Optimizer], default_lr: float) -> Builder:
+def _betas_builder(cls_name: str, default_lr: float) -> Builder:
     """A builder for NAdam, RAdam or Adamax: Adam's ``betas`` (momentum = β1), without amsgrad
     or fused. Its keyword arguments are the accepted hyperparameters, as for every builder."""
 
@@ -120,6 +121,7 @@ def _betas_builder(cls: type[Optimizer], default_lr: float) -> Builder:
                  foreach: bool | None = None) -> Optimizer:
         _check_common(lr, momentum, weight_decay)
         _check("beta2", beta2, 0.0, 1.0)
+        cls = getattr(torch.optim, cls_name)
         return cls(params, lr=lr, betas=(momentum, beta2), eps=eps, weight_decay=weight_decay,
                    foreach=foreach)
 
@@ -127,11 +129,11 @@ def _betas_builder(cls: type[Optimizer], default_lr: float) -> Builder:
 
 
 _register("nadam", "NAdam: Adam with Nesterov momentum (momentum = beta1)")(
-    _betas_builder(torch.optim.NAdam, 2e-3))
+    _betas_builder("NAdam", 2e-3))
 _register("radam", "RAdam: Adam with a rectified warm-up (momentum = beta1)")(
-    _betas_builder(torch.optim.RAdam, 1e-3))
+    _betas_builder("RAdam", 1e-3))
 _register("adamax", "Adamax: Adam with the infinity norm (momentum = beta1)")(
-    _betas_builder(torch.optim.Adamax, 2e-3))
+    _betas_builder("Adamax", 2e-3))
 
 
 @_register("rmsprop", "RMSprop (momentum = heavy-ball momentum; smoothing = its alpha)")
@@ -195,6 +197,8 @@ def _inner(params: Params, inner: str, wrapper: str, hparams: dict[str, Any]) ->
 def _lookahead(params: Params, *, inner: str = "sgd", k: int = 5, alpha: float | str = 0.5,
                inner_state: str = "maintain", alpha_low: float = 0.5,
                **inner_hparams: Any) -> Optimizer:
+    from lookbench.optim.lookahead import Lookahead
+
     return Lookahead(_inner(params, inner, "lookahead", inner_hparams), k=k,
                      alpha=alpha, inner_state=inner_state, alpha_low=alpha_low)  # type: ignore[arg-type]
 
@@ -202,6 +206,8 @@ def _lookahead(params: Params, *, inner: str = "sgd", k: int = 5, alpha: float |
 @_register("polyak", "Polyak-Ruppert (uniform) iterate averaging of the inner optimizer (SGD by default)")
 def _polyak(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
             **inner_hparams: Any) -> Optimizer:
+    from lookbench.optim.averaging import AveragedOptimizer
+
     return AveragedOptimizer(_inner(params, inner, "polyak", inner_hparams), "uniform",
                              start=start, every=every)
 
@@ -209,6 +215,8 @@ def _polyak(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 
 @_register("ema", "exponential moving average of the inner optimizer's iterates (SGD by default)")
 def _ema(params: Params, *, inner: str = "sgd", decay: float = 0.999, start: int = 0,
          every: int = 1, **inner_hparams: Any) -> Optimizer:
+    from lookbench.optim.averaging import AveragedOptimizer
+
     return AveragedOptimizer(_inner(params, inner, "ema", inner_hparams), "ema",
                              decay=decay, start=start, every=every)
 
@@ -216,6 +224,8 @@ def _ema(params: Params, *, inner: str = "sgd", decay: float = 0.999, start: int
 @_register("swa", "stochastic weight averaging: uniform average from step `start` on")
 def _swa(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
          **inner_hparams: Any) -> Optimizer:
+    from lookbench.optim.averaging import AveragedOptimizer
+
     return AveragedOptimizer(_inner(params, inner, "swa", inner_hparams), "uniform",
                              start=start, every=every)
 
@@ -223,6 +233,8 @@ def _swa(params: Params, *, inner: str = "sgd", start: int = 0, every: int = 1,
 @_register("asgd", "NT-ASGD (Merity et al.): the inner optimizer (SGD by default), averaged once validation stops improving")
 def _asgd(params: Params, *, inner: str = "sgd", patience: int = 5,
           **inner_hparams: Any) -> Optimizer:
+    from lookbench.optim.averaging import NTAveragedOptimizer
+
     return NTAveragedOptimizer(_inner(params, inner, "asgd", inner_hparams), patience=patience)
 
 
@@ -267,6 +279,8 @@ def _class_builder(cls: type[Optimizer]) -> Builder:
     passed as is; ``momentum`` is its ``momentum``, or ``betas[0]`` (and ``beta2``
     ``betas[1]``) for an Adam-like class.
     """
+    from torch.optim import Optimizer
+
     from lookbench.hparams import SHARED
 
     if not issubclass(cls, Optimizer):

@@ -14,11 +14,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict
-from torch import nn
+
+if TYPE_CHECKING:  # (a task's class is read, to check a study, before torch is imported)
+    import torch
+    from torch import nn
 
 Batch = Any
 
@@ -271,6 +273,8 @@ class Task(ABC):
 def parameter_count(build: Callable[[], nn.Module]) -> int:
     """Parameters of the model ``build`` makes, counted on the meta device (nothing is
     allocated or initialised), for ``Task.size``."""
+    import torch
+
     with torch.device("meta"):
         model = build()
     return sum(p.numel() for p in model.parameters())

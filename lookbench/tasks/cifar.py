@@ -12,17 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
-from lookbench.tasks.augment import augmented_batches, plain_batches
+from lookbench._lazy import lazy
+from lookbench.choices import CifarName, ModelName
 from lookbench.tasks.base import Task, TaskSize, Workload, parameter_count
-from lookbench.tasks.cifar_data import CifarName, load_cifar
-from lookbench.tasks.models import ModelName, build_model
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Imported on first use: the classes are read, to check a study, before torch is imported.
+torch, F = lazy("torch"), lazy("torch.nn.functional")
+augment, cifar_data, models = (lazy("lookbench.tasks.augment"), lazy("lookbench.tasks.cifar_data"),
+                               lazy("lookbench.tasks.models"))
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -88,21 +92,22 @@ class _Cifar(Task):
         subset = self.opts.train_subset
         train = TRAIN_EXAMPLES if subset is None else min(subset, TRAIN_EXAMPLES)
         return TaskSize(train, TEST_EXAMPLES, parameter_count(
-            lambda: build_model(self.opts.model, self.num_classes)))
+            lambda: models.build_model(self.opts.model, self.num_classes)))
 
     def chance_level(self) -> float:
         """1 / classes: both test sets hold the same number of images of every class."""
         return 1.0 / self.num_classes
 
     def check_data(self, data_dir: Path | None) -> None:
-        load_cifar(self.dataset, data_dir)  # cached: the first trial in this process reuses it
+        # (cached: the first trial in this process reuses it)
+        cifar_data.load_cifar(self.dataset, data_dir)
 
     def workload(self, *, batch_size: int, device: torch.device, seed: int,
                  data_dir: Path | None = None) -> Workload:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         opts = self.opts
-        arrays = load_cifar(self.dataset, data_dir)
+        arrays = cifar_data.load_cifar(self.dataset, data_dir)
         train_x = arrays.train_x[: opts.train_subset].to(device)
         train_y = arrays.train_y[: opts.train_subset].to(device)
         test_x, test_y = arrays.test_x.to(device), arrays.test_y.to(device)
@@ -111,13 +116,13 @@ class _Cifar(Task):
         channels_last = device.type == "cuda"
 
         torch.manual_seed(seed)
-        model = build_model(opts.model, self.num_classes).to(device)
+        model = models.build_model(opts.model, self.num_classes).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
-            return augmented_batches(train_x, train_y, batch_size, generator, mean, std,
-                                     channels_last=channels_last)
+            return augment.augmented_batches(train_x, train_y, batch_size, generator, mean,
+                                             std, channels_last=channels_last)
 
         def loss(model: nn.Module, batch: Any) -> torch.Tensor:
             x, y = batch
@@ -148,19 +153,20 @@ def _per_example_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> to
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-@torch.no_grad()
 def _loss_and_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                        mean: torch.Tensor, std: torch.Tensor,
                        channels_last: bool) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over unaugmented images, with one sync at the end."""
-    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
-    correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    for x, y in plain_batches(images, labels, EVAL_BATCH, mean, std, channels_last=channels_last):
-        logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
-    n = len(labels)
-    return float(loss_sum) / n, int(correct) / n
+    with torch.no_grad():
+        loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
+        correct = torch.zeros((), dtype=torch.int64, device=images.device)
+        for x, y in augment.plain_batches(images, labels, EVAL_BATCH, mean, std,
+                                          channels_last=channels_last):
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+        n = len(labels)
+        return float(loss_sum) / n, int(correct) / n
 
 
 class Cifar10(_Cifar):

@@ -28,14 +28,13 @@ import socket
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from lookbench.choices import CifarName  # noqa: E402,F401 (re-exported)
 from lookbench.tasks.base import DataUnavailable
-
-CifarName = Literal["cifar10", "cifar100"]
 
 DEFAULT_DATA_DIR = Path("~/.cache/lookbench/data")
 """Where data sets live when no ``--data-dir`` is given (``~`` expanded at load time)."""

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
+from lookbench._lazy import lazy
 from lookbench.tasks.base import Task, TaskSize, Workload
+
+torch, nn = lazy("torch"), lazy("torch.nn")  # (the class is read before torch is imported)
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2

@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
+from lookbench.choices import Pipeline  # noqa: E402,F401 (re-exported)
 from lookbench.tasks.augment import RATIO, SCALE
 from lookbench.tasks.base import DataUnavailable
 from lookbench.tasks.imagefolder_data import (
@@ -47,7 +47,6 @@ from lookbench.tasks.imagefolder_data import (
     stored_sides,
 )
 
-Pipeline = Literal["auto", "memory", "stream"]
 PREFETCH = 3  # batches decoded ahead of the one the training loop takes
 _JPEG_MAGIC = b"\xff\xd8\xff"
 

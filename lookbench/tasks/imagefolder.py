@@ -52,21 +52,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from torch import nn
 
-from lookbench.tasks import image_stream
-from lookbench.tasks.augment import (
-    augmented_batches,
-    normalize,
-    plain_batches,
-    random_crop_flip,
-    resized_crop_batches,
-)
+from lookbench._lazy import lazy
+from lookbench.choices import TORCHVISION_CLASSIFIERS, Augment, Pipeline
 from lookbench.tasks.base import (
     DataUnavailable,
     Task,
@@ -74,14 +65,16 @@ from lookbench.tasks.base import (
     Workload,
     parameter_count,
 )
-from lookbench.tasks.image_stream import (
-    Pipeline,
-    epoch_stream,
-    eval_stream,
-    load_stream_folder,
-    train_stream,
-)
-from lookbench.tasks.imagefolder_data import Augment, load_image_folder
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# Imported on first use: the classes are read, to check a study, before torch is imported.
+torch, F = lazy("torch"), lazy("torch.nn.functional")  # noqa: F811
+augment_ops, image_stream, imagefolder_data = (lazy("lookbench.tasks.augment"),
+                                               lazy("lookbench.tasks.image_stream"),
+                                               lazy("lookbench.tasks.imagefolder_data"))
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,6 +113,8 @@ class ImageFolderOptions(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
+        if name in TORCHVISION_CLASSIFIERS:  # (known without importing torchvision)
+            return name
         import torchvision
 
         known = torchvision.models.list_models(module=torchvision.models)
@@ -164,9 +159,9 @@ class ImageFolder(Task):
                                   f"that holds train/<class>/ and val/<class>/")
         o = self.opts
         if self.pipeline(data_dir) == "stream":
-            return load_stream_folder(data_dir, o.image_size, o.classes, o.per_class,
+            return image_stream.load_stream_folder(data_dir, o.image_size, o.classes, o.per_class,
                                       augment=o.augment)
-        return load_image_folder(data_dir, o.image_size, o.classes, o.per_class,
+        return imagefolder_data.load_image_folder(data_dir, o.image_size, o.classes, o.per_class,
                                  augment=o.augment)
 
     def check_data(self, data_dir: Path | None) -> None:
@@ -200,23 +195,24 @@ class ImageFolder(Task):
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
             if resized_crop:
-                return resized_crop_batches(train_x, train_y, batch_size, generator, mean, std,
-                                            size=size, channels_last=channels_last)
-            return augmented_batches(train_x, train_y, batch_size, generator, mean, std,
-                                     pad=pad, channels_last=channels_last)
+                return augment_ops.resized_crop_batches(train_x, train_y, batch_size, generator,
+                                                        mean, std, size=size,
+                                                        channels_last=channels_last)
+            return augment_ops.augmented_batches(train_x, train_y, batch_size, generator, mean,
+                                                 std, pad=pad, channels_last=channels_last)
 
         def loss(model: nn.Module, batch: Any) -> torch.Tensor:
             x, y = batch
             return F.cross_entropy(_logits(model(x)), y)
 
         def evaluate(model: nn.Module) -> dict[str, float]:
-            return _metrics(model, plain_batches(val_x, val_y, EVAL_BATCH, mean, std,
-                                                 channels_last=channels_last), len(val_y))
+            return _metrics(model, augment_ops.plain_batches(
+                val_x, val_y, EVAL_BATCH, mean, std, channels_last=channels_last), len(val_y))
 
         def train_eval(model: nn.Module) -> float:
-            return _metrics(model, plain_batches(train_seen, train_y, EVAL_BATCH, mean, std,
-                                                 channels_last=channels_last),
-                            len(train_y))["test_loss"]
+            return _metrics(model, augment_ops.plain_batches(
+                train_seen, train_y, EVAL_BATCH, mean, std, channels_last=channels_last),
+                len(train_y))["test_loss"]
 
         return Workload(
             model=model, steps_per_epoch=math.ceil(len(train_x) / batch_size),
@@ -248,20 +244,24 @@ class ImageFolder(Task):
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for x, y in batches:
                 x = x.to(device, non_blocking=True)
-                yield normalize(x, mean, std, channels_last), y.to(device, non_blocking=True)
+                yield (augment_ops.normalize(x, mean, std, channels_last),
+                       y.to(device, non_blocking=True))
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
             if augment == "resized_crop":
-                return on_device(train_stream(train_files, folder.train_y, size, batch_size,
-                                              generator, decode_device=decode_device))
-            return padded(epoch_stream(train_files, folder.train_y, size, batch_size,
-                                       generator, decode_device=decode_device), generator)
+                return on_device(image_stream.train_stream(
+                    train_files, folder.train_y, size, batch_size, generator,
+                    decode_device=decode_device))
+            return padded(image_stream.epoch_stream(
+                train_files, folder.train_y, size, batch_size, generator,
+                decode_device=decode_device), generator)
 
         def padded(batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
                    generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for x, y in batches:
-                x = random_crop_flip(x.to(device, non_blocking=True), generator, pad)
-                yield normalize(x, mean, std, channels_last), y.to(device, non_blocking=True)
+                x = augment_ops.random_crop_flip(x.to(device, non_blocking=True), generator, pad)
+                yield (augment_ops.normalize(x, mean, std, channels_last),
+                       y.to(device, non_blocking=True))
 
         def loss(model: nn.Module, batch: Any) -> torch.Tensor:
             x, y = batch
@@ -271,12 +271,12 @@ class ImageFolder(Task):
             if folder.val_x is not None:
                 batches = zip(folder.val_x.split(EVAL_BATCH), folder.val_y.split(EVAL_BATCH))
             else:
-                batches = eval_stream(val_files, folder.val_y, size, EVAL_BATCH,
+                batches = image_stream.eval_stream(val_files, folder.val_y, size, EVAL_BATCH,
                                       augment=augment, decode_device=decode_device)
             return _metrics(model, on_device(batches), len(val_files))
 
         def train_eval(model: nn.Module) -> float:
-            batches = eval_stream(train_files, folder.train_y, size, EVAL_BATCH,
+            batches = image_stream.eval_stream(train_files, folder.train_y, size, EVAL_BATCH,
                                   augment=augment, decode_device=decode_device)
             return _metrics(model, on_device(batches), len(train_files))["test_loss"]
 
@@ -298,23 +298,23 @@ def _logits(output: Any) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output
 
 
-@torch.no_grad()
 def _metrics(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int
              ) -> dict[str, float]:
     """Cross-entropy, top-1 and top-5 accuracy over ``n`` unaugmented images in normalised
     batches on the model's device, one sync at the end."""
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    top1 = torch.zeros((), dtype=torch.int64, device=device)
-    top5 = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in batches:
-        logits = _logits(model(x)).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top1 += (best[:, 0] == y).sum()
-        top5 += (best == y[:, None]).any(dim=1).sum()
-    return {"test_loss": float(loss_sum) / n, "test_acc": int(top1) / n,
-            "test_acc_top5": int(top5) / n}
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        top1 = torch.zeros((), dtype=torch.int64, device=device)
+        top5 = torch.zeros((), dtype=torch.int64, device=device)
+        for x, y in batches:
+            logits = _logits(model(x)).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            top1 += (best[:, 0] == y).sum()
+            top5 += (best == y[:, None]).any(dim=1).sum()
+        return {"test_loss": float(loss_sum) / n, "test_acc": int(top1) / n,
+                "test_acc_top5": int(top5) / n}
 
 
 class ImageNet(ImageFolder):

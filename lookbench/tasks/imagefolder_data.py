@@ -32,7 +32,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -44,7 +43,7 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
                         "TorchVision are deprecated", category=DeprecationWarning)
 SPLITS = ("train", "val")
-Augment = Literal["resized_crop", "padded_crop"]
+from lookbench.choices import Augment  # noqa: E402,F401 (re-exported)
 
 
 def eval_resize(size: int) -> int:

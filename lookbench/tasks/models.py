@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ModelName = Literal["resnet18", "resnet20"]
+from lookbench.choices import ModelName  # noqa: E402,F401 (re-exported)
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from lookbench._lazy import lazy
 from lookbench.tasks.base import Task, TaskSize, Workload
 from lookbench.theory import (  # noqa: F401 (re-exported)
     ArrayLike,
@@ -57,15 +56,10 @@ _MOMENTUM: dict[str, list[float]] = {"sgd": [0.0], "adam": [0.9], "adamw": [0.9]
 # -- the task ---------------------------------------------------------------------------------
 
 
-class Point(nn.Module):
-    """A model that is nothing but its weights ``x`` (the quadratics' iterate)."""
+if TYPE_CHECKING:
+    from torch import nn
 
-    def __init__(self, x: torch.Tensor) -> None:
-        super().__init__()
-        self.x = nn.Parameter(x)
-
-    def forward(self) -> torch.Tensor:
-        return self.x
+torch = lazy("torch")  # (the class is read, to check a study, before torch is imported)
 
 
 class NoisyQuadratic(Task):
@@ -165,6 +159,8 @@ class NoisyQuadratic(Task):
         sigma2 = torch.tensor(s_np, dtype=dtype, device=device)
         noise_sd = sigma2.sqrt()
         shape = (opts.replicas, opts.dim)
+        from lookbench.tasks.point import Point
+
         model = Point(torch.full(shape, opts.x0, dtype=dtype, device=device))
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

@@ -20,14 +20,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from torch.func import functional_call
 
+from lookbench._lazy import lazy
 from lookbench.tasks.base import (
     DataUnavailable,
     Task,
@@ -36,6 +33,14 @@ from lookbench.tasks.base import (
     parameter_count,
     perplexity,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# Imported on first use: the classes are read, to check a study, before torch is imported.
+torch, F = lazy("torch"), lazy("torch.nn.functional")  # noqa: F811
+awd_lstm = lazy("lookbench.tasks.awd_lstm")
 
 EOS = "<eos>"
 EVAL_BATCH = 10  # sequences evaluated side by side (Merity et al.'s validation batch)
@@ -135,62 +140,6 @@ def batchify(data: torch.Tensor, batch: int) -> torch.Tensor:
     return data[: steps * batch].view(batch, steps).t().contiguous()
 
 
-class LockedDropout(nn.Module):
-    """Dropout with one mask per sequence, shared by every time step (variational)."""
-
-    def forward(self, x: torch.Tensor, p: float) -> torch.Tensor:
-        if not self.training or p == 0:
-            return x
-        mask = x.new_empty(1, x.size(1), x.size(2)).bernoulli_(1 - p) / (1 - p)
-        return x * mask
-
-
-class AWDLSTM(nn.Module):
-    """Merity et al.'s AWD-LSTM language model (tied embedding and output weights)."""
-
-    def __init__(self, vocab: int, p: Preset) -> None:
-        super().__init__()
-        self.p = p
-        self.encoder = nn.Embedding(vocab, p.embedding)
-        sizes = [p.embedding] + [p.hidden] * (p.layers - 1) + [p.embedding]  # tie the last
-        self.rnns = nn.ModuleList(nn.LSTM(sizes[i], sizes[i + 1]) for i in range(p.layers))
-        self.decoder = nn.Linear(p.embedding, vocab)
-        self.decoder.weight = self.encoder.weight
-        self.lockdrop = LockedDropout()
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-
-    def forward(self, words: torch.Tensor, hidden: list[tuple[torch.Tensor, torch.Tensor]]
-                ) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
-        """Logits, the new hidden state, and the last layer's output before and after its
-        dropout (for TAR and AR)."""
-        p = self.p
-        weight = self.encoder.weight
-        if self.training and p.dropout_embedding:  # drop whole words from the vocabulary
-            keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p.dropout_embedding)
-            weight = weight * keep / (1 - p.dropout_embedding)
-        x = self.lockdrop(F.embedding(words, weight), p.dropout_input)
-        new_hidden = []
-        raw = x
-        for i, rnn in enumerate(self.rnns):
-            w = rnn.weight_hh_l0
-            dropped = F.dropout(w, p.weight_drop, self.training) if p.weight_drop else w
-            raw, h = functional_call(rnn, {"weight_hh_l0": dropped}, (x, hidden[i]))
-            new_hidden.append(h)
-            last = i == len(self.rnns) - 1
-            x = self.lockdrop(raw, p.dropout_output if last else p.dropout_hidden)
-        return self.decoder(x), new_hidden, raw, x
-
-    def init_hidden(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        w = self.encoder.weight
-        return [(w.new_zeros(1, batch, rnn.hidden_size), w.new_zeros(1, batch, rnn.hidden_size))
-                for rnn in self.rnns]
-
-
-def _detach(hidden: list) -> list:
-    return [(h.detach(), c.detach()) for h, c in hidden]
-
-
 class PTBOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: Literal["paper", "small"] = Field("paper", description="paper: 3×1150 AWD-LSTM; "
@@ -224,7 +173,8 @@ class PennTreebank(Task):
         return PRESETS[self.opts.size]
 
     def size(self) -> TaskSize:
-        return TaskSize(None, None, parameter_count(lambda: AWDLSTM(self.vocabulary, self._preset)))
+        return TaskSize(None, None, parameter_count(
+            lambda: awd_lstm.AWDLSTM(self.vocabulary, self._preset)))
 
     def check_data(self, data_dir: Path | None) -> None:
         load_corpus(self.corpus, data_dir)
@@ -238,7 +188,7 @@ class PennTreebank(Task):
         test = batchify(corpus.test, EVAL_BATCH).to(device) if len(corpus.test) > EVAL_BATCH \
             else valid
         torch.manual_seed(seed)
-        model = AWDLSTM(len(corpus.words), p).to(device)
+        model = awd_lstm.AWDLSTM(len(corpus.words), p).to(device)
         state: dict[str, Any] = {"hidden": None}
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[Any]:
@@ -261,7 +211,7 @@ class PennTreebank(Task):
         def loss(model: nn.Module, batch: Any) -> torch.Tensor:
             i, length, _ = batch  # (the third: the step's scale, see step_scale)
             x, y = train[i: i + length], train[i + 1: i + 1 + length]
-            hidden = _detach(state["hidden"])
+            hidden = awd_lstm.detach(state["hidden"])
             logits, hidden, raw, dropped = model(x, hidden)
             state["hidden"] = hidden
             out = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
@@ -319,4 +269,4 @@ class WikiText2(PennTreebank):
     vocabulary = 33_278  # Merity et al.'s WikiText-2 vocabulary: a 33.6M-parameter model
 
 
-__all__ = ["AWDLSTM", "PennTreebank", "WikiText2", "load_corpus"]
+__all__ = ["PennTreebank", "WikiText2", "load_corpus"]  # (the model: lookbench.tasks.awd_lstm)

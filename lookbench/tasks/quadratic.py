@@ -28,17 +28,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
+from lookbench._lazy import lazy
 from lookbench.choices import INNER_STATE_POLICIES
-from lookbench.optim.lookahead import lookahead_args
 from lookbench.tasks.base import Task, TaskSize, Workload
-from lookbench.tasks.nqm import Point
+from lookbench.theory import lookahead_args
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = lazy("torch")  # (the class is read, to check a study, before torch is imported)
 
 GRID_POINTS_PER_DECADE = 40
 GRID_DECADES = 6
@@ -298,6 +301,8 @@ class DeterministicQuadratic(Task):
         opts: QuadraticOptions = self.options  # type: ignore[assignment]
         dtype = torch.float64
         a = torch.tensor(spectrum(opts.dim, opts.condition_number), dtype=dtype, device=device)
+        from lookbench.tasks.point import Point
+
         model = Point(torch.full((opts.dim,), opts.x0, dtype=dtype, device=device))
 
         def train_batches(epoch: int, generator: torch.Generator) -> Iterator[None]:

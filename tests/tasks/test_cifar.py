@@ -318,7 +318,7 @@ def test_size_without_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_data(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("size() must not load data")
 
-    monkeypatch.setattr("lookbench.tasks.cifar.load_cifar", no_data)
+    monkeypatch.setattr("lookbench.tasks.cifar_data.load_cifar", no_data)
     assert Cifar10.with_options().size() == TaskSize(50_000, 10_000, 11_173_962)
     assert Cifar100.with_options(model="resnet20").size() == TaskSize(50_000, 10_000, 275_572)
     assert Cifar10.with_options(train_subset=500).size().train_examples == 500

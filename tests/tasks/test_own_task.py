@@ -99,7 +99,8 @@ def test_a_broken_task_is_one_line_before_anything_starts(tmp_path, monkeypatch,
 
 def test_writing_a_task_needs_no_torch_at_import_time():
     code = ("import sys, lookbench; assert 'torch' not in sys.modules; "
-            "from lookbench import Task, Workload; assert 'torch' in sys.modules; print('ok')")
+            "from lookbench import Task, Workload; assert 'torch' not in sys.modules; "
+            "print('ok')")  # (a task's class is read without torch: lookbench._lazy)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "ok", proc.stderr
 

@@ -19,8 +19,9 @@ from lookbench import tasks
 from lookbench.cli import app
 from lookbench.study.config import TrialConfig
 from lookbench.study.trial import Trial
+from lookbench.tasks.awd_lstm import AWDLSTM
 from lookbench.tasks.base import DataUnavailable, perplexity
-from lookbench.tasks.ptb import AWDLSTM, PRESETS, load_corpus
+from lookbench.tasks.ptb import PRESETS, load_corpus
 from tests.tasks.resume import straight_and_resumed
 
 runner = CliRunner()

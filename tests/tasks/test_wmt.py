@@ -21,17 +21,13 @@ from lookbench.cli import app
 from lookbench.study.config import TrialConfig
 from lookbench.study.trial import Trial, rsqrt_factor
 from lookbench.tasks.base import DataUnavailable
+from lookbench.tasks.transformer import Transformer, beam_search, bleu, collate, greedy
 from lookbench.tasks.wmt import (
     BOS,
     EOS,
     PAD,
     PRESETS,
     Preset,
-    Transformer,
-    _bleu,
-    beam_search,
-    collate,
-    greedy,
     load_parallel,
     token_batches,
 )
@@ -185,7 +181,7 @@ def test_beam_one_is_the_greedy_decoder_as_before(trained, monkeypatch):
             src, _, _ = collate(corpus.test, index, torch.device("cpu"))
             assert torch.equal(greedy(m, src), _old_greedy(m, src))
     seen = _fake_sacrebleu(monkeypatch)
-    _bleu(model, corpus, 60, torch.device("cpu"), beam=1)
+    bleu(model, corpus, 60, torch.device("cpu"), beam=1)
     old = []
     for index in token_batches(corpus.test, 60):
         src, _, _ = collate(corpus.test, index, torch.device("cpu"))

@@ -17,15 +17,13 @@ from lookbench.study.config import TrialConfig
 from lookbench.study.spec import SpecError, load_spec
 from lookbench.study.trial import Trial
 from lookbench.tasks.base import MicroBatches
+from lookbench.tasks.transformer import Transformer, collate, greedy
 from lookbench.tasks.wmt import (
     EOS,
     LABEL_SMOOTHING,
     MAX_LEN,
     PAD,
     PRESETS,
-    Transformer,
-    collate,
-    greedy,
     load_parallel,
 )
 from tests.tasks.resume import straight_and_resumed
