@@ -6,14 +6,15 @@ optuna, plotly) are imported by those subpackages only, so ``import lookbench`` 
 ``lookbench --help`` stay instant.
 """
 
-__all__ = ["MicroBatches", "Task", "TaskSize", "Workload", "__version__", "load_results", "run_study"]
+__all__ = ["MicroBatches", "StudyNotFound", "Task", "TaskSize", "Workload", "__version__",
+           "load_results", "run_study"]
 
-# Imported when first asked for, since they need torch: ``from lookbench import Task,
-# Workload`` (a task of your own) and the scripting API must not make ``import lookbench`` (and
-# so ``lookbench --help``) pay for it.
+# Imported when first asked for: ``from lookbench import Task, Workload`` (a task of your own)
+# and the scripting API (which needs torch, Optuna and pyarrow) must not make ``import
+# lookbench`` (and so ``lookbench --help``) pay for them.
 _LAZY = {"MicroBatches": "lookbench.tasks.base", "Task": "lookbench.tasks.base", "TaskSize": "lookbench.tasks.base",
          "Workload": "lookbench.tasks.base", "run_study": "lookbench.api",
-         "load_results": "lookbench.api"}
+         "load_results": "lookbench.api", "StudyNotFound": "lookbench.api"}
 
 
 def _version() -> str:

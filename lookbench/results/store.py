@@ -733,8 +733,8 @@ def _required_where_filled(table: pa.Table) -> pa.Table:
 def _unreadable(directory: Path, e: BaseException, path: Path | None = None
                 ) -> ResultsUnreadable:
     what = first_line(e).rstrip(".")
-    if path is not None and path.name not in what:
-        what = f"{path.name}: {what}"
+    if path is not None and str(path) not in what:  # (the whole path: one to copy, to restore)
+        what = f"{path}: {what}"
     advice = ("restore that file from a backup (it holds every trial compacted so far: without "
               "it they would run again)" if COMPACTED_FILE in what else
               "restore that file from a backup, or delete it to read the rest of the study "
