@@ -693,9 +693,11 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
     lookahead = scores[scores.optimizer == "lookahead"]
     k = int(lookahead["k"].mode().iloc[0]) if len(lookahead) else None
     lines: list[tuple[str, pd.DataFrame, int | None, float | None, str]] = []
+    marks: dict[str, dict] = {}  # a baseline's open marker: Lookahead's dots never hide it
     for opt in data.optimizers:
         if opt != "lookahead":
             lines.append((opt, scores[scores.optimizer == opt], None, None, color(opt)))
+            marks[opt] = line_style(data, opt)["marker"]
     if k is not None:
         alphas = sorted(lookahead.loc[lookahead.k == k, "alpha"].dropna().unique())
         if len(alphas) > 6:
@@ -709,7 +711,8 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
         rows = rows.sort_values("lr")
         ok = rows[rows["diverged"] < rows["seeds"]]
         fig.add_trace(go.Scatter(x=ok["lr"], y=ok["score"], mode="markers", name=name,
-                                 legendgroup=name, marker={"color": c, "size": 9},
+                                 legendgroup=name,
+                                 marker=marks.get(name, {"color": c, "size": 9}),
                                  hovertemplate="lr=%{x:g}<br>measured %{y:"
                                                + units_of(data).d3 + "}<extra>" + name
                                                + "</extra>"))
