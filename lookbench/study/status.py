@@ -17,6 +17,7 @@ from lookbench.results import (
     study_metric,
 )
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
+from lookbench.units import Units
 
 CONFIG_COLUMNS = columns()  # a configuration's key: its hyperparameter columns
 
@@ -98,11 +99,12 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
         raise StatusError(str(e)) from None
     metric, maximize = _ranking(study_dir, trials)
     best_of = _best_configurations(trials, metric, maximize)
+    units = _units(trials, metric, maximize)
     counts = trials.groupby(["optimizer", "state"]).size() if len(trials) else None
     left = _time_left(trials, planned, running, epochs)
     table = Table(title=f"study {study_dir.name}{left}", box=box.SIMPLE_HEAD,
                   caption=f"done/planned trials, running, diverged, failed; best: final {metric} "
-                          f"of the best configuration (mean±sd over its n seeds, none of which "
+                          f"of the best configuration (mean ± sd over its n seeds, none of which "
                           f"diverged or failed)")
     for col in ("optimizer", "done", "run", "div", "fail", "best", "configuration"):
         table.add_column(col, justify="left" if col in ("optimizer", "configuration")
@@ -115,9 +117,9 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
         row = best_of.get(opt)
         if row is not None:
             n = int(row["seeds"])
-            # one seed has no spread to show: no "±0.0000"
-            best = f"{row['score']:.4f}±{row['std']:.4f} n={n}" if n > 1 else \
-                f"{row['score']:.4f} n=1"
+            # one seed has no spread to show: no "±0"
+            best = f"{units.score(row['score'])}±{units.magnitude(row['std'])} n={n}" \
+                if n > 1 else f"{units.score(row['score'])} n=1"
             config = format_config({c: row.get(c) for c in CONFIG_COLUMNS})
         table.add_row(opt, f"{sum(c.values())}/{planned.get(opt, '?')}",
                       str(running.get(opt, 0)), str(c["diverged"]), str(c["failed"]), best,
@@ -141,6 +143,13 @@ def _time_left(trials: pd.DataFrame, planned: dict, running: dict, epochs: int) 
     if not any(running.values()):
         return f": not running ({left} at its last pace)"
     return f": {left}"
+
+
+def _units(trials: pd.DataFrame, metric: str, maximize: bool) -> Units:
+    """The report's units (``lookbench.units``): an accuracy in % (its spread in percentage
+    points), a loss in its own units."""
+    values = trials[f"final_{metric}"].dropna() if f"final_{metric}" in trials else []
+    return Units(fraction=bool(maximize and len(values) > 0 and values.between(0, 1).all()))
 
 
 def _ranking(study_dir: Path, trials: pd.DataFrame) -> tuple[str, bool]:

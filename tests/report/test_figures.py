@@ -209,7 +209,7 @@ def test_a_loss_study_is_read_as_one_whatever_its_failed_rows_say(tmp_path):
     console = Console(width=200, record=True)
     console.print(status_table(study))
     text = console.export_text()
-    assert "final test_loss" in text and "49.1000" in text
+    assert "final test_loss" in text and "49.10±" in text  # (a loss: 4 significant digits)
 
 
 def test_status_names_adaptive_alpha_and_never_ranks_a_configuration_that_lost_a_seed(tmp_path):
@@ -231,7 +231,7 @@ def test_status_names_adaptive_alpha_and_never_ranks_a_configuration_that_lost_a
     console = Console(width=200, record=True)
     console.print(status_table(write_study(tmp_path, "s", rows)))
     line = [t for t in console.export_text().splitlines() if t.strip().startswith("lookahead")][0]
-    assert "0.9100±0.0141 n=2" in line and "lr=0.1" in line and "alpha=adaptive" in line
+    assert "91.00%±1.41 pp n=2" in line and "lr=0.1" in line and "alpha=adaptive" in line
 
 
 def test_a_union_grid_draws_no_mostly_empty_panel(union_study):

@@ -123,3 +123,15 @@ def test_the_progress_line_of_run_estimates_from_the_recorded_trials(tmp_path):
     assert text == f"about {format_duration(expected)} left"
     two = _time_left(results, planned, len(planned), 2, one * 2)
     assert two == f"about {format_duration(expected / 2)} left"
+
+
+def test_status_writes_scores_in_the_reports_units(tmp_path):
+    """An accuracy in % with its spread in percentage points, as the report page writes it."""
+    runner = CliRunner()
+    tiny = ["digits", "--lr", "0.1", "--k", "5", "--alpha", "0.5", "--epochs", "1",
+            "--seeds", "2", "--devices", "cpu", "--workers", "1", "--runs", str(tmp_path)]
+    assert runner.invoke(app, ["run", *tiny]).exit_code == 0
+    shown = runner.invoke(app, ["status", "--runs", str(tmp_path)], terminal_width=200).output
+    line = next(t for t in shown.splitlines() if t.strip().startswith("sgd"))
+    import re
+    assert re.search(r"\d+\.\d\d%±\d+\.\d\d pp n=2", line), line
