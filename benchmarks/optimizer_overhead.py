@@ -198,6 +198,8 @@ def time_it(fn: Callable[[], object], repeats: int, device: torch.device,
 
 LEVEL = 0.95  # of every interval printed
 N_BOOT = 2000  # bootstrap resamples
+MIN_REPS = 5  # fewer repetitions (syncs, rounds) give no interval: a bootstrap of 2 says little
+FEW_ROUNDS = f"too few rounds for an interval ({MIN_REPS} or more)"
 
 
 def fmt(x: float | None, spec: str = ".2f", scale: float = 1.0) -> str:
@@ -255,7 +257,7 @@ def paired_ratio(num: np.ndarray, den: np.ndarray, rng: np.random.Generator
     if ratios.size == 0:
         return None, None, None
     estimate = float(np.median(ratios))
-    if len(ratios) < 3:
+    if len(ratios) < MIN_REPS:
         return estimate, None, None
     picks = rng.integers(0, len(ratios), (N_BOOT, len(ratios)))
     boot = np.median(ratios[picks].reshape(N_BOOT, -1), axis=1)
@@ -282,7 +284,7 @@ class Added:
     def why_not(self, floor: float | None) -> str | None:
         """Why this added cost is no figure to divide by, or None where it is one."""
         if self.lo is None or self.hi is None:
-            return "too few rounds for an interval (3 or more)"
+            return FEW_ROUNDS
         if floor is None:
             return "no noise floor to compare with"
         where = fmt_interval(self.lo, self.hi, ".2f", 1e3)
@@ -358,7 +360,8 @@ def main() -> None:
     # implementation of every configuration once, in random order: sync_times[i] of two
     # variants were measured side by side, so their ratio is paired.
     syncs = [v for variants in suites.values() for v in variants]
-    for _ in range(args.syncs):
+
+    def sync_repetition() -> None:
         for v in random.sample(syncs, len(syncs)):
             if flush is not None:
                 flush()
@@ -373,7 +376,8 @@ def main() -> None:
     # The same resamples of the rounds give every variant of a configuration its interval and
     # pair the ratios.
     diffs: dict[tuple[tuple[str, str], str], list[list[float]]] = {}
-    for _ in range(args.rounds):
+
+    def step_round() -> None:
         for cfg, variants in random.sample(list(suites.items()), len(suites)):
             for v in random.sample(variants, len(variants)):
                 la_row, diff_row = [], []
@@ -388,6 +392,14 @@ def main() -> None:
                     diff_row.append(la - inner)
                 v.step_times.append(sum(la_row) / args.k)
                 diffs.setdefault((cfg, v.name), []).append(diff_row)
+
+    # The two parts take turns, spread evenly over the run, so a change in the machine's load
+    # hits both alike (the message comparing the noise floor with sync / k relies on it).
+    schedule = sorted([((i + 0.5) / args.syncs, sync_repetition) for i in range(args.syncs)]
+                      + [((i + 0.5) / args.rounds, step_round) for i in range(args.rounds)],
+                      key=lambda item: item[0])
+    for _, work in schedule:
+        work()
     rng = np.random.default_rng(0)
     added: dict[tuple[tuple[str, str], str], Added] = {}
     for cfg, variants in suites.items():
@@ -396,7 +408,7 @@ def main() -> None:
             if (cfg, v.name) not in diffs:
                 continue
             d = np.array(diffs[(cfg, v.name)])
-            boot = added_per_step(d[picks], args.k) if args.rounds >= 3 else np.array([])
+            boot = added_per_step(d[picks], args.k) if args.rounds >= MIN_REPS else np.array([])
             added[(cfg, v.name)] = Added(float(added_per_step(d, args.k)),
                                          *percentile_interval(boot), boot)
 
@@ -456,7 +468,7 @@ def main() -> None:
                           for n in names if n != "bare")
         summary.append(f"all {len(suites)} configurations pooled: sync {times}")
         summary += sync_lines(rows, rng)
-    print(f"ratios (each with its {LEVEL:.0%} interval)")
+    print(f"ratios (each with its {LEVEL:.0%} interval, given from {MIN_REPS} repetitions on)")
     for line in summary:
         print(("    " if line.startswith(" ") else "  ") + line.strip())
 
@@ -495,9 +507,13 @@ def added_line(cfg, variants, added: dict, noise: float | None, args) -> str:
     reasons = {n: added[(cfg, n)].why_not(noise) for n in ["lookbench", *others]}
     unresolved = {n: r for n, r in reasons.items() if r is not None}
     if unresolved:
+        head = "   added cost per step, lookbench / best other: no ratio"
+        if noise is None:  # too few rounds: nothing to say about the noise
+            return (f"{head}, {FEW_ROUNDS}; the sync ratios above measure the part Lookahead "
+                    "adds. Goal <= 0.85 not assessed.")
         sync_k = statistics.median(next(v for v in variants if v.name == "lookbench").sync_times)
-        return ("   added cost per step, lookbench / best other: no ratio, the noise was too "
-                "large in this run: " + "; ".join(f"{n}: {r}" for n, r in unresolved.items())
+        return (f"{head}, the noise was too large in this run: "
+                + "; ".join(f"{n}: {r}" for n, r in unresolved.items())
                 + f" (noise floor ±{fmt(noise, '.2f', 1e3)} ms/step, the bare optimizer's "
                 f"step against itself; lookbench's sync / k is {fmt(sync_k / args.k, '.2f', 1e3)}"
                 " ms/step). More --rounds or a quieter machine would resolve it; the sync "
