@@ -224,7 +224,7 @@ def test_status_shows_no_spread_for_one_seed(tmp_path):
     console = Console(width=200, record=True)
     console.print(status_table(write_study(tmp_path, "one", _rows(seeds=1))))
     text = console.export_text()
-    assert "89.90% n=1" in text and "±" not in text  # seed 0 of lr 0.1: 0.90 − 0.001
+    assert "89.90% n=1" in text and "%±" not in text  # seed 0 of lr 0.1: 0.90 − 0.001
 
 
 def _nqm_rows(values: dict[float, tuple[float, float]], seeds: int = 1) -> list[dict]:
