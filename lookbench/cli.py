@@ -343,8 +343,8 @@ def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]
     signature = inspect.signature(command, eval_str=True)
     options = [
         inspect.Parameter(h.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[str | None, typer.Option(h.option, help=h.help, metavar="LIST",
-                                                                     rich_help_panel=SWEEP)])
+                          annotation=Annotated[str | None, typer.Option(
+                              h.option, help=h.help, metavar="LIST", rich_help_panel=SWEEP)])
         for h in HYPERPARAMETERS
     ]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
@@ -507,6 +507,7 @@ def run(
         study_spec = load_spec(spec, allow_large=yes, **overrides)
     except SpecError as e:
         fail(str(e))
+    _find_data(study_spec, data_dir)
     mark("study checked")
     from lookbench.study.early import EarlyWorkers, likely_workers
 
@@ -568,6 +569,17 @@ def run(
         raise typer.Exit(EXIT_FAILED)
     if missing > 0:
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _find_data(study_spec: Any, data_dir: Path | None) -> None:
+    """The task's files where they must be (``Task.find_data``: quick, without torch); the
+    run checks the data itself later (``Task.check_data``)."""
+    from lookbench import tasks
+
+    try:
+        tasks.get(study_spec.task, **study_spec.task_options).find_data(data_dir)
+    except tasks.DataUnavailable as e:
+        fail(str(e), EXIT_BAD_INPUT)
 
 
 def _os_error(error: OSError, where: Path | None = None) -> str:

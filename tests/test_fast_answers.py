@@ -57,6 +57,12 @@ BAD = [
     ["run", "--spec", "missing.toml"],
     ["run", "--spec", "bad-grid.toml"],
     ["tasks", "cifar1000"],
+    ["run", "ptb"],                                   # data: no --data-dir
+    ["run", "ptb", "--data-dir", "."],                # data: the corpus's files missing
+    ["run", "wikitext2", "--data-dir", "nowhere"],
+    ["run", "wmt14", "--data-dir", "."],
+    ["run", "imagenet", "--data-dir", "."],           # data: no train/ and val/
+    ["run", "imagefolder", "--data-dir", "bad.toml"],  # data: a file, not a folder
 ]
 
 

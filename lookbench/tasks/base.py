@@ -185,6 +185,11 @@ class Task(ABC):
                  data_dir: Path | None = None) -> Workload:
         """Build data (on ``device``), model (initialised from ``seed``) and functions."""
 
+    def find_data(self, data_dir: Path | None) -> None:
+        """Raise :class:`DataUnavailable` if the files the task reads are not where they must
+        be, quickly and without torch: ``lookbench run`` asks before it imports anything heavy
+        (a task that downloads its data, or needs none, has nothing to find here)."""
+
     def check_data(self, data_dir: Path | None) -> None:
         """Raise :class:`DataUnavailable` now if the task's data cannot be had (before a study
         creates anything); tasks that need no files have nothing to check."""

@@ -65,6 +65,7 @@ from lookbench.tasks.base import (
     Workload,
     parameter_count,
 )
+from lookbench.tasks.layout import find_image_folder
 
 if TYPE_CHECKING:
     import torch
@@ -153,10 +154,15 @@ class ImageFolder(Task):
         return image_stream.choose_pipeline(o.pipeline, data_dir, o.image_size, o.classes,
                                             o.per_class, o.augment)[0]
 
-    def _load(self, data_dir: Path | None):
+    def find_data(self, data_dir: Path | None) -> None:
         if data_dir is None:
             raise DataUnavailable(f"{self.name} reads images from --data-dir: give the folder "
                                   f"that holds train/<class>/ and val/<class>/")
+        find_image_folder(Path(data_dir))
+
+    def _load(self, data_dir: Path | None):
+        self.find_data(data_dir)
+        assert data_dir is not None
         o = self.opts
         if self.pipeline(data_dir) == "stream":
             return image_stream.load_stream_folder(data_dir, o.image_size, o.classes, o.per_class,

@@ -42,8 +42,8 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 # favour of TorchCodec; they work, and one warning per decoded image would drown the output.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
                         "TorchVision are deprecated", category=DeprecationWarning)
-SPLITS = ("train", "val")
 from lookbench.choices import Augment  # noqa: E402,F401 (re-exported)
+from lookbench.tasks.layout import SPLITS, find_image_folder, layout_hint  # noqa: E402
 
 
 def eval_resize(size: int) -> int:
@@ -79,11 +79,6 @@ class ImageFolderArrays:
     classes: list[str]
 
 
-def layout_hint(root: Path) -> str:
-    return (f"expected {root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg (JPEG or PNG, one "
-            f"folder per class, the same class folders in both)")
-
-
 _LISTINGS: dict[tuple, tuple[list[str], dict[str, Split]]] = {}
 
 
@@ -101,14 +96,9 @@ def list_split(root: Path, classes: int | None = None, per_class: int | None = N
 
 def _list_split(root: Path, classes: int | None, per_class: int | None
                 ) -> tuple[list[str], dict[str, Split]]:
-    if not root.is_dir():
-        raise DataUnavailable(f"no image folder at {root}: {layout_hint(root)}")
-    found = {}
-    for split in SPLITS:
-        folder = root / split
-        if not folder.is_dir():
-            raise DataUnavailable(f"{folder} is missing: {layout_hint(root)}")
-        found[split] = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    find_image_folder(root)
+    found = {split: sorted(p.name for p in (root / split).iterdir() if p.is_dir())
+             for split in SPLITS}
     if not found["train"]:
         raise DataUnavailable(f"{root / 'train'} has no class folders: {layout_hint(root)}")
     if found["train"] != found["val"]:

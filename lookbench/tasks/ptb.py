@@ -102,22 +102,30 @@ FILES = {"ptb": "ptb.{}.txt", "wikitext2": "wiki.{}.tokens"}
 _CACHE: dict[tuple[str, Path], Corpus] = {}
 
 
-def load_corpus(kind: str, data_dir: Path | None) -> Corpus:
-    """The three splits, each line's words followed by ``<eos>``; words are numbered by first
-    appearance in train. Cached per process."""
+def find_corpus(kind: str, data_dir: Path | None) -> Path:
+    """The corpus's folder; :class:`DataUnavailable` if one of its three files is missing."""
     if data_dir is None:
         raise DataUnavailable(f"{kind} reads {FILES[kind].format('{train,valid,test}')} from "
                               f"--data-dir")
     root = Path(data_dir).expanduser().resolve()
+    for split in ("train", "valid", "test"):
+        path = root / FILES[kind].format(split)
+        if not path.is_file():
+            raise DataUnavailable(f"{path} is missing: expected "
+                                  f"{root}/{FILES[kind].format('{train,valid,test}')}")
+    return root
+
+
+def load_corpus(kind: str, data_dir: Path | None) -> Corpus:
+    """The three splits, each line's words followed by ``<eos>``; words are numbered by first
+    appearance in train. Cached per process."""
+    root = find_corpus(kind, data_dir)
     key = (kind, root)
     if key in _CACHE:
         return _CACHE[key]
     texts = {}
     for split in ("train", "valid", "test"):
         path = root / FILES[kind].format(split)
-        if not path.is_file():
-            raise DataUnavailable(f"{path} is missing: expected "
-                                  f"{root}/{FILES[kind].format('{train,valid,test}')}")
         texts[split] = [line.split() + [EOS] for line in
                         path.read_text(encoding="utf-8", errors="replace").splitlines()
                         if line.strip()]
@@ -175,6 +183,9 @@ class PennTreebank(Task):
     def size(self) -> TaskSize:
         return TaskSize(None, None, parameter_count(
             lambda: awd_lstm.AWDLSTM(self.vocabulary, self._preset)))
+
+    def find_data(self, data_dir: Path | None) -> None:
+        find_corpus(self.corpus, data_dir)
 
     def check_data(self, data_dir: Path | None) -> None:
         load_corpus(self.corpus, data_dir)

@@ -24,6 +24,7 @@ N optimizer steps instead of every pass. ``-o size=small`` trains on a CPU in mi
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 from collections import Counter
@@ -101,10 +102,36 @@ class Parallel:
 _CACHE: dict[tuple, Parallel] = {}
 
 
-def _read_lines(path: Path) -> list[list[str]]:
+def _find(path: Path) -> None:
     if not path.is_file():
         raise DataUnavailable(f"{path} is missing: expected tokenised, BPE-applied "
                               f"train/valid/test.<src> and .<tgt> files in {path.parent}")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def find_parallel(root: Path | None, src: str, tgt: str, dict_file: str | None = None
+                  ) -> Path:
+    """The corpus's folder; :class:`DataUnavailable` if one of its files is missing."""
+    if root is None:
+        raise DataUnavailable("wmt14 reads train/valid/test.<src>/<tgt> from --data-dir")
+    root = Path(root).expanduser().resolve()
+    for split in ("train", "valid", "test"):
+        for lang in (src, tgt):
+            _find(root / f"{split}.{lang}")
+    if dict_file is not None and not Path(dict_file).is_file():
+        raise DataUnavailable(f"dictionary {dict_file} is missing (fairseq's format: one "
+                              f"'word count' per line)")
+    return root
+
+
+def _read_lines(path: Path) -> list[list[str]]:
+    _find(path)
     return [line.split() for line in path.read_text(encoding="utf-8", errors="replace")
             .splitlines()]
 
@@ -235,16 +262,17 @@ class WMT14(Task):
         o = self.opts
         return load_parallel(data_dir, o.src, o.tgt, o.dict_file)
 
+    def find_data(self, data_dir: Path | None) -> None:
+        o = self.opts
+        find_parallel(data_dir, o.src, o.tgt, o.dict_file)
+        if o.bleu and not _installed("sacrebleu"):
+            raise DataUnavailable("-o bleu=true needs sacrebleu: pip install 'lookbench[bleu]'")
+
     def check_data(self, data_dir: Path | None) -> None:
         o = self.opts
+        self.find_data(data_dir)
         for line in too_long_lines(self._load(data_dir), o.src, o.tgt):  # once per run
             print(f"warning: {line}", file=sys.stderr, flush=True)
-        if self.opts.bleu:
-            try:
-                import sacrebleu  # noqa: F401
-            except ModuleNotFoundError:
-                raise DataUnavailable("-o bleu=true needs sacrebleu: pip install "
-                                      "'lookbench[bleu]'") from None
 
     def check_config(self, config: Any) -> None:
         tokens, batch = self.opts.tokens_per_step, config.batch_size or self.default_batch_size
