@@ -5,19 +5,15 @@ that the task's class is read without torch)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from lookbench.tasks.wmt import (
-    BOS,
-    EOS,
-    MAX_LEN,
-    PAD,
-    Parallel,
-    Preset,
-    token_batches,
-)
+from lookbench.tasks.wmt_data import BOS, EOS, MAX_LEN, PAD, Parallel, token_batches
+
+if TYPE_CHECKING:
+    from lookbench.tasks.wmt import Preset
 
 
 def collate(pairs: list[tuple[list[int], list[int]]], index: list[int], device: torch.device
