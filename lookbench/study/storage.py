@@ -404,10 +404,13 @@ def study_lock(storage: optuna.storages.BaseStorage, study_dir: Path, name: str,
         from sqlalchemy import text
 
         key = _lock_key(f"lookbench:{name}")
-        wait = _LockWait(f"the database advisory lock of study {name!r}", limit, warn_after_s)
 
         def acquire() -> Any:
             conn = engine.connect()
+            # (timed from here, each try: a database outage between tries is not a wait for
+            # the lock, and must not be reported as one)
+            wait = _LockWait(f"the database advisory lock of study {name!r}", limit,
+                             warn_after_s)
 
             def try_lock() -> bool:
                 got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
