@@ -18,11 +18,19 @@ raw values (fractions), for scripts.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SCORE_DECIMALS = 2  # 97.69%
 LOSS_DIGITS = 4  # 0.1234
 DIFF_DIGITS = 3  # +0.00123
+
+
+def is_fraction(values: Iterable[float], maximize: bool) -> bool:
+    """Whether a metric is written as a fraction (in %): higher is better and every value of
+    it lies in [0, 1] (an accuracy)."""
+    seen = [v for v in values if v == v]  # (NaN: no value)
+    return bool(maximize and seen and all(0 <= v <= 1 for v in seen))
 
 
 def _finite(v: object) -> float | None:

@@ -21,6 +21,7 @@ from lookbench.results import (
     higher_is_better,
     study_metric,
 )
+from lookbench.units import is_fraction
 
 
 class ReportError(Exception):
@@ -61,8 +62,7 @@ class StudyData:
     def score_is_fraction(self) -> bool:
         """Higher is better and every value lies in [0, 1] (an accuracy): the report writes
         scores as percentages and differences in points. Worked out once: every cell asks."""
-        values = self.trials["final_" + self.metric].dropna()
-        return bool(self.maximize and len(values) > 0 and values.between(0, 1).all())
+        return is_fraction(self.trials["final_" + self.metric].dropna(), self.maximize)
 
     @functools.cached_property
     def _task(self):  # the task object, for what it knows without training; None if unknown

@@ -17,7 +17,7 @@ from lookbench.results import (
     study_metric,
 )
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
-from lookbench.units import Units
+from lookbench.units import Units, is_fraction
 
 CONFIG_COLUMNS = columns()  # a configuration's key: its hyperparameter columns
 
@@ -149,7 +149,7 @@ def _units(trials: pd.DataFrame, metric: str, maximize: bool) -> Units:
     """The report's units (``lookbench.units``): an accuracy in % (its spread in percentage
     points), a loss in its own units."""
     values = trials[f"final_{metric}"].dropna() if f"final_{metric}" in trials else []
-    return Units(fraction=bool(maximize and len(values) > 0 and values.between(0, 1).all()))
+    return Units(fraction=is_fraction(values, maximize))
 
 
 def _ranking(study_dir: Path, trials: pd.DataFrame) -> tuple[str, bool]:
