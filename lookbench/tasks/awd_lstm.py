@@ -3,15 +3,12 @@ module of its own so that the task's class is read without torch)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-if TYPE_CHECKING:
-    from lookbench.tasks.ptb import Preset
+from lookbench.tasks.sizes import LSTMPreset
 
 
 class LockedDropout(nn.Module):
@@ -27,7 +24,7 @@ class LockedDropout(nn.Module):
 class AWDLSTM(nn.Module):
     """Merity et al.'s AWD-LSTM language model (tied embedding and output weights)."""
 
-    def __init__(self, vocab: int, p: Preset) -> None:
+    def __init__(self, vocab: int, p: LSTMPreset) -> None:
         super().__init__()
         self.p = p
         self.encoder = nn.Embedding(vocab, p.embedding)

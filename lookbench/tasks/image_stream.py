@@ -38,6 +38,7 @@ from lookbench.choices import Pipeline  # noqa: E402,F401 (re-exported)
 from lookbench.tasks.augment import RATIO, SCALE
 from lookbench.tasks.base import DataUnavailable
 from lookbench.tasks.imagefolder_data import (
+    CACHE_CLEARERS,
     Augment,
     Split,
     centre_view,
@@ -337,5 +338,8 @@ def load_stream_folder(root: Path, size: int, classes: int | None = None,
 
 
 def clear_cache() -> None:
-    """Forget every listed folder."""
+    """Forget every listed folder (also done by ``imagefolder_data.clear_cache``)."""
     _CACHE.clear()
+
+
+CACHE_CLEARERS.append(clear_cache)

@@ -216,10 +216,14 @@ def load_image_folder(root: Path, size: int, classes: int | None = None,
     return _CACHE[key]
 
 
+# What other pipelines keep of a folder (the stream's listings), cleared with this module's:
+# they register here, so this module, which they read, does not import them back.
+CACHE_CLEARERS: list[Callable[[], None]] = []
+
+
 def clear_cache() -> None:
     """Forget every decoded or listed folder (tests; or to free memory)."""
-    from lookbench.tasks import image_stream
-
     _CACHE.clear()
     _LISTINGS.clear()
-    image_stream.clear_cache()
+    for clear in CACHE_CLEARERS:
+        clear()

@@ -33,6 +33,7 @@ from lookbench.tasks.base import (
     parameter_count,
     perplexity,
 )
+from lookbench.tasks.sizes import LSTM_PRESETS, LSTMPreset
 
 if TYPE_CHECKING:
     import torch
@@ -46,28 +47,8 @@ EOS = "<eos>"
 EVAL_BATCH = 10  # sequences evaluated side by side (Merity et al.'s validation batch)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """The model's size and its regularisation (Appendix C.3 for ``paper``)."""
-
-    layers: int
-    hidden: int
-    embedding: int
-    bptt: int
-    dropout_output: float = 0.4  # locked dropout on the last layer's output
-    dropout_hidden: float = 0.3  # between layers
-    dropout_input: float = 0.65  # on the embedded input
-    dropout_embedding: float = 0.1  # whole words dropped from the embedding
-    weight_drop: float = 0.5  # on the hidden-to-hidden weights
-    ar: float = 2.0
-    tar: float = 1.0
-
-
-PRESETS = {
-    "paper": Preset(layers=3, hidden=1150, embedding=400, bptt=70),
-    "small": Preset(layers=2, hidden=200, embedding=100, bptt=35, dropout_input=0.3,
-                    weight_drop=0.2),
-}
+Preset = LSTMPreset  # (the names the task has always used)
+PRESETS = LSTM_PRESETS
 # The paper's grids (Appendix C.3): SGD without momentum and Adam at its default betas, each
 # over its learning rates; Lookahead k × α around the baseline's setting. The paper does not
 # say which baseline rates it picked: Lookahead wraps SGD at Merity et al.'s lr 30 and Adam at

@@ -5,15 +5,12 @@ that the task's class is read without torch)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from lookbench.tasks.sizes import TransformerPreset
 from lookbench.tasks.wmt_data import BOS, EOS, MAX_LEN, PAD, Parallel, token_batches
-
-if TYPE_CHECKING:
-    from lookbench.tasks.wmt import Preset
 
 
 def collate(pairs: list[tuple[list[int], list[int]]], index: list[int], device: torch.device
@@ -32,7 +29,7 @@ class Transformer(nn.Module):
     """Transformer base with a shared, scaled embedding and sinusoidal positions; the output
     projection is the embedding (three-way tying, Vaswani et al. section 3.4)."""
 
-    def __init__(self, vocab: int, p: Preset) -> None:
+    def __init__(self, vocab: int, p: TransformerPreset) -> None:
         super().__init__()
         self.scale = math.sqrt(p.d_model)
         self.embed = nn.Embedding(vocab, p.d_model, padding_idx=PAD)

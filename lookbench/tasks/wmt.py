@@ -28,7 +28,6 @@ import importlib.util
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -44,6 +43,7 @@ from lookbench.tasks.base import (
     parameter_count,
     perplexity,
 )
+from lookbench.tasks.sizes import TRANSFORMER_PRESETS, TransformerPreset
 from lookbench.tasks.wmt_data import (
     BOS,
     EOS,
@@ -73,20 +73,8 @@ __all__ = ["BOS", "EOS", "LABEL_SMOOTHING", "MAX_LEN", "PAD", "PRESETS", "SPECIA
 LABEL_SMOOTHING = 0.1
 
 
-@dataclass(frozen=True)
-class Preset:
-    d_model: int
-    heads: int
-    layers: int
-    ffn: int
-    dropout: float
-    warmup: int
-
-
-PRESETS = {
-    "base": Preset(d_model=512, heads=8, layers=6, ffn=2048, dropout=0.1, warmup=4000),
-    "small": Preset(d_model=64, heads=4, layers=2, ffn=128, dropout=0.1, warmup=100),
-}
+Preset = TransformerPreset  # (the names the task has always used)
+PRESETS = TRANSFORMER_PRESETS
 # Appendix C.4: Adam at "the default hyperparameters" of Vaswani et al. (β = (0.9, 0.98),
 # ε = 1e-9) under the warmup schedule, and Lookahead over the learning rate × k at α = 0.5.
 # The paper's rates {0.02, 0.04, 0.06} are tensor2tensor's learning-rate constant, whose scale
