@@ -170,12 +170,13 @@ def report_parts(study: Path) -> tuple[float, float, float]:
     import json
 
     from lookbench.report import _json_value, load_study, page, verdict
+    from lookbench.report.analysis import analysis_of
 
     start = time.perf_counter()
     data = load_study(study)
     read = time.perf_counter() - start
     start = time.perf_counter()
-    analysis = data.analysis
+    analysis = analysis_of(data)
     analyse = time.perf_counter() - start
     start = time.perf_counter()
     page.study_page(data)

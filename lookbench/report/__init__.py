@@ -47,8 +47,9 @@ def build_reports(study_dirs: list[Path], out: Path, compare: bool = False,
 def summary_json(data: StudyData) -> str:
     """``<study>.json``: the summary as text (counts and k as integers, NaN as null)."""
     from lookbench.report import verdict
+    from lookbench.report.analysis import analysis_of
 
-    return json.dumps(verdict.summary(data.analysis, data), indent=2, allow_nan=False,
+    return json.dumps(verdict.summary(analysis_of(data), data), indent=2, allow_nan=False,
                       default=_json_value) + "\n"
 
 

@@ -144,3 +144,12 @@ def analyse(data: StudyData) -> Analysis:
 def matched_of(analysis: Analysis) -> Matched | None:
     """The first baseline's matched comparison, if it has one (the figures draw this one)."""
     return next((c for c in analysis.comparisons if isinstance(c, Matched)), None)
+
+
+def analysis_of(data: StudyData) -> Analysis:
+    """Every number of the report for ``data``, worked out once per :class:`StudyData` (kept
+    on it: the page, the figures and the summary all ask)."""
+    cached = data.__dict__.get("_analysis")
+    if cached is None:
+        cached = data.__dict__["_analysis"] = analyse(data)
+    return cached

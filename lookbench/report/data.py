@@ -21,6 +21,7 @@ from lookbench.results import (
     higher_is_better,
     study_metric,
 )
+from lookbench.tasks import declared_ranking
 from lookbench.units import is_fraction
 
 
@@ -47,7 +48,8 @@ class StudyData:
 
     @functools.cached_property
     def metric(self) -> str:  # asked for by every figure and table: worked out once
-        return study_metric(self.task, self.trials["metric"].astype(str).tolist())
+        return study_metric(declared_ranking(self.task),
+                            self.trials["metric"].astype(str).tolist())
 
     @functools.cached_property
     def maximize(self) -> bool:
@@ -55,7 +57,7 @@ class StudyData:
         version knows it, else the metric's name."""
         recorded = (self.trials["higher_is_better"].tolist()
                     if "higher_is_better" in self.trials else [])
-        return higher_is_better(self.task, self.metric,
+        return higher_is_better(declared_ranking(self.task), self.metric,
                                 [None if pd.isna(v) else bool(v) for v in recorded])
 
     @functools.cached_property
@@ -105,13 +107,6 @@ class StudyData:
     def deterministic(self) -> bool:
         """Whether every seed gives the same result (an analytic task)."""
         return bool(self._fact("deterministic"))
-
-    @functools.cached_property
-    def analysis(self):
-        """Every number of the report (``lookbench.report.analysis.Analysis``), worked out once."""
-        from lookbench.report.analysis import analyse
-
-        return analyse(self)
 
     @property
     def task(self) -> str:

@@ -32,6 +32,7 @@ from lookbench.comparison.metrics import (
     expected_best,
     matching,
 )
+from lookbench.report.analysis import analysis_of
 from lookbench.report.data import StudyData
 from lookbench.report.units import units_of
 
@@ -139,7 +140,7 @@ def _hover(row: pd.Series | dict, data: StudyData, axes: tuple[str, ...]) -> str
     else:
         text += " (one seed)"
     if "gap" in row and np.isfinite(row["gap"]):
-        rules = data.analysis.rules
+        rules = analysis_of(data).rules
         g = units.gap(row["gap"])
         if rules.absolute:
             gap = f"{g} from the best"
@@ -236,7 +237,7 @@ def _heatmap(fig: go.Figure, cells: pd.DataFrame, x: str, y: str, data: StudyDat
     for _, r in cells.iterrows():
         i, j = ys.index(r[y]), xs.index(r[x])
         if r["diverged"] < r["seeds"]:
-            z[i, j] = gap_colour(r["gap"], data.analysis.rules)
+            z[i, j] = gap_colour(r["gap"], analysis_of(data).rules)
             text[i][j] = _cell_text(r, data)
         else:
             dead[i, j] = 1.0
@@ -270,7 +271,7 @@ def _finish_surface(fig: go.Figure, data: StudyData, title: str, caption_text: s
     titled(fig, title, caption_text)
     per_cell = 42 if columns <= 9 else 38 if columns <= 16 else 34  # the font _heatmap picks
     fig.update_layout(height=height, plot_bgcolor="white", margin={"t": 70, "r": 10},
-                      coloraxis=_coloraxis(data.analysis.rules),
+                      coloraxis=_coloraxis(analysis_of(data).rules),
                       meta={**(fig.layout.meta or {}), "min_width": 250 + per_cell * columns})
 
 
@@ -283,7 +284,7 @@ def matched_figure(data: StudyData) -> go.Figure | None:
     the same shared settings, one colour scale (gap to the study's best)."""
     from lookbench.report.analysis import matched_of
 
-    m = matched_of(data.analysis)
+    m = matched_of(analysis_of(data))
     if m is None:
         return None
     both = pd.concat([m.lookahead_scores, m.base_scores])
@@ -316,7 +317,7 @@ def matched_figure(data: StudyData) -> go.Figure | None:
 def k_alpha_figure(data: StudyData) -> go.Figure | None:
     """Lookahead's own hyperparameters, k × α, at the one inner setting (lr, momentum, weight
     decay) where the grid sweeps the most of them (the paper's Figure 9 design)."""
-    s = data.analysis.scores
+    s = analysis_of(data).scores
     la = s[(s["optimizer"] == "lookahead") & s["alpha"].notna()]
     if la.empty:
         return None
@@ -358,7 +359,7 @@ def surface_figures(data: StudyData) -> list[tuple[str, go.Figure]]:
     surface (``surface_cells``): the grid tables of a union that never sweep the pair together
     (an lr row at k = 5 and a k column at lr 0.1) make no panel, and a pair no optimizer
     holds a surface of makes no figure. [(title, figure)]"""
-    scores = data.analysis.scores
+    scores = analysis_of(data).scores
     out = []
     for x, y in SURFACE_PAIRS:
         if not any(x in data.swept(o) and y in data.swept(o) for o in data.optimizers):
@@ -372,7 +373,7 @@ def surface_figures(data: StudyData) -> list[tuple[str, go.Figure]]:
             if s.empty:
                 continue
             cells = surface_cells(_best_over_rest(s, [x, y], data.maximize), x, y,
-                                  data.analysis.sampler)
+                                  analysis_of(data).sampler)
             if cells is None:
                 continue
             held = s[s[x].isin(cells[x].unique()) & s[y].isin(cells[y].unique())]
@@ -446,7 +447,7 @@ def _add_surface(fig: go.Figure, best: pd.DataFrame, x: str, y: str, data: Study
     ok = best[~all_diverged]
     fig.add_trace(go.Scatter(
         x=ok[x], y=ok[y], mode="markers", name="configurations",
-        marker={"color": gap_colour(ok["gap"], data.analysis.rules), "coloraxis": "coloraxis",
+        marker={"color": gap_colour(ok["gap"], analysis_of(data).rules), "coloraxis": "coloraxis",
                 "size": 10, "line": {"width": 0.5, "color": "#444"}},
         text=[_hover(r, data, (x, y)) for r in ok.to_dict("records")],
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>",
@@ -475,8 +476,8 @@ def lr_sensitivity_figure(data: StudyData) -> go.Figure:
     the plot and set no axis range."""
     from lookbench.report.analysis import matched_of
 
-    scores = data.analysis.scores
-    m = matched_of(data.analysis)
+    scores = analysis_of(data).scores
+    m = matched_of(analysis_of(data))
     if m is not None:
         sets = [("lookahead", m.lookahead_scores), (m.baseline, m.base_scores)]
         where = (f"on the {m.configurations} matched settings, Lookahead at "
@@ -529,7 +530,7 @@ def lr_sensitivity_figure(data: StudyData) -> go.Figure:
 
 
 def _best_config_trials(data: StudyData) -> dict[str, pd.DataFrame]:
-    scores = data.analysis.scores
+    scores = analysis_of(data).scores
     keys = config_keys(scores)
     out = {}
     for opt in data.optimizers:
@@ -624,7 +625,7 @@ def expected_best_figure(data: StudyData) -> go.Figure:
     TPE studies: the best found after the first n proposals, in the order TPE made them."""
     from lookbench.report.analysis import matched_of
 
-    analysis = data.analysis
+    analysis = analysis_of(data)
     fig = go.Figure()
     metric = label(data.metric)
     units = units_of(data)
@@ -688,7 +689,7 @@ def nqm_figure(data: StudyData) -> go.Figure | None:
     a, sigma2 = default_spectrum(opts.dim)
     epochs = int(data.trials["epochs"].iloc[0])
     steps = epochs * opts.steps_per_epoch
-    scores = data.analysis.scores
+    scores = analysis_of(data).scores
     fig = go.Figure()
     lookahead = scores[scores.optimizer == "lookahead"]
     k = int(lookahead["k"].mode().iloc[0]) if len(lookahead) else None

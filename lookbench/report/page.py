@@ -27,6 +27,7 @@ from lookbench.comparison.rules import eps_key
 from lookbench.hparams import HYPERPARAMETERS, format_config, label
 from lookbench.hparams import NAMES as HPARAM_NAMES
 from lookbench.report import figures, verdict
+from lookbench.report.analysis import analysis_of
 from lookbench.report.data import StudyData
 from lookbench.report.paper import paper_results
 from lookbench.report.units import Units, units_of
@@ -241,7 +242,7 @@ def matched_table(m: Matched, data: StudyData) -> str:
         diff.append("–")
     rows.append('<tr class="difference">' + "".join(
         f"<td>{c if i else _esc(c)}</td>" for i, c in enumerate(diff)) + "</tr>")
-    eps_words = [verdict.eps_words(e, data.analysis) for e in within]
+    eps_words = [verdict.eps_words(e, analysis_of(data)) for e in within]
     head = ["", *(f"learning rates within {w} (of {total})" for w in eps_words),
             f"expected configurations to {eps_words[0]}-good", f"share within {eps_words[-1]}",
             "best in a sweep", "median score", "did not train", "time per step (timed)"]
@@ -256,7 +257,7 @@ def _percent(v: float) -> str:
 
 def verdict_section(data: StudyData) -> str:
     """The headline, a few plain sentences and the small table of each matched comparison."""
-    a = data.analysis
+    a = analysis_of(data)
     head = f'<p class="headline">{_esc(verdict.headline(a, data))}</p>'
     groups = verdict.grouped_sentences(a, data)
     body = []
@@ -289,7 +290,7 @@ def verdict_section(data: StudyData) -> str:
 
 def definitions_section(data: StudyData) -> str:
     """The words the verdict uses, defined once (the same text as the code's docstrings)."""
-    a = data.analysis
+    a = analysis_of(data)
     rules = a.rules
     stand = ("the task's chance level (a blow-up is no better, and no worse, than learning "
              "nothing)" if data.maximize and rules.chance is not None else
@@ -343,7 +344,7 @@ def definitions_section(data: StudyData) -> str:
 
 def robustness_table(data: StudyData) -> str:
     """Each optimizer over its own whole grid, with the grid sizes beside every figure."""
-    a = data.analysis
+    a = analysis_of(data)
     rows = a.whole
     within = a.rules.within
     names = {"best": "best (seed range)", "median": "median over the grid",
@@ -389,7 +390,7 @@ def robustness_table(data: StudyData) -> str:
 
 def score_columns(data: StudyData) -> list[str]:
     return ["score", "seed_min", "seed_max", "gap", "seeds", "diverged", "untrained",
-            "unstable", *(f"good_{eps_key(e)}" for e in data.analysis.rules.within)]
+            "unstable", *(f"good_{eps_key(e)}" for e in analysis_of(data).rules.within)]
 
 
 def config_frame(data: StudyData) -> pd.DataFrame:
@@ -397,7 +398,7 @@ def config_frame(data: StudyData) -> pd.DataFrame:
     best (the CSV and the table): the hyperparameters any configuration of the study sets,
     each in one column (a number's words, α's ``adaptive``, in the number's column), and
     last the trials table's ``config`` id, to join the two."""
-    s = data.analysis.scores.copy()
+    s = analysis_of(data).scores.copy()
     s["unstable"] = unstable(s)
     from lookbench.results.schema import config_id
 
@@ -464,7 +465,7 @@ def unstable_note(frame: pd.DataFrame, units: Units | None = None) -> str:
 
 def gap_heading(data: StudyData) -> str:
     """The configuration table's gap column, in the units of ε (``units.Units.gap``)."""
-    rules = data.analysis.rules
+    rules = analysis_of(data).rules
     if rules.absolute:
         return "gap to the best"
     if data.maximize:
@@ -482,8 +483,8 @@ def config_table(data: StudyData) -> str:
     units = units_of(data)
     heads = {"seed_min": "lowest seed", "seed_max": "highest seed", "gap": gap_heading(data),
              "untrained": "did not train",
-             **{f"good_{eps_key(e)}": f"{verdict.eps_words(e, data.analysis)}-good"
-                for e in data.analysis.rules.within}}
+             **{f"good_{eps_key(e)}": f"{verdict.eps_words(e, analysis_of(data))}-good"
+                for e in analysis_of(data).rules.within}}
     head = "".join(f'<th data-col="{i}">{_esc(heads.get(c) or label(c))}</th>'
                    for i, c in enumerate(frame.columns))
     body = []
@@ -539,7 +540,7 @@ def study_sections(data: StudyData, prefix: str = "") -> list[tuple[str, str]]:
         sections.append(("Lookahead's own k and α", _fig_html(k_alpha, f"{prefix}k-alpha")))
     sections.append(("Sensitivity to the inner learning rate",
                      _fig_html(figures.lr_sensitivity_figure(data), f"{prefix}lr-sensitivity")))
-    search = ("Best found after n TPE proposals" if data.analysis.sampler == "tpe"
+    search = ("Best found after n TPE proposals" if analysis_of(data).sampler == "tpe"
               else "Expected best after n random configurations")
     sections.append((search, _fig_html(figures.expected_best_figure(data),
                                        f"{prefix}expected-best")))
@@ -604,8 +605,8 @@ def index_page(entries: list[tuple[StudyData, str]]) -> str:
     rows = []
     for data, href in entries:
         best = ", ".join(f"{r.optimizer} {verdict.fmt_score(r.best, data)}"
-                         for r in data.analysis.whole)
-        text = verdict.headline(data.analysis, data)
+                         for r in analysis_of(data).whole)
+        text = verdict.headline(analysis_of(data), data)
         rows.append(f"<tr><td><a href=\"{_esc(href)}\">{_esc(data.name)}</a></td>"
                     f"<td>{_esc(data.task)}</td><td>{len(data.trials)}</td>"
                     f"<td>{_esc(best)}</td><td class=\"note\">{_esc(text)}</td></tr>")

@@ -20,6 +20,7 @@ import pytest
 
 from lookbench.comparison.matched import Matched
 from lookbench.report import load_study
+from lookbench.report.analysis import analysis_of
 from lookbench.report.verdict import _comparison_json, headline, matched_sentences
 from tests.report.conftest import write_study
 
@@ -81,14 +82,14 @@ def _fields(study: Path) -> dict:
     """Every field of the Lookahead-vs-SGD comparison: its JSON, its sentences, the headline
     (which is about that comparison), and its per-setting table with the colours' gaps."""
     data = load_study(study)
-    m = next(c for c in data.analysis.comparisons if c.baseline == "sgd")
+    m = next(c for c in analysis_of(data).comparisons if c.baseline == "sgd")
     assert isinstance(m, Matched)
     table = {name: frame.drop(columns=["first_finished"]).round(12).to_dict("list")
              for name, frame in (("lookahead", m.lookahead_scores), ("sgd", m.base_scores))}
     return json.loads(json.dumps({
-        "json": _comparison_json(m, data.analysis, data),
-        "sentences": matched_sentences(m, data.analysis, data),
-        "headline": headline(data.analysis, data),
+        "json": _comparison_json(m, analysis_of(data), data),
+        "sentences": matched_sentences(m, analysis_of(data), data),
+        "headline": headline(analysis_of(data), data),
         "table": table,
     }, default=str))
 
@@ -115,5 +116,5 @@ def test_the_whole_study_best_moves_but_stays_out_of_the_comparison(tmp_path):
                "seed": s, "state": "complete", "value": 0.999} for s in range(SEEDS)]
     a = load_study(write_study(tmp_path, "a", base))
     b = load_study(write_study(tmp_path, "b", base + better))
-    assert b.analysis.study_best == pytest.approx(0.999) != a.analysis.study_best
+    assert analysis_of(b).study_best == pytest.approx(0.999) != analysis_of(a).study_best
     assert _fields(tmp_path / "a") == _fields(tmp_path / "b")

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import pytest
 
 from lookbench.report import load_study
+from lookbench.report.analysis import analysis_of
 from lookbench.report.figures import (
     caption,
     curves_figure,
@@ -98,7 +99,7 @@ def test_a_diverged_loss_run_never_sets_a_colour_or_an_axis(tmp_path):
     data = load_study(study)
     # The worst completed loss (2.0), or the loss at the start where the task knows it.
     assert data.initial_loss is not None and data.initial_loss > 2.0
-    assert data.analysis.stand_in == pytest.approx(data.initial_loss)
+    assert analysis_of(data).stand_in == pytest.approx(data.initial_loss)
     fig = matched_figure(data)
     z = np.array([t for t in fig.data if isinstance(t, go.Heatmap)][0].z, dtype=float)
     # Coloured by the share of the improvement from the start given up (0–10%, clipped).

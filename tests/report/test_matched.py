@@ -13,6 +13,7 @@ import pytest
 
 from lookbench.comparison.matched import Matched, Unmatched
 from lookbench.report import load_study
+from lookbench.report.analysis import analysis_of
 from lookbench.report.verdict import headline, sentences, summary
 from tests.report.conftest import write_study
 
@@ -47,7 +48,7 @@ def matched_study(tmp_path: Path) -> Path:
 
 def test_the_matched_set_is_the_paper_setting_on_the_shared_settings(matched_study):
     data = load_study(matched_study)
-    (m,) = data.analysis.comparisons
+    (m,) = analysis_of(data).comparisons
     assert isinstance(m, Matched)
     assert m.setting["k"] == 5 and m.setting["alpha"] == 0.5
     assert "paper's default" in m.setting_reason and not m.setting_chosen_on_data
@@ -79,15 +80,15 @@ def test_the_matched_set_is_the_paper_setting_on_the_shared_settings(matched_stu
 
 def test_five_seeds_decide_what_three_cannot(tmp_path):
     data = load_study(write_study(tmp_path, "five", _rows(seeds=5)))
-    m = data.analysis.comparisons[0]
+    m = analysis_of(data).comparisons[0]
     count = m.lines["lrs@0.01"]
     assert count.interval.bracketed and (count.interval.low, count.interval.high) == (2, 2)
     assert count.interval.coverage == pytest.approx(0.9375)
     assert count.label == "lookahead_better" and m.label == "lookahead_better"
-    text = " ".join(sentences(data.analysis, data))
+    text = " ".join(sentences(analysis_of(data), data))
     assert "Lookahead − sgd: Lookahead ahead: +2 [+2, +2] (94% interval over 5 sweeps)" in text
-    assert "Lookahead tolerates more of the range" in headline(data.analysis, data)
-    js = summary(data.analysis, data)
+    assert "Lookahead tolerates more of the range" in headline(analysis_of(data), data)
+    js = summary(analysis_of(data), data)
     line = js["matched"]["lines"]["learning_rates_within@0.01"]
     assert line == {**line, "estimate": 2, "low": 2, "high": 2, "label": "lookahead_better"}
     assert isinstance(line["estimate"], int)
@@ -99,10 +100,10 @@ def test_extra_lookahead_configurations_do_not_change_the_matched_figures(tmp_pa
     outside run)."""
     with_extra = load_study(write_study(tmp_path, "a", _rows(extra_lookahead=True)))
     without = load_study(write_study(tmp_path, "b", _rows(extra_lookahead=False)))
-    assert sentences(with_extra.analysis, with_extra) == sentences(without.analysis, without)
+    assert sentences(analysis_of(with_extra), with_extra) == sentences(analysis_of(without), without)
     # ... while the whole-grid shares do move (which is why they are not the verdict).
-    assert (with_extra.analysis.whole_of("lookahead").share(0.01)
-            != without.analysis.whole_of("lookahead").share(0.01))
+    assert (analysis_of(with_extra).whole_of("lookahead").share(0.01)
+            != analysis_of(without).whole_of("lookahead").share(0.01))
 
 
 def test_without_the_paper_setting_the_best_covering_setting_is_used_and_flagged(tmp_path):
@@ -114,10 +115,10 @@ def test_without_the_paper_setting_the_best_covering_setting_is_used_and_flagged
         rows.append({"optimizer": "lookahead", "lr": lr, "k": 20, "alpha": 0.2, "seed": seed,
                      "state": "complete", "value": 0.7})
     data = load_study(write_study(tmp_path, "other", rows))
-    m = data.analysis.comparisons[0]
+    m = analysis_of(data).comparisons[0]
     assert m.setting["k"] == 10 and m.setting["alpha"] == 0.8
     assert "no k = 5, α = 0.5" in m.setting_reason and m.setting_chosen_on_data
-    text = " ".join(sentences(data.analysis, data))
+    text = " ".join(sentences(analysis_of(data), data))
     assert "k = 10, α = 0.8" in text and "picked by its best median" in text
 
 
@@ -132,24 +133,24 @@ def test_grids_with_one_shared_configuration_have_no_matched_set(tmp_path):
         rows.append({"optimizer": "sgd", "lr": lr, "weight_decay": wd, "seed": seed,
                      "state": "complete", "value": 0.94 + 0.001 * seed})
     data = load_study(write_study(tmp_path, "cifar", rows))
-    (u,) = data.analysis.comparisons
+    (u,) = analysis_of(data).comparisons
     assert isinstance(u, Unmatched)
     assert "share only one configuration (lr=0.1 momentum=0.9 weight_decay=0.001)" in u.reason
     assert u.shared.estimate == pytest.approx(0.01) and u.shared.label == "lookahead_better"
-    text = sentences(data.analysis, data)
+    text = sentences(analysis_of(data), data)
     assert text[0] == u.reason and any("not a robustness measure" in t for t in text)
-    js = summary(data.analysis, data)
+    js = summary(analysis_of(data), data)
     assert js["matched"] is None and js["comparisons"][0]["matched"] is False
-    assert "share too few settings" in headline(data.analysis, data)
+    assert "share too few settings" in headline(analysis_of(data), data)
 
 
 def test_one_seed_gives_no_interval_in_words(tmp_path):
     data = load_study(write_study(tmp_path, "one", _rows(seeds=1)))
-    m = data.analysis.comparisons[0]
+    m = analysis_of(data).comparisons[0]
     assert m.lines["mean"].interval.low is None and m.lookahead.lrs["0.01"].low is None
-    text = " ".join(sentences(data.analysis, data))
+    text = " ".join(sentences(analysis_of(data), data))
     assert "1 seeds cannot tell" in text and "±0.0000" not in text
-    js = summary(data.analysis, data)
+    js = summary(analysis_of(data), data)
     assert js["matched"]["optimizers"]["lookahead"]["best"]["low"] is None
 
 
@@ -161,9 +162,9 @@ def test_undecided_says_what_the_seeds_could_see_never_just_no_clear_difference(
             rows.append({"optimizer": opt, "lr": lr, "seed": seed, "state": "complete",
                          "value": 0.9 + float(rng.normal(0, 0.02))})
     data = load_study(write_study(tmp_path, "same", rows))
-    text = " ".join(sentences(data.analysis, data))
+    text = " ".join(sentences(analysis_of(data), data))
     assert "no clear difference" not in text.lower()
-    mean = data.analysis.comparisons[0].lines["mean"]
+    mean = analysis_of(data).comparisons[0].lines["mean"]
     assert mean.label in ("undecided", "equivalent")
     if mean.label == "undecided":
         assert "6 seeds cannot tell (a difference smaller than" in text
@@ -172,7 +173,7 @@ def test_undecided_says_what_the_seeds_could_see_never_just_no_clear_difference(
 
 def test_the_json_summary_has_the_fields_scripts_read(matched_study):
     data = load_study(matched_study)
-    js = json.loads(json.dumps(summary(data.analysis, data), default=float))
+    js = json.loads(json.dumps(summary(analysis_of(data), data), default=float))
     assert js["schema_version"] == 2 and js["headline"].startswith("On digits")
     assert js["whole_study"]["optimizers"]["lookahead"]["configs"] == 8  # the whole grid
     c = js["matched"]
@@ -207,7 +208,7 @@ def test_a_tpe_study_is_described_as_one(tmp_path):
     (study / "study.json").write_text(json.dumps({"sampler": "tpe"}))
     data = load_study(study)
     assert data.sampler == "tpe"
-    text = " ".join(sentences(data.analysis, data))
+    text = " ".join(sentences(analysis_of(data), data))
     assert "TPE chose where to sample" in text and "random pick" not in text
     from lookbench.report.figures import expected_best_figure
 
@@ -249,7 +250,7 @@ def test_a_noisy_quadratic_is_judged_by_the_improvement_from_its_start(tmp_path)
     data = load_study(write_study(tmp_path, "nqm", _nqm_rows(values), task="nqm",
                                   metric="test_loss", task_options=opts.model_dump_json()))
     assert data.deterministic and data.initial_loss > 50
-    m = data.analysis.comparisons[0]
+    m = analysis_of(data).comparisons[0]
     initial = data.initial_loss
     tol = 0.05 * (initial - 50.155)
     assert m.lookahead.lr_good["0.05"] == [lr for lr, (la, _) in values.items()
@@ -258,7 +259,7 @@ def test_a_noisy_quadratic_is_judged_by_the_improvement_from_its_start(tmp_path)
     assert m.base.failures.untrained == pytest.approx(0.2)  # 53.31 is above the start
     mean = m.lines["mean"]
     assert mean.exact and mean.interval is None and mean.label == "lookahead_better"
-    text = " ".join(sentences(data.analysis, data))
+    text = " ".join(sentences(analysis_of(data), data))
     assert "a deterministic task: exact, no interval" in text
     assert "Runs that did not train: Lookahead 0%" in text
 
@@ -274,8 +275,8 @@ def test_best_learning_rate_at_the_edge_and_a_slow_ema_are_flagged(tmp_path):
                      "value": 0.84})
     study = write_study(tmp_path, "edge", rows)
     data = load_study(study)
-    ema = next(c for c in data.analysis.comparisons if c.baseline == "ema")
-    sgd = next(c for c in data.analysis.comparisons if c.baseline == "sgd")
+    ema = next(c for c in analysis_of(data).comparisons if c.baseline == "ema")
+    sgd = next(c for c in analysis_of(data).comparisons if c.baseline == "sgd")
     assert sgd.lookahead.edge == "highest"
     assert any("extend the grid above" in f for f in sgd.flags)
     # The tables' curves say 30 steps (3 epochs × 10): EMA's default decay 0.999 keeps 97% of
