@@ -21,50 +21,29 @@ from lookbench.hparams import HYPERPARAMETERS
 TRIAL_STATES = ("complete", "diverged", "failed")
 
 
-# What the built-in tasks rank by (metric, higher is better), as their classes declare it
-# (tests/report/test_torch_free.py checks the two agree): reading a study's results needs no
-# task module, and so no torch, for them.
-BUILTIN_RANKING: dict[str, tuple[str, bool]] = {
-    "nqm": ("test_loss", False), "quadratic": ("test_loss", False),
-    "digits": ("test_acc", True), "cifar10": ("test_acc", True), "cifar100": ("test_acc", True),
-    "imagefolder": ("test_acc", True), "imagenet": ("test_acc", True),
-    "ptb": ("valid_perplexity", False), "wikitext2": ("valid_perplexity", False),
-    "wmt14": ("valid_perplexity", False),
-}
+def study_metric(declared: tuple[str, bool] | None, recorded: Sequence[str] = ()) -> str:
+    """The metric a study ranks by: ``declared``, the task's own ((metric, higher is better),
+    ``lookbench.tasks.declared_ranking``; None for a task this version does not know), else the
+    one most rows recorded. Rows are not trusted alone: results written by earlier versions hold
+    ``test_acc`` for a trial that failed before its task was built, whatever the task. (The
+    caller asks the task: this layer reads tables and imports no task.)"""
+    if declared is not None:
+        return declared[0]
+    return max(set(recorded), key=list(recorded).count) if recorded else "test_acc"
 
 
-def study_metric(task: str, recorded: Sequence[str] = ()) -> str:
-    """The metric a study of ``task`` ranks by: the task's own (its class says), else the one
-    most rows recorded. Rows are not trusted alone: results written by earlier versions hold
-    ``test_acc`` for a trial that failed before its task was built, whatever the task."""
-    if task in BUILTIN_RANKING:
-        return BUILTIN_RANKING[task][0]
-    from lookbench.tasks import (
-        task_class,  # the registry imports no task module until asked
-    )
-
-    try:
-        return task_class(task).metric
-    except ValueError:  # a task this version does not know: go by the rows
-        return max(set(recorded), key=list(recorded).count) if recorded else "test_acc"
-
-
-def higher_is_better(task: str, metric: str, recorded: Sequence[bool | None] = ()) -> bool:
+def higher_is_better(declared: tuple[str, bool] | None, metric: str,
+                     recorded: Sequence[bool | None] = ()) -> bool:
     """The direction a study ranks by: as its rows recorded it (the task declared it when the
-    trial ran); for rows of earlier versions, the task's, where this version knows the task;
-    else the metric's name (``lookbench.directions``: accuracy, BLEU up; anything else
-    down)."""
+    trial ran); for rows of earlier versions, ``declared`` (the task's, where this version
+    knows the task); else the metric's name (``lookbench.directions``: accuracy, BLEU up;
+    anything else down)."""
     stored = [bool(v) for v in recorded if v is not None]
     if stored:
         return max(set(stored), key=stored.count)
-    if task in BUILTIN_RANKING:
-        return BUILTIN_RANKING[task][1]
-    from lookbench.tasks import task_class
-
-    try:
-        return bool(task_class(task).higher_is_better)
-    except ValueError:
-        return by_name(metric) is True
+    if declared is not None:
+        return declared[1]
+    return by_name(metric) is True
 
 
 def _hyperparameter_fields() -> list[pa.Field]:

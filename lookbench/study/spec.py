@@ -289,6 +289,11 @@ def _complete(spec: StudySpec, grid_overrides: dict[str, list[Any]], where: str,
                            tasks.task_class(spec.task).Options) from None
     except ValueError as e:  # unknown task
         raise SpecError(f"{where}: task: {e}") from None
+    from lookbench.results.schema import check_metric_name
+
+    problem = check_metric_name(str(task.metric))  # it names columns of the results tables
+    if problem is not None:
+        raise SpecError(f"{where}: task: task {spec.task!r}: {problem}")
     unknown = set(spec.grid) - set(spec.optimizers)
     if unknown:
         raise SpecError(

@@ -17,6 +17,7 @@ from lookbench.results import (
     study_metric,
 )
 from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
+from lookbench.tasks import declared_ranking
 from lookbench.units import Units, is_fraction
 
 CONFIG_COLUMNS = columns()  # a configuration's key: its hyperparameter columns
@@ -162,9 +163,10 @@ def _ranking(study_dir: Path, trials: pd.DataFrame) -> tuple[str, bool]:
     if trials.empty:
         return "test_acc", True
     task = str(trials["task"].iloc[0])
-    metric = study_metric(task, trials["metric"].astype(str).tolist())
+    declared = declared_ranking(task)
+    metric = study_metric(declared, trials["metric"].astype(str).tolist())
     recorded = [None if pd.isna(v) else bool(v) for v in trials.get("higher_is_better", [])]
-    return metric, higher_is_better(task, metric, recorded)
+    return metric, higher_is_better(declared, metric, recorded)
 
 
 def _best_configurations(trials: pd.DataFrame, metric: str, maximize: bool

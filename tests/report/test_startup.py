@@ -16,7 +16,7 @@ from rich.console import Console
 
 from lookbench import tasks
 from lookbench.cli import _BUILTIN_SIZES
-from lookbench.results.schema import BUILTIN_RANKING
+from lookbench.tasks import BUILTIN_RANKING
 
 # The command line run in a fresh interpreter; it prints whether torch was imported.
 CODE = """
