@@ -36,14 +36,14 @@ except ImportError:  # pragma: no cover - a later Optuna that moved it
     BaseJournalFileLock = object  # type: ignore[assignment,misc]
 
 from lookbench._messages import environmental, first_line, naming
-from lookbench.study.storage import (
-    JOURNAL_FILE,
+from lookbench.study.flocks import close_flock, open_flock
+from lookbench.study.storage_errors import (
     BadStorage,
     ReadOnlyStorage,
     StorageUnavailable,
-    close_flock,
-    open_flock,
 )
+
+JOURNAL_FILE = "optuna.journal"
 
 JOURNAL_LOCK_FILE = ".journal.flock"  # our flock for appends (not Optuna's optuna.journal.lock)
 TORN_SUFFIX = ".torn-"  # optuna.journal.torn-<UTC time>: partial records set aside

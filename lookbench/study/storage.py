@@ -31,8 +31,15 @@ import optuna
 
 from lookbench._messages import first_line
 from lookbench.study import interrupts
+from lookbench.study.flocks import close_flock, open_flock
+from lookbench.study.journal import JOURNAL_FILE, open_journal  # noqa: F401 (re-exported)
+from lookbench.study.storage_errors import (
+    BadStorage,
+    LockTimeout,
+    ReadOnlyStorage,  # noqa: F401 (re-exported)
+    StorageUnavailable,
+)
 
-JOURNAL_FILE = "optuna.journal"
 LOCK_FILE = ".lock"
 RETRY_FOR_S = 300.0  # how long a database outage is waited out before giving up
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0  # exponential backoff between attempts
@@ -42,25 +49,6 @@ LOCK_WARN_AFTER_S = 5.0  # when a wait for the study lock is worth a line on std
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-class StorageUnavailable(Exception):
-    """The storage cannot be used now (a database still unreachable after the wait, a full
-    disk under the journal); the message says why, in one line."""
-
-
-class BadStorage(StorageUnavailable):
-    """The storage as given cannot be used until someone changes it: an unsupported or
-    malformed URL, a missing driver, a server that refuses us (password, user, database,
-    host), a damaged journal file. The same command fails the same way again (exit 2)."""
-
-
-class ReadOnlyStorage(StorageUnavailable):
-    """A storage opened read-only (for ``lookbench status``) was asked to write."""
-
-
-class LockTimeout(StorageUnavailable):
-    """Another lookbench process held the study lock for longer than we may wait."""
 
 
 # Libraries whose own log lines lookbench replaces with its own: Optuna logs every trial at
@@ -89,8 +77,6 @@ def open_storage(url: str | None, study_dir: Path, *, read_only: bool = False,
     """
     quiet_optuna()
     if url is None:
-        from lookbench.study.journal import open_journal  # (it imports this module)
-
         return open_journal(study_dir, read_only)
     if not url.startswith(("postgresql", "mysql", "sqlite")):
         raise BadStorage(
@@ -166,37 +152,6 @@ _PERMANENT = ("authentication failed", "no password supplied", "no pg_hba.conf e
               "ssl was required", "does not support ssl", "access denied for user",
               "unknown database")
 _PERMANENT_SQLSTATE = ("28", "3D")  # invalid authorization, invalid database name (prefixes)
-
-
-held_flocks: set[int] = set()  # descriptors of the flocks this process holds now
-
-
-def _forget_inherited_locks() -> None:
-    """In a forked child (a DataLoader worker, say): close the parent's held lock files. A
-    flock belongs to the open file, which the child shares; were its copy kept open, the lock
-    would outlive the parent's release for as long as the child lives."""
-    for fd in list(held_flocks):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    held_flocks.clear()
-
-
-os.register_at_fork(after_in_child=_forget_inherited_locks)
-
-
-def open_flock(path: Path) -> int:
-    """A new descriptor of ``path`` (created if need be), registered for ``close_flock``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    held_flocks.add(fd)  # before the lock is taken: a fork from now on must close it
-    return fd
-
-
-def close_flock(fd: int) -> None:
-    """Close a descriptor from ``open_flock``, which releases its lock (unless a fork already
-    closed it in this process)."""
-    if fd in held_flocks:
-        held_flocks.discard(fd)
-        os.close(fd)
 
 
 def _lock_key(name: str) -> int:
