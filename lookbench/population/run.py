@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,32 +32,22 @@ from lookbench.population.trial import (
     shared_key,
     why_not,
 )
-from lookbench.results import StudyResults
 from lookbench.study.checkpoints import (
     CHECKPOINTS_DIR,
     CheckpointError,
-    CheckpointWriter,
-    checkpoint_interval_s,
     load_checkpoint,
 )
 from lookbench.study.config import TrialConfig
-from lookbench.study.definition import Ranking
-from lookbench.study.interrupts import Interrupts
-from lookbench.study.queue import Claimed, Heartbeat, TrialQueue
-from lookbench.study.recorder import Recorder
-from lookbench.study.worker import (
-    PROGRESS_EVERY_S,
+from lookbench.study.queue import Claimed, TrialQueue
+from lookbench.study.runner import (
+    RunAlone,
+    Runner,
+    TrialRunner,
+    WorkerContext,
     WorkerOptions,
-    WorkerReport,
-    WorkerStopped,
-    _checkpoint_path,
-    _record,
-    _run_claimed,
-    _warn,
-    stop_if_environmental,
 )
-from lookbench.tasks import DataUnavailable, get
-from lookbench.timeline import mark
+from lookbench.study.trial import EpochRecord
+from lookbench.tasks import get
 
 # ``--population`` unset: as many members as wait, up to this many (more rarely pays: the
 # per-step overhead a population saves is already small next to M members' arithmetic) ...
@@ -150,7 +140,7 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
     if not _trains(first.config) or why_not(first.config) is not None \
             or shared_key(first.config) in _REFUSED:
         return alone
-    path = _checkpoint_path(opts, first)
+    path = opts.study_dir / CHECKPOINTS_DIR / f"{first.lookbench_id}.pt"
     checkpoints = path.parent
     if path.exists():
         try:
@@ -213,138 +203,140 @@ def _chunk(first: Claimed, planned: dict[str, TrialConfig], limit: int,
     return chunk
 
 
-def run_population(queue: TrialQueue, gathered: Gathered, results: StudyResults,
-                   rank: Ranking, opts: WorkerOptions, report: WorkerReport,
-                   interrupts: Interrupts, recorder: Recorder) -> None:
-    """Train the gathered trials as their population's layout and record each; members of the
-    layout this worker does not hold take part as placeholders. If the task or model cannot
-    be a population, or the checkpoints do not fit one, the trials run one at a time."""
-    claimed, layout = gathered.members, gathered.layout
-    recorded_ids = results.recorded()
-    by_id = {}
-    for c in claimed:
-        why = queue.is_duplicate(c, recorded_ids)
-        if why is not None:
-            queue.abandon(c, why)
-        else:
-            by_id[c.lookbench_id] = c
-    members: list[Claimed | None] = [by_id.get(tid) for tid, _ in layout]
-    live = [m for m, c in enumerate(members) if c is not None]
-    if not live:
-        return
-    paths = [opts.study_dir / CHECKPOINTS_DIR / f"{tid}.pt" for tid, _ in layout]
-    entries = [[tid, config.model_dump(mode="json")] for tid, config in layout]
-    pending = set(live)  # members not recorded yet
-    pop: PopulationTrial | None = None
-    one_at_a_time = False
-    resumes = [0] * len(layout)
+def runner_for(ctx: WorkerContext, first: Claimed, planned: dict[str, TrialConfig],
+               stages: list[int] | None = None) -> Runner:
+    """The runner of ``first``: its population (its peers claimed, see :func:`gather`), or
+    ``first`` alone where it has none."""
+    gathered = gather(ctx.queue, first, ctx.opts, planned, stages)
+    if len(gathered.layout) <= 1:
+        return TrialRunner(first)
+    return PopulationRunner(gathered)
 
-    def record_finished(trained: list[int]) -> None:
-        """Record the members that finished in the last epoch, and those that failed on
-        their own."""
-        assert pop is not None
-        for m in sorted(pending):
-            error = pop.errors.get(m)
-            if error is None and not (m in trained and pop.member_finished(m)):
-                continue
-            _record_member(queue, members[m], pop, m, None if error is None else describe(error),
-                           rank, opts, recorder, resumes[m])
-            pending.discard(m)
 
-    try:
-        with Heartbeat(queue, [*(members[m] for m in live), *recorder.claims(),
-                               *queue.claimed_ahead()]), \
-                CheckpointWriter() as writer, interrupts.allowed():
-            pop = PopulationTrial([config for _, config in layout], opts.device, opts.data_dir,
-                                  only_if_faster=opts.population is None,
-                                  compile=opts.compile)
-            mark("population built")
-            for m, c in enumerate(members):
-                if c is None:
-                    pop.leave_out(m)
-            # (a member whose seed's workload failed fails as its trial alone would: before
-            # its checkpoint is read)
-            states = [gathered.loaded.get(paths[m]) or load_checkpoint(paths[m])
-                      if m in pending and m not in pop.errors and paths[m].exists() else None
-                      for m in range(len(layout))]
-            try:
-                pop.load_state_dicts([s["trial"] if s else None for s in states])
-            except ValueError:
-                one_at_a_time = True  # each resumes from its own checkpoint instead
-                raise NotPopulable("checkpoints that do not make one population") from None
-            resumes = [int(s.get("resumes", 0)) + 1 if s else 0 for s in states]
-            record_finished([])  # (seeds whose workload failed)
-            last_progress = last_checkpoint = time.monotonic()
-            every = checkpoint_interval_s()
+class PopulationRunner(Runner):
+    """The gathered trials trained as their population's layout, each recorded the moment it
+    finishes; members of the layout this worker does not hold take part as placeholders. If
+    the task or model cannot be a population, or the checkpoints do not fit one, the trials
+    run one at a time (:class:`RunAlone`)."""
+
+    name = "population"
+
+    def __init__(self, gathered: Gathered) -> None:
+        self.gathered = gathered
+        self.layout = gathered.layout
+        self.members: list[Claimed | None] = []
+        self.live: list[int] = []
+        self.waiting: set[int] = set()  # members not recorded yet
+        self.paths = [Path()] * len(self.layout)
+        self.entries = [[tid, config.model_dump(mode="json")] for tid, config in self.layout]
+        self.pop: PopulationTrial | None = None
+        self.resumes = [0] * len(self.layout)
+        self.trained: list[int] = []  # the members that got a record in the last epoch
+
+    def start(self, ctx: WorkerContext) -> bool:
+        recorded_ids = ctx.results.recorded()
+        by_id = {}
+        for c in self.gathered.members:
+            why = ctx.queue.is_duplicate(c, recorded_ids)
+            if why is not None:
+                ctx.queue.abandon(c, why)
+            else:
+                by_id[c.lookbench_id] = c
+        self.members = [by_id.get(tid) for tid, _ in self.layout]
+        self.live = [m for m, c in enumerate(self.members) if c is not None]
+        self.waiting = set(self.live)
+        self.paths = [ctx.checkpoint_path(c) if c is not None else
+                      ctx.opts.study_dir / CHECKPOINTS_DIR / f"{tid}.pt"
+                      for c, (tid, _) in zip(self.members, self.layout)]
+        return bool(self.live)
+
+    @property
+    def held(self) -> list[Claimed]:
+        return [self.members[m] for m in self.live]  # type: ignore[misc]
+
+    @property
+    def pending(self) -> list[Claimed]:
+        return [self.members[m] for m in sorted(self.waiting)]  # type: ignore[misc]
+
+    @property
+    def done(self) -> bool:
+        return self.pop is not None and self.pop.finished
+
+    @property
+    def epoch(self) -> int:
+        return self.pop.epoch if self.pop is not None else 0
+
+    def build(self, ctx: WorkerContext) -> None:
+        opts, paths, loaded = ctx.opts, self.paths, self.gathered.loaded
+        try:
+            self.pop = pop = PopulationTrial(
+                [config for _, config in self.layout], opts.device, opts.data_dir,
+                only_if_faster=opts.population is None, compile=opts.compile)
+        except NotPopulable:  # the model or task, found out once built
+            _REFUSED.add(shared_key(self.layout[0][1]))
+            raise RunAlone from None
+        for m, c in enumerate(self.members):
+            if c is None:
+                pop.leave_out(m)
+        # (a member whose seed's workload failed fails as its trial alone would: before its
+        # checkpoint is read)
+        states = [loaded.get(paths[m]) or load_checkpoint(paths[m])
+                  if m in self.waiting and m not in pop.errors and paths[m].exists() else None
+                  for m in range(len(self.layout))]
+        try:
+            pop.load_state_dicts([s["trial"] if s else None for s in states])
+        except ValueError:  # each resumes from its own checkpoint instead
+            raise RunAlone("checkpoints that do not make one population") from None
+        self.resumes = [int(s.get("resumes", 0)) + 1 if s else 0 for s in states]
+
+    def epochs(self) -> Iterator[list[tuple[Claimed, EpochRecord]]]:
+        assert self.pop is not None
+        pop = self.pop
+        try:
             for trained in pop.run():
-                mark("epoch")
-                for m in trained:
-                    if opts.on_epoch is not None:
-                        opts.on_epoch(members[m], pop.records[m][-1])  # type: ignore[arg-type]
-                record_finished(trained)
-                if recorder.due():
-                    # (a recorded member's checkpoint is deleted: the save in flight, which
-                    # may hold it, lands first)
-                    writer.wait()
-                    with interrupts.deferred():
-                        recorder.flush()
-                if pending and not pop.finished:
-                    if time.monotonic() - last_checkpoint >= every:
-                        writer.submit_all([(paths[m], {"trial": pop.member_state_dict(m),
-                                                       "resumes": resumes[m],
-                                                       LAYOUT_KEY: entries})
-                                           for m in pending])
-                        last_checkpoint = time.monotonic()
-                    if time.monotonic() - last_progress > PROGRESS_EVERY_S:
-                        with interrupts.deferred():
-                            for m in pending:
-                                queue.progress(members[m], pop.epoch)  # type: ignore[arg-type]
-                        last_progress = time.monotonic()
-    except NotPopulable:  # the model or task, found out once built: one at a time instead
-        if not one_at_a_time:
-            _REFUSED.add(shared_key(layout[0][1]))
-        for m in sorted(pending):
-            _run_claimed(queue, members[m], results, rank, opts, report, interrupts,
-                         recorder)
-        return
-    except WorkerStopped:  # (a member's result could not be written: the disk)
-        for m in pending:
-            with contextlib.suppress(Exception):
-                queue.release(members[m], "stopped")
-        raise
-    except MembersFailed as e:  # every seed's workload raised: each member its own error
-        for m in sorted(pending):
-            _record_member(queue, members[m], None, m, describe(e.errors[m]), rank, opts,
-                           recorder, 0, population=len(layout))
-        recorder.flush_if_due()
-        return
-    except (KeyboardInterrupt, DataUnavailable, CheckpointError) as e:
-        for m in pending:
-            queue.release(members[m], "interrupted" if isinstance(e, KeyboardInterrupt)
-                          else str(e))
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        raise WorkerStopped(str(e)) from None
-    except Exception as e:  # the population failed: each member not yet recorded failed so
-        # ... unless the machine is at fault (a full disk): then nothing is recorded
-        stop_if_environmental(queue, [members[m] for m in sorted(pending)], e)  # type: ignore
-        error = describe(e)
-        for m in sorted(pending):
-            _record_member(queue, members[m], pop, m, error, rank, opts, recorder, 0)
-        recorder.flush_if_due()
-        return
-    if pending:  # (every member finishes inside the loop; kept as a guard)
-        _warn(opts, f"{len(pending)} members of a population ended without a record")
+                self.trained = trained
+                yield [(self.members[m], pop.records[m][-1])  # type: ignore[misc]
+                       for m in trained]
+        except NotPopulable:  # (found out while training)
+            _REFUSED.add(shared_key(self.layout[0][1]))
+            raise RunAlone from None
 
+    def checkpoints(self) -> list[tuple[Path, dict[str, Any]]]:
+        assert self.pop is not None
+        return [(self.paths[m], {"trial": self.pop.member_state_dict(m),
+                                 "resumes": self.resumes[m], LAYOUT_KEY: self.entries})
+                for m in sorted(self.waiting)]
 
-def _record_member(queue: TrialQueue, claimed: Claimed | None, pop: PopulationTrial | None,
-                   m: int, error: str | None, rank: Ranking, opts: WorkerOptions,
-                   recorder: Recorder, resumes: int, population: int = 1) -> None:
-    assert claimed is not None
-    records = pop.records[m] if pop is not None else []
-    config = claimed.config
-    _record(queue, claimed, records, error, rank, recorder, resumes=resumes,
-            batch_size=pop.batch_size if pop is not None else (config.batch_size or 0),
-            schedule=pop.schedule if pop is not None else (config.schedule or "constant"),
-            device=str(pop.device if pop is not None else opts.device),
-            population=pop.size if pop is not None else population)
+    def record_finished(self, ctx: WorkerContext, ended: bool = False) -> None:
+        """The members that finished in the last epoch, and those that failed on their own
+        (a population records nothing more when it ends: every member finishes inside)."""
+        pop = self.pop
+        assert pop is not None
+        for m in sorted(self.waiting):
+            error = pop.errors.get(m)
+            if error is None and not (m in self.trained and pop.member_finished(m)):
+                continue
+            self._record(ctx, m, pop, None if error is None else describe(error),
+                         self.resumes[m])
+
+    def fail(self, ctx: WorkerContext, error: Exception) -> None:
+        if isinstance(error, MembersFailed):  # every seed's workload raised: each its own
+            for m in sorted(self.waiting):
+                self._record(ctx, m, None, describe(error.errors[m]), 0,
+                             population=len(self.layout))
+            return
+        for m in sorted(self.waiting):
+            self._record(ctx, m, self.pop, describe(error), 0)
+
+    def _record(self, ctx: WorkerContext, m: int, pop: PopulationTrial | None,
+                error: str | None, resumes: int, population: int = 1) -> None:
+        claimed = self.members[m]
+        assert claimed is not None
+        config = claimed.config
+        ctx.record(claimed, pop.records[m] if pop is not None else [], error,
+                   resumes=resumes,
+                   batch_size=pop.batch_size if pop is not None else (config.batch_size or 0),
+                   schedule=pop.schedule if pop is not None else (config.schedule or "constant"),
+                   device=str(pop.device if pop is not None else ctx.opts.device),
+                   population=pop.size if pop is not None else population)
+        self.waiting.discard(m)

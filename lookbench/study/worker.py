@@ -12,39 +12,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import math
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from lookbench._messages import (
-    describe,
     describe_os_error,
     environmental,
     first_line,
     what_to_do,
 )
 from lookbench.results import ResultsUnreadable, StudyResults
-from lookbench.study.checkpoints import (
-    CHECKPOINTS_DIR,
-    CheckpointError,
-    CheckpointWriter,
-    checkpoint_interval_s,
-    load_checkpoint,
-)
-from lookbench.study.definition import Ranking, StudyConflict, ranking, stored_spec
+from lookbench.study.checkpoints import CHECKPOINTS_DIR
+from lookbench.study.definition import StudyConflict, ranking, stored_spec
 from lookbench.study.early import WAIT_FLAG, wait_to_begin
 from lookbench.study.interrupts import Interrupts, sleep
-from lookbench.study.queue import Claimed, Heartbeat, Outcome, TrialQueue
+from lookbench.study.queue import Claimed, Outcome, TrialQueue
 from lookbench.study.recorder import Recorder
-from lookbench.study.records import curve_rows, trial_row, trial_state
+from lookbench.study.runner import (  # noqa: F401 (WorkerReport, PROGRESS_EVERY_S: re-exported)
+    PROGRESS_EVERY_S,
+    Runner,
+    TrialRunner,
+    WorkerContext,
+    WorkerOptions,
+    WorkerReport,
+    WorkerStopped,
+    drive,
+    stop_if_environmental,
+    warn,
+)
 from lookbench.study.spec import (
     StudySpec,
     config_from_point,
@@ -52,51 +53,10 @@ from lookbench.study.spec import (
     search_space,
 )
 from lookbench.study.storage import BadStorage, StorageUnavailable, open_storage
-from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable, TaskNotFound
 from lookbench.timeline import mark
 
-PROGRESS_EVERY_S = 1.0  # a trial's epoch is written to the storage at most this often
 STORAGE_ENV = "LOOKBENCH_STORAGE_URL"  # how `lookbench run` hands its workers the storage URL
-
-
-class WorkerStopped(Exception):
-    """The worker must stop (data missing, bad checkpoint); the message is for the user."""
-
-
-@dataclass
-class WorkerReport:
-    """What a worker did, for its own log (``lookbench run`` reads the tables instead)."""
-
-    failed: list[str] = field(default_factory=list)  # one line per failed trial
-
-
-def _warn(opts: WorkerOptions, message: str) -> None:
-    if opts.on_warning is not None:
-        opts.on_warning(message)
-    else:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class WorkerOptions:
-    study_dir: Path
-    name: str
-    storage: str | None = None
-    device: str = "cpu"
-    data_dir: Path | None = None
-    grace_s: float | None = None
-    # Trials trained together as one population (lookbench.population): None = as many as
-    # wait and fit in memory, 1 = one trial at a time.
-    population: int | None = None
-    compile: bool = False  # train through torch.compile (--compile)
-    # Take over the trials of dead workers before claiming anything, and resume the trials that
-    # were cut off (those with a checkpoint) first: a worker started in the place of one that
-    # was killed continues its trials at once, not when the queue is empty.
-    take_over: bool = False
-    on_epoch: Callable[[Claimed, EpochRecord], None] | None = None
-    on_trial: Callable[[Claimed, str], None] | None = None
-    on_warning: Callable[[str], None] | None = None
 
 
 def open_queue(opts: WorkerOptions, spec: StudySpec | None = None) -> tuple[TrialQueue, StudySpec]:
@@ -129,6 +89,7 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
     ahead = 1  # trials claimed at a time (more when they are very short)
     resume_first = opts.take_over and spec.sampler != "tpe"
     with Interrupts() as interrupts:  # Ctrl-C stops training at once, never a storage update
+        ctx = WorkerContext(queue, results, rank, opts, report, interrupts, recorder)
         try:
             if opts.take_over:  # (under Interrupts: a signal waits until the queue is written)
                 queue.replan(planned, results.recorded())
@@ -157,17 +118,14 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                             sleep(STAGE_POLL_S)
                             continue
                     break  # nothing waiting, nothing stale: done (others may still run)
+                runner: Runner = TrialRunner(claimed)
                 if spec.sampler != "tpe" and opts.population != 1:
-                    from lookbench.population.run import gather, run_population
+                    from lookbench.population.run import runner_for
 
-                    gathered = gather(queue, claimed, opts, planned, stages)
-                    if len(gathered.layout) > 1:
-                        run_population(queue, gathered, results, rank, opts, report, interrupts,
-                                       recorder)
-                        continue
+                    runner = runner_for(ctx, claimed, planned, stages)
                 started = time.monotonic()
-                _run_claimed(queue, claimed, results, rank, opts, report, interrupts, recorder)
-                if spec.sampler != "tpe":
+                drive(ctx, runner)
+                if spec.sampler != "tpe" and isinstance(runner, TrialRunner):
                     ahead = claim_ahead(time.monotonic() - started)
         finally:  # (stopped, interrupted or done: what finished is recorded, the rest given back)
             try:
@@ -214,15 +172,16 @@ def _recorder(queue: TrialQueue, results: StudyResults, opts: WorkerOptions,
     """The worker's :class:`Recorder`, and what it does once a trial is recorded."""
 
     def recorded(outcome: Outcome) -> None:
-        _checkpoint_path(opts, outcome.claimed).unlink(missing_ok=True)
+        (opts.study_dir / CHECKPOINTS_DIR / f"{outcome.claimed.lookbench_id}.pt").unlink(
+            missing_ok=True)
         if outcome.error is not None:
             report.failed.append(f"trial {outcome.claimed.lookbench_id}: {outcome.error}")
         if opts.on_trial is not None:
             opts.on_trial(outcome.claimed, outcome.state)
 
     def lost(outcome: Outcome, why: str) -> None:
-        _warn(opts, f"trial {outcome.claimed.lookbench_id} was {why}; its result here is "
-                    f"discarded")
+        warn(opts, f"trial {outcome.claimed.lookbench_id} was {why}; its result here is "
+                   f"discarded")
 
     def failed(outcomes: list[Outcome], error: BaseException) -> None:
         if isinstance(error, OSError):  # the results could not be written: not outcomes yet
@@ -241,119 +200,6 @@ def _propose(queue: TrialQueue, spec: StudySpec) -> Claimed | None:
         if claimed is not None:
             return claimed
     return None
-
-
-def stop_if_environmental(queue: TrialQueue, claimed: list[Claimed], error: BaseException
-                          ) -> None:
-    """A full disk, a read-only or forbidden folder: the machine is at fault, not the trials.
-    The trials in ``claimed`` (one, or a population's members not recorded yet; possibly none,
-    when only a last checkpoint failed to be written) are handed back (they run again on the
-    next invocation) and the worker stops with one line naming the path; nothing is recorded
-    as their outcome."""
-    cause = environmental(error)
-    if cause is None:
-        return
-    for c in claimed:
-        with contextlib.suppress(Exception):  # the journal may sit on the same full disk:
-            queue.release(c, f"stopped: {describe_os_error(cause)}")  # it goes stale instead
-    raise WorkerStopped(f"{describe_os_error(cause)}; {what_to_do(cause)} and run the same "
-                        f"command again: no trial it interrupted was recorded, and they run "
-                        f"again") from None
-
-
-def _run_claimed(queue: TrialQueue, claimed: Claimed, results: StudyResults, rank: Ranking,
-                 opts: WorkerOptions, report: WorkerReport, interrupts: Interrupts,
-                 recorder: Recorder) -> None:
-    why = queue.is_duplicate(claimed, results.recorded_view())
-    if why is not None:
-        queue.abandon(claimed, why)
-        return
-    ckpt = _checkpoint_path(opts, claimed)
-    config = claimed.config
-    error = None
-    records: list[EpochRecord] = []
-    resumes = 0
-    trial: Trial | None = None
-    try:
-        with Heartbeat(queue, [claimed, *recorder.claims(), *queue.claimed_ahead()]), \
-                CheckpointWriter() as writer, interrupts.allowed():
-            trial = Trial(config, opts.device, opts.data_dir, compile=opts.compile)
-            mark("trial built")
-            if not ckpt.exists() and trial.analytic is None:
-                cut_off = [(h, e) for h, e in queue.previous_attempts(claimed) if e > 0]
-                if cut_off:
-                    host, epoch = max(cut_off, key=lambda he: he[1])
-                    _warn(opts, f"trial {claimed.lookbench_id} was cut off on {host} after epoch "
-                                f"{epoch} and its checkpoint is not in {opts.study_dir} (is "
-                                f"--out shared between machines?); it restarts from scratch")
-            if ckpt.exists():
-                state = load_checkpoint(ckpt)
-                try:
-                    trial.load_state_dict(state["trial"])
-                except Exception as e:
-                    raise CheckpointError(
-                        f"checkpoint {ckpt} does not fit trial {claimed.lookbench_id} ({e}); "
-                        f"delete it to restart that trial from scratch"
-                    ) from None
-                resumes = int(state.get("resumes", 0)) + 1
-            last_progress = last_checkpoint = time.monotonic()
-            every = checkpoint_interval_s()
-            for record in trial.run():
-                # An analytic trial (no model) is recomputed faster than it is checkpointed.
-                if (not trial.finished and trial.analytic is None
-                        and time.monotonic() - last_checkpoint >= every):
-                    writer.submit(ckpt, {"trial": trial.state_dict(), "resumes": resumes})
-                    last_checkpoint = time.monotonic()
-                if not trial.finished and time.monotonic() - last_progress > PROGRESS_EVERY_S:
-                    with interrupts.deferred():
-                        queue.progress(claimed, record.epoch)  # for `run`'s display of others
-                    last_progress = time.monotonic()
-                if recorder.due():  # (trials finished before this one, kept a while)
-                    with interrupts.deferred():
-                        recorder.flush()
-                if opts.on_epoch is not None:
-                    opts.on_epoch(claimed, record)
-                mark("epoch")
-            records = trial.records
-    except (KeyboardInterrupt, DataUnavailable, CheckpointError) as e:
-        queue.release(claimed, "interrupted" if isinstance(e, KeyboardInterrupt) else str(e))
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        raise WorkerStopped(str(e)) from None
-    except Exception as e:  # the trial itself failed: that is a result, recorded as such
-        stop_if_environmental(queue, [claimed], e)
-        error = describe(e)
-        records = trial.records if trial is not None else []
-    _record(queue, claimed, records, error, rank, recorder, resumes=resumes,
-            batch_size=trial.batch_size if trial else (config.batch_size or 0),
-            schedule=trial.schedule if trial else (config.schedule or "constant"),
-            device=str(trial.device if trial else opts.device))
-    recorder.flush_if_due()
-
-
-def _checkpoint_path(opts: WorkerOptions, claimed: Claimed) -> Path:
-    return opts.study_dir / CHECKPOINTS_DIR / f"{claimed.lookbench_id}.pt"
-
-
-def _record(queue: TrialQueue, claimed: Claimed, records: list[EpochRecord], error: str | None,
-            rank: Ranking, recorder: Recorder, *, resumes: int, batch_size: int, schedule: str,
-            device: str, population: int = 1) -> None:
-    """Hand a trial's outcome (its Parquet rows, Optuna's state) to the worker's recorder,
-    which writes it with others finished about then (see ``lookbench.study.recorder``) and
-    then drops its checkpoint; for a trial run alone or as a member of a population alike."""
-    state = trial_state(records, error)
-    row = trial_row(
-        study=queue.name, trial=claimed.lookbench_id, config=claimed.config, metric=rank.metric,
-        higher_is_better=rank.higher_is_better, batch_size=batch_size, schedule=schedule,
-        records=records, device=device, resumes=resumes, error=error, population=population,
-        directions=rank.declared,
-    )
-    outcome = Outcome(claimed, state, row[f"final_{rank.metric}"],
-                      records[-1].epoch if records else 0, row,
-                      curve_rows(claimed.lookbench_id, records), error)
-    # (a population's members: recorded with the others that finished in the same epoch)
-    recorder.add(outcome, wall_s=records[-1].wall_s if records and population == 1
-                 else math.inf)
 
 
 # -- the worker process ---------------------------------------------------------------------

@@ -166,13 +166,13 @@ def test_analytic_nqm_study_runs_in_seconds(tmp_path):
 
 def test_a_trial_that_fails_before_its_task_is_built_records_the_tasks_metric(tmp_path,
                                                                              monkeypatch):
-    from lookbench.study import worker
+    from lookbench.study import runner
 
-    class Broken(worker.Trial):
+    class Broken(runner.Trial):
         def __init__(self, *args, **kwargs):
             raise RuntimeError("no model today")
 
-    monkeypatch.setattr(worker, "Trial", Broken)
+    monkeypatch.setattr(runner, "Trial", Broken)
     result = invoke("run", "nqm", "--option", "analytic=true", "--lr", "0.1", "--k", "5",
                     "--alpha", "0.5", "--devices", "cpu", "--workers", "1",
                     "--out", str(tmp_path))

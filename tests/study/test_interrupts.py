@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from lookbench.results import StudyResults
 from lookbench.study import interrupts as interrupts_mod
-from lookbench.study import worker
+from lookbench.study import runner, worker
 from lookbench.study.interrupts import Interrupts
 from lookbench.study.queue import TrialQueue
 from tests.study.test_engine import TINY, invoke, optuna_trials
@@ -97,14 +97,14 @@ def test_a_second_interrupt_during_the_hand_back_leaves_nothing_running(
         real_release(self, claimed, reason)
         released.append(reason)
 
-    class InterruptedTrial(worker.Trial):
+    class InterruptedTrial(runner.Trial):
         def run_epoch(self):  # noqa: ANN202
             record = super().run_epoch()
             _signal_self(signal.SIGINT)  # Ctrl-C during training
             return record
 
     monkeypatch.setattr(TrialQueue, "release", release)
-    monkeypatch.setattr(worker, "Trial", InterruptedTrial)
+    monkeypatch.setattr(runner, "Trial", InterruptedTrial)
     previous = signal.signal(signal.SIGTERM, worker._raise_interrupt)  # as a worker process has
     try:
         # (one trial at a time: the hand-back of a single trial; populations:
