@@ -17,21 +17,11 @@ _LAZY = {"MicroBatches": "lookbench.tasks.base", "Task": "lookbench.tasks.base",
          "load_results": "lookbench.api", "StudyNotFound": "lookbench.api"}
 
 
-def _version() -> str:
-    """The installed version (importlib.metadata, read when first asked for: importing it
-    takes tens of milliseconds, which ``import lookbench`` need not pay, and which a Ctrl-C
-    at the command's very start would otherwise interrupt outside any handler)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lookbench")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0.0.0+unknown"
-
-
 def __getattr__(name: str):
     if name == "__version__":
-        globals()["__version__"] = value = _version()
+        from lookbench._version import version
+
+        globals()["__version__"] = value = version()
         return value
     if name in _LAZY:
         from importlib import import_module

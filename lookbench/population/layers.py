@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 # How close a member's output in the population must be to its own network's output (float32;
@@ -203,11 +202,3 @@ def check_outputs(population: nn.Module, models: list[nn.Module], sample: Tensor
                 raise NotPopulable("the network's forward mixes the members' channels (a "
                                    "reshape or pad over channels); give the module a "
                                    "population_copy()")
-
-
-def pad_channels(x: Tensor, members: int, before: int, after: int) -> Tensor:
-    """Zero channels added around each member's block of ``(B, M·C, ...)``."""
-    b, mc = x.shape[:2]
-    x = x.reshape(b, members, mc // members, *x.shape[2:])
-    pad = [0, 0] * (x.dim() - 3) + [before, after]
-    return F.pad(x, pad).reshape(b, -1, *x.shape[3:])

@@ -14,8 +14,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from lookbench import __version__, stats
+from lookbench import stats
 from lookbench._messages import naming
+from lookbench._version import version
 from lookbench.comparison.matched import Matched, describe_setting
 from lookbench.comparison.metrics import (
     EXPLANATIONS,
@@ -582,7 +583,7 @@ def study_page(data: StudyData) -> str:
 
 def _footer() -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"<p class=\"meta\">Made by lookbench {_esc(__version__)} on {when} from the "
+    return (f"<p class=\"meta\">Made by lookbench {_esc(version())} on {when} from the "
             f"study's Parquet tables.</p>")
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from lookbench import __version__
+from lookbench._version import version
 from lookbench.directions import resolve
 from lookbench.results.schema import CONFIG, FIXED_METRICS, config_id
 from lookbench.study.config import TrialConfig, hyperparameter_columns
@@ -101,7 +101,7 @@ def trial_row(*, study: str, trial: str, config: TrialConfig, metric: str,
         "host": socket.gethostname(),
         "finished_at": datetime.now(timezone.utc),
         "error": error,
-        "lookbench_version": __version__,
+        "lookbench_version": version(),
         "torch_version": torch.__version__,
         "python_version": platform.python_version() or sys.version.split()[0],
     }

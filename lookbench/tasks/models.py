@@ -51,8 +51,6 @@ class _PopPadShortcut(_PadShortcut):
         self.members = members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from lookbench.population.layers import pad_channels
-
         x = x[:, :, :: self.stride, :: self.stride]
         half = self.extra_channels // 2
         return pad_channels(x, self.members, half, self.extra_channels - half)
@@ -136,3 +134,11 @@ def build_model(name: ModelName, num_classes: int) -> nn.Module:
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(builders)}")
     return builders[name](num_classes)
+
+
+def pad_channels(x: torch.Tensor, members: int, before: int, after: int) -> torch.Tensor:
+    """Zero channels added around each member's block of ``(B, M·C, ...)``."""
+    b, mc = x.shape[:2]
+    x = x.reshape(b, members, mc // members, *x.shape[2:])
+    pad = [0, 0] * (x.dim() - 3) + [before, after]
+    return F.pad(x, pad).reshape(b, -1, *x.shape[3:])
