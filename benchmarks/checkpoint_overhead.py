@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 import torchvision
 
+from lookbench.execution.checkpoints import CheckpointWriter, save_checkpoint
 from lookbench.optim import build
-from lookbench.study.checkpoints import CheckpointWriter, save_checkpoint
 
 
 def main() -> None:

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lookbench.execution.trial import Trial
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial
 
 # -- sizes -----------------------------------------------------------------------------------
 
@@ -533,8 +533,8 @@ def lookahead_grid(task: str, lrs: tuple[float, ...], kas: tuple[tuple[int, floa
 def build_population(configs: list[TrialConfig], data_dir: Path | None, label: str) -> Any:
     """A PopulationTrial; on CUDA, if its numerical check refuses the model (TF32 convs may
     round beyond its tolerance), say so and retry once with TF32 off (left off after)."""
-    from lookbench.population.layers import NotPopulable
-    from lookbench.population.trial import PopulationTrial
+    from lookbench.execution.population.layers import NotPopulable
+    from lookbench.execution.population.trial import PopulationTrial
 
     try:
         return PopulationTrial(configs, DEVICE, data_dir)

@@ -24,9 +24,9 @@ from pathlib import Path
 from rich.console import Console
 from status_report_timing import engine_spec  # (benchmarks/ is on the path when run)
 
-from lookbench.study.engine import run_study
+from lookbench.execution.engine import run_study
+from lookbench.execution.trial import run_trial
 from lookbench.study.spec import plan
-from lookbench.study.trial import run_trial
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ For each size (100, 1,000 and 5,000 trials by default), in one run:
   ``recorded()`` per trial (what a worker does for each trial it finishes);
 - status/report: a synthetic study of that many trials (a Lookahead lr × k × α grid and an SGD
   lr × momentum grid, two seeds, ten epochs of curves per trial), written with the store's own
-  writer (rows from ``lookbench.study.records``, ``StudyResults.write_trial``), then
+  writer (rows from ``lookbench.execution.records``, ``StudyResults.write_trial``), then
   ``python -m lookbench status`` and ``python -m lookbench report`` timed as a user runs them
   (a new process each: start-up included); with one part file per trial, and again after
   ``StudyResults.compact()`` where the store has it. The report's time in-process is split
@@ -62,8 +62,8 @@ def engine_cost(n: int, out: Path) -> tuple[int, tuple[float, float], tuple[floa
     NQM study of ``n`` trials under ``out``. (CPU: this process's, every thread's.)"""
     from rich.console import Console
 
-    from lookbench.study.engine import run_study
-    from lookbench.study.trial import run_trial
+    from lookbench.execution.engine import run_study
+    from lookbench.execution.trial import run_trial
 
     spec = engine_spec(n, f"engine{n}")
     configs = plan(spec)
@@ -104,9 +104,9 @@ def _noise(trial: str) -> float:
 
 def write_synthetic(out: Path, n: int) -> tuple[Path, int]:
     """A synthetic study of about ``n`` trials under ``out``; returns its folder and size."""
+    from lookbench.execution.records import curve_rows, trial_row
+    from lookbench.execution.trial import EpochRecord
     from lookbench.study.definition import write_file
-    from lookbench.study.records import curve_rows, trial_row
-    from lookbench.study.trial import EpochRecord
 
     spec = synthetic_spec(n, f"synthetic{n}")
     study = out / spec.study_name

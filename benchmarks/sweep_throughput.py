@@ -34,12 +34,12 @@ import pyarrow.compute as pc
 import torch
 from rich.console import Console
 
-from lookbench.population.trial import PopulationTrial
+from lookbench.execution.engine import run_study
+from lookbench.execution.population.trial import PopulationTrial
+from lookbench.execution.trial import resolve_device, run_trial
 from lookbench.results import StudyResults
 from lookbench.study.config import TrialConfig
-from lookbench.study.engine import run_study
 from lookbench.study.spec import load_spec, plan
-from lookbench.study.trial import resolve_device, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rounds whose ratios spread by more than this (relative) are reported as too noisy to trust.

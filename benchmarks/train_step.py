@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from lookbench.execution.trial import Trial, resolve_device
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial, resolve_device
 from lookbench.tasks.cifar_data import write_synthetic_cifar
 
 

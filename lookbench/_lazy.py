@@ -39,3 +39,16 @@ def lazy(name: str) -> Any:
     import sys
 
     return sys.modules.get(name) or _LazyModule(name)
+
+
+def exports(package: str, where: dict[str, str]) -> Any:
+    """A package face's ``__getattr__`` (PEP 562): each public name in ``where`` (name →
+    module of the package) imported from its module on first use, so that importing one
+    module of a package, or its face, does not import the rest (or torch, Optuna, pyarrow)."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+
+    return __getattr__

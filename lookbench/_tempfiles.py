@@ -36,7 +36,7 @@ _NAME = re.compile(r"^\.(?P<final>.+)\.(?:w(?P<pid>\d+)-(?P<start>\d*)-(?P<machi
                    r"[0-9a-f]+|[0-9a-f]+)\.tmp$")
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (Linux), to tell a live writer from a reused pid."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -87,7 +87,7 @@ def _writer() -> str:
     global _tag
     pid = os.getpid()
     if _tag is None or _tag[0] != pid:  # (a forked child is another writer)
-        _tag = (pid, f"w{pid}-{_process_start(pid) or ''}-{_machine()}")
+        _tag = (pid, f"w{pid}-{process_start(pid) or ''}-{_machine()}")
     return _tag[1]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from lookbench.study.engine import RunResult
+from lookbench.execution.engine import RunResult
 from lookbench.study.spec import SWEEPABLE, StudySpec, load_spec
 
 
@@ -35,7 +35,7 @@ def run_study(spec: StudySpec | str | os.PathLike | None = None, *, out: str | o
     """
     from rich.console import Console
 
-    from lookbench.study.engine import run_study as engine_run
+    from lookbench.execution.engine import run_study as engine_run
 
     if not isinstance(spec, StudySpec):
         grid = {k: list(v) for k, v in options.items() if k in SWEEPABLE}
@@ -76,8 +76,8 @@ def load_results(study: str | os.PathLike, *, out: str | os.PathLike = "runs"
 
 def _is_study(path: Path) -> bool:
     """A folder lookbench wrote a study in: its tables, its definition or its journal."""
+    from lookbench.coordination.storage import JOURNAL_FILE
     from lookbench.results.store import DEFINITION_FILE, TRIALS_DIR
-    from lookbench.study.storage import JOURNAL_FILE
 
     return path.is_dir() and any((path / name).exists()
                                  for name in (TRIALS_DIR, DEFINITION_FILE, JOURNAL_FILE))

@@ -9,7 +9,7 @@ from typing import Literal, get_args
 InnerStatePolicy = Literal["maintain", "reset", "interpolate"]
 INNER_STATE_POLICIES: tuple[str, ...] = get_args(InnerStatePolicy)
 
-# Learning-rate schedules of a trial (see lookbench.study.trial).
+# Learning-rate schedules of a trial (see lookbench.execution.trial).
 # step: ×0.2 at 30/60/80% of the epochs (the paper's CIFAR); thirds: ×0.1 at 1/3 and 2/3 (the
 # paper's ImageNet, epochs 30 and 60 of 90); cosine: to zero over the epochs; plateau: halved
 # whenever the task's metric has not improved for its ``plateau_patience`` epochs (the paper's

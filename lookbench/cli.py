@@ -76,7 +76,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def _terminate_interrupts() -> Iterator[None]:
     """SIGTERM as Ctrl-C: it interrupts the command wherever it is, which then ends with one
     line and exit 130 (a worker's training holds both signals off around storage updates:
-    ``lookbench.study.interrupts``). Python's default would end the process silently."""
+    ``lookbench.coordination.interrupts``). Python's default would end the process silently."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -192,7 +192,7 @@ def exit_code(error: BaseException, default: int = EXIT_BAD_INPUT) -> int:
     a file where a folder must be, a storage that refuses us or a damaged file is the input's
     (2: something must change first)."""
     from lookbench._messages import environmental
-    from lookbench.study.storage import BadStorage, StorageUnavailable
+    from lookbench.coordination.storage import BadStorage, StorageUnavailable
 
     seen: set[int] = set()
     e: BaseException | None = error
@@ -468,7 +468,7 @@ def run(
     import atexit
 
     out = _runs(runs, out)
-    from lookbench.study.heartbeat import check_stale_after
+    from lookbench.coordination.heartbeat import check_stale_after
     from lookbench.study.spec import SpecError, load_spec
     from lookbench.timeline import mark
 
@@ -509,15 +509,15 @@ def run(
         fail(str(e))
     _find_data(study_spec, data_dir)
     mark("study checked")
-    from lookbench.study.early import EarlyWorkers, likely_workers
+    from lookbench.execution.early import EarlyWorkers, likely_workers
 
     # The worker processes start before this one imports torch, and import it meanwhile
-    # (see lookbench.study.early); those the run does not use are killed at the latest here.
+    # (see lookbench.execution.early); those the run does not use are killed at the latest here.
     early = EarlyWorkers(likely_workers(devices, workers, threads), threads or 1)
     atexit.register(early.close)
+    from lookbench.coordination.storage import StorageUnavailable
+    from lookbench.execution.engine import run_study
     from lookbench.study.definition import StudyConflict
-    from lookbench.study.engine import run_study
-    from lookbench.study.storage import StorageUnavailable
     from lookbench.tasks import DataUnavailable
 
     mark("engine imported")
@@ -560,7 +560,7 @@ def run(
     if result.seeds_note:
         out_console.print(f"seeds: {result.seeds_note}", highlight=False)
     if result.cost is not None:
-        from lookbench.study.cost import summary
+        from lookbench.execution.cost import summary
 
         out_console.print(summary(result.cost, study_spec.inner), highlight=False)
     _print_status(out_console, out, [study_spec.study_name], storage)
@@ -610,8 +610,8 @@ def _print_status(console: Any, out: Path, names: list[str], storage: str | None
     """Print each study's status table; an unknown or damaged study is one line and exit 2
     (a storage or disk that fails us: 1). Trials whose curves are lost are one warning line:
     they count as done in the table until the next run runs them again."""
+    from lookbench.progress.status import StatusError, status_table
     from lookbench.results import ResultsUnreadable, StudyResults
-    from lookbench.study.status import StatusError, status_table
 
     for name in names:
         try:
@@ -638,7 +638,7 @@ def status(
 ) -> None:
     """Progress of a study: done, running, diverged, failed, time left; the best config per
     optimizer."""
-    from lookbench.study.status import StatusError, find_studies
+    from lookbench.progress.status import StatusError, find_studies
 
     out = _runs(runs, out)
 
@@ -677,8 +677,8 @@ def report(
     sensitivity surfaces, learning curves; plus <study>.json and <study>-configs.csv for
     scripts."""
     from lookbench.comparison.rules import parse_within
+    from lookbench.progress.status import find_studies
     from lookbench.report import ReportError, build_reports
-    from lookbench.study.status import find_studies
 
     try:
         tolerances = parse_within(within)
@@ -714,8 +714,8 @@ def compact(
     """Merge a study's per-trial Parquet part files into one file per table (trials, curves),
     so status, report and your own readers open two files instead of thousands. Safe while
     the study runs or is read; `lookbench run` does it when a run ends."""
+    from lookbench.progress.status import find_studies
     from lookbench.results import ResultsUnreadable, StudyResults
-    from lookbench.study.status import find_studies
 
     out = _runs(runs, out)
     if study is None:

@@ -138,7 +138,7 @@ def test_run_1_when_the_disk_is_full_while_planning_and_the_journal_is_named(tmp
     """A full disk during planning (the journal's first appends) names the journal."""
     import builtins
 
-    from lookbench.study import journal
+    from lookbench.coordination import journal
 
     class FullDisk:
         def __init__(self, f):
@@ -164,7 +164,7 @@ def test_run_1_when_the_disk_is_full_while_planning_and_the_journal_is_named(tmp
 
 
 def test_a_full_disk_names_a_folder_where_the_error_names_no_file(tmp_path, monkeypatch):
-    from lookbench.study import engine
+    from lookbench.execution import engine
 
     monkeypatch.setattr(engine, "prepare", enospc_without_a_name)
     line = one_line(invoke("run", *TINY, "--out", tmp_path), 1)
@@ -172,7 +172,7 @@ def test_a_full_disk_names_a_folder_where_the_error_names_no_file(tmp_path, monk
 
 
 def test_run_1_when_the_database_stays_unreachable(tmp_path, monkeypatch):
-    from lookbench.study import storage
+    from lookbench.coordination import storage
     from tests.study.test_distributed import _free_port
 
     monkeypatch.setattr(storage, "RETRY_FOR_S", 0.5)
@@ -223,8 +223,8 @@ def test_run_2_for_another_definition(out):
 
 
 def test_run_3_when_the_rest_runs_on_other_machines(tmp_path):
-    from lookbench.study.engine import prepare
-    from lookbench.study.queue import OWNER_ATTR
+    from lookbench.coordination.queue import OWNER_ATTR
+    from lookbench.execution.engine import prepare
     from lookbench.study.spec import load_spec
 
     spec = load_spec(task="digits", seeds=2, epochs=2,
@@ -247,7 +247,7 @@ def test_status_0(finished):
 
 
 def test_status_1_when_the_database_stays_unreachable(finished, monkeypatch):
-    from lookbench.study import storage
+    from lookbench.coordination import storage
     from tests.study.test_distributed import _free_port
 
     monkeypatch.setattr(storage, "RETRY_FOR_S", 0.5)
@@ -350,10 +350,10 @@ def test_optimizers_0():
 
 
 @pytest.mark.parametrize(("command", "where"), [
-    (["status"], "lookbench.study.status.status_table"),
+    (["status"], "lookbench.progress.status.status_table"),
     (["report"], "lookbench.report.build_reports"),
     (["compact", STUDY], "lookbench.results.StudyResults.compact"),
-    (["run", *TINY], "lookbench.study.engine.prepare"),
+    (["run", *TINY], "lookbench.execution.engine.prepare"),
     (["tasks"], "lookbench.tasks.available"),
     (["optimizers"], "lookbench.optim.available"),
 ])
@@ -384,8 +384,8 @@ app(prog_name="lookbench", args=sys.argv[1:])
 
 
 @pytest.mark.parametrize(("command", "target"), [
-    (["run", *TINY], "lookbench.study.engine.prepare"),  # outside training: planning
-    (["status"], "lookbench.study.status.status_table"),
+    (["run", *TINY], "lookbench.execution.engine.prepare"),  # outside training: planning
+    (["status"], "lookbench.progress.status.status_table"),
 ])
 def test_sigterm_outside_training_is_130_in_one_line(finished, tmp_path, command, target):
     module, _, name = target.rpartition(".")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lookbench.execution.trial import lr_factor
 from lookbench.study.spec import load_spec, plan
-from lookbench.study.trial import lr_factor
 from lookbench.tasks.base import parameter_count
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"

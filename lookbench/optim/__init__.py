@@ -16,7 +16,7 @@ from typing import Any
 _WHERE = {
     "AveragedOptimizer": "averaging", "NTAveragedOptimizer": "averaging",
     "available": "factory", "build": "factory", "hyperparameters": "factory",
-    "register_optimizer": "factory",
+    "plain": "factory", "register_optimizer": "factory", "wraps": "factory",
     "INNER_STATE_POLICIES": "lookahead", "Lookahead": "lookahead", "adaptive_alpha": "lookahead",
     "WrappedOptimizer": "wrapper", "evaluation_weights": "wrapper", "fast_weights": "wrapper",
     "use_evaluation_weights": "wrapper",
@@ -41,6 +41,8 @@ __all__ = [
     "evaluation_weights",
     "fast_weights",
     "hyperparameters",
+    "plain",
     "register_optimizer",
     "use_evaluation_weights",
+    "wraps",
 ]

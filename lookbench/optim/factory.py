@@ -312,6 +312,12 @@ def _class_builder(cls: type[Optimizer]) -> Builder:
     return build_it
 
 
+def wraps(name: str) -> bool:
+    """Whether optimizer ``name`` wraps another (Lookahead, the averages); ``ValueError`` for
+    an unknown name or a reference that does not load."""
+    return _entry(name).wraps
+
+
 def _entry(name: str) -> OptimizerEntry:
     """The registered optimizer ``name``; else an installed entry point of that name; else a
     ``module:Class`` / ``file.py:Class`` reference (registered under it on first use)."""

@@ -193,7 +193,7 @@ def _without_curves(trials: pd.DataFrame, curves: pd.DataFrame) -> int:
     return int((~trained.isin(curves["trial"])).sum()) if len(trained) else 0
 
 
-COST_FILE = "cost.json"  # what the study's timing pass measured (lookbench.study.cost)
+COST_FILE = "cost.json"  # what the study's timing pass measured (lookbench.execution.cost)
 
 
 def _cost(study_dir: Path) -> dict | None:

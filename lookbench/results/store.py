@@ -6,7 +6,7 @@ trial before it.
 ``<study>/trials/part-<trial>.parquet`` and ``<study>/curves/part-<trial>.parquet``: a trial
 recorded on its own. ``<study>/{trials,curves}/batch-<time>-<random>.parquet``: the trials a
 worker recorded in one go (short trials finish many a second; one file for all of them is what
-keeps the engine's cost per trial small, see ``lookbench.study.recorder``). Every file is
+keeps the engine's cost per trial small, see ``lookbench.execution.recorder``). Every file is
 written to a hidden temporary file in the same directory and renamed into place, so a crash
 never leaves half a file, and readers (``pyarrow.dataset``, ``pandas.read_parquet``, DuckDB)
 skip the hidden names. A temporary file is named after its writer, and one whose writer is

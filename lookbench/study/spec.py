@@ -80,7 +80,7 @@ class StudySpec(BaseModel):
                          "count sums in a different order)")
     population: int | None = Field(
         None, ge=1, le=1_000_000, description="trials trained together as one vectorised model "
-        "(lookbench.population), at most: part of the definition, since a member's results "
+        "(lookbench.execution.population), at most: part of the definition, since a member's results "
         "depend in their last bits on the population it is computed in; unset: as many as "
         "the device holds (up to 32 on the CPU, 128 on a GPU); 1: one trial at a time")
     task_options: dict[str, Any] = Field(default_factory=dict)
@@ -135,13 +135,13 @@ class StudySpec(BaseModel):
     @classmethod
     def _known_inner(cls, inner: str) -> str:
         from lookbench._suggest import did_you_mean
-        from lookbench.optim.factory import _entry, available, plain
+        from lookbench.optim.factory import available, plain, wraps
 
         if ":" not in inner and inner not in available():  # (only what it can be: no wrappers)
             raise ValueError(f"unknown inner optimizer {inner!r}{did_you_mean(inner, plain())}; "
                              f"choose one of {', '.join(plain())}, or your own as "
                              f"package.module:Class or path/to/file.py:Class")
-        if _entry(inner).wraps:  # unknown names and broken references raise ValueError here
+        if wraps(inner):  # unknown names and broken references raise ValueError here
             raise ValueError(f"{inner} wraps another optimizer; the inner optimizer must be "
                              f"one that wraps nothing ({', '.join(plain())}, or your own)")
         return inner

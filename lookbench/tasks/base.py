@@ -2,7 +2,7 @@
 
 A task knows nothing of Optuna, Parquet or the optimizers: it turns its options, a batch size,
 a device and a seed into a :class:`Workload` (a model plus functions that yield training
-batches and evaluate), which the shared trial runner (``lookbench.study.trial``) drives the same
+batches and evaluate), which the shared trial runner (``lookbench.execution.trial``) drives the same
 way for the noisy quadratic and for CIFAR-100.
 """
 
@@ -62,7 +62,7 @@ class Workload:
         criterion: ``(outputs, targets)`` → per-example losses, for a task whose batches are
             ``(inputs, targets)`` and whose ``loss`` is ``criterion(model(inputs),
             targets).mean()`` (a classifier's cross-entropy). Setting it lets configurations
-            of the task train together as a population (``lookbench.population``), which
+            of the task train together as a population (``lookbench.execution.population``), which
             computes every member's loss in one call.
         channels_last: whether image batches and the model use channels-last memory on CUDA.
         amp: whether the forward pass may run under bf16 autocast on CUDA (image models; not

@@ -38,7 +38,7 @@ class _PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
 
     def population_copy(self, members: list[_PadShortcut], count: int) -> nn.Module:
-        """The shortcut of a population of ``count`` networks (``lookbench.population``):
+        """The shortcut of a population of ``count`` networks (``lookbench.execution.population``):
         each member's block of channels padded on its own."""
         return _PopPadShortcut(self.extra_channels, self.stride, count)
 

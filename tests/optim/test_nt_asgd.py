@@ -139,7 +139,7 @@ def test_asgd_takes_patience_and_the_inner_optimizers_hyperparameters():
 
 
 def test_asgd_trains_alone_never_in_a_population():
-    from lookbench.population.optim import why_not
+    from lookbench.execution.population.optim import why_not
 
     assert "asgd" in why_not("asgd", {"inner": "sgd", "lr": 1.0})
     assert "trains alone" in why_not("asgd", {"inner": "sgd", "lr": 1.0})

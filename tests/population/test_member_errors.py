@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lookbench.cli import app
-from lookbench.population.trial import PopulationTrial
+from lookbench.execution.population.trial import PopulationTrial
 from lookbench.results import StudyResults
 from lookbench.study.config import TrialConfig
 from lookbench.tasks import DataUnavailable
@@ -193,7 +193,7 @@ def test_the_first_seeds_workload_failing_leaves_the_others_their_bits(here, mon
 
 
 def test_every_seed_failing_fails_every_member_with_its_own_error(here, monkeypatch):
-    from lookbench.population.trial import MembersFailed
+    from lookbench.execution.population.trial import MembersFailed
 
     monkeypatch.setenv("FLAKY_SEED", "0,1,2")
     with pytest.raises(MembersFailed) as failed:

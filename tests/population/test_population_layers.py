@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lookbench.population import layers
+from lookbench.execution.population import layers
 from lookbench.tasks.digits import build_mlp
 from lookbench.tasks.models import resnet18_cifar, resnet20
 

@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
+from lookbench.execution.population.optim import PopulationOptimizer, family, why_not
 from lookbench.optim import build, evaluation_weights
-from lookbench.population.optim import PopulationOptimizer, family, why_not
 
 RTOL, ATOL = 1e-5, 1e-6
 

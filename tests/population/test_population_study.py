@@ -12,16 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from lookbench.cli import app
-from lookbench.population import run as population_run
-from lookbench.results import StudyResults
-from lookbench.study.checkpoints import (
+from lookbench.execution.checkpoints import (
     CheckpointWriter,
     load_checkpoint,
     save_checkpoint,
 )
-from lookbench.study.engine import prepare
+from lookbench.execution.engine import prepare
+from lookbench.execution.population import run as population_run
+from lookbench.execution.worker import WorkerOptions, run_worker
+from lookbench.results import StudyResults
 from lookbench.study.spec import load_spec, plan
-from lookbench.study.worker import WorkerOptions, run_worker
 
 runner = CliRunner()
 GRID = ["digits", "--lr", "0.03,0.1,1000", "--k", "5,10", "--alpha", "0.5", "--seeds", "2",
@@ -35,7 +35,7 @@ def _trials(out, study="digits-sgd") -> pd.DataFrame:
 def _optuna_trials(out, study="digits-sgd") -> list:
     import optuna
 
-    from lookbench.study.storage import open_storage
+    from lookbench.coordination.storage import open_storage
 
     storage = open_storage(None, out / study, read_only=True)
     return [t for opt in ("lookahead", "sgd")
@@ -142,7 +142,7 @@ def test_an_interrupted_population_resumes_as_itself_to_the_same_bits(tmp_path):
 
 
 def test_the_population_size_follows_the_option_and_else_the_memory(monkeypatch, tmp_path):
-    from lookbench.study.queue import Claimed
+    from lookbench.coordination.queue import Claimed
 
     first = plan(load_spec(None, task="digits", epochs=1))[0]
     claimed = Claimed(None, 0, 0, "x", first)  # type: ignore[arg-type]

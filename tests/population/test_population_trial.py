@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from lookbench.population.layers import NotPopulable
-from lookbench.population.trial import PopulationTrial, why_not
+from lookbench.execution.population.layers import NotPopulable
+from lookbench.execution.population.trial import PopulationTrial, why_not
+from lookbench.execution.trial import Trial
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial
 
 # How close a member's metrics are to its single trial's: float32, three epochs. (Most members
 # are bit-identical; a batched product may round differently in the last bit, and training

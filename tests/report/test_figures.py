@@ -189,8 +189,8 @@ def test_nqm_figure_overlays_the_analysis(tmp_path):
 def test_a_loss_study_is_read_as_one_whatever_its_failed_rows_say(tmp_path):
     """Earlier versions recorded ``test_acc`` for a trial that failed before its task was
     built; the study's metric comes from its task, and such rows break no figure."""
+    from lookbench.progress.status import status_table
     from lookbench.report import build_reports
-    from lookbench.study.status import status_table
     from tests.report.conftest import write_study
 
     rows = [{"optimizer": "lookahead", "lr": 0.1, "momentum": 0.9, "seed": 0,
@@ -216,7 +216,7 @@ def test_a_loss_study_is_read_as_one_whatever_its_failed_rows_say(tmp_path):
 def test_status_names_adaptive_alpha_and_never_ranks_a_configuration_that_lost_a_seed(tmp_path):
     from rich.console import Console
 
-    from lookbench.study.status import status_table
+    from lookbench.progress.status import status_table
     from tests.report.conftest import write_study
 
     rows = [

@@ -220,7 +220,7 @@ def test_a_tpe_study_is_described_as_one(tmp_path):
 def test_status_shows_no_spread_for_one_seed(tmp_path):
     from rich.console import Console
 
-    from lookbench.study.status import status_table
+    from lookbench.progress.status import status_table
 
     console = Console(width=200, record=True)
     console.print(status_table(write_study(tmp_path, "one", _rows(seeds=1))))

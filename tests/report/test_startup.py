@@ -46,7 +46,7 @@ def test_reading_an_accuracy_study_does_not_import_torch(grid_study, tmp_path, c
 
 
 def test_status_and_report_of_an_nqm_study_do_not_import_torch(tmp_path):
-    from lookbench.study.engine import run_study
+    from lookbench.execution.engine import run_study
     from lookbench.study.spec import load_spec
 
     spec = load_spec(None, task="nqm", task_options={"analytic": True}, epochs=2,

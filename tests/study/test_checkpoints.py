@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lookbench.optim import build
-from lookbench.study import checkpoints
-from lookbench.study.checkpoints import (
+from lookbench.execution import checkpoints
+from lookbench.execution.checkpoints import (
     CheckpointWriter,
     load_checkpoint,
     save_checkpoint,
 )
+from lookbench.optim import build
 
 
 def _model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -12,13 +12,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from lookbench.execution.records import curve_rows, trial_row
+from lookbench.execution.trial import EpochRecord
 from lookbench.results import TRIALS, StudyResults
 from lookbench.results import store as store_module
 from lookbench.results.schema import config_id, with_config
 from lookbench.results.store import COMPACTED_FILE, write_part
 from lookbench.study.config import TrialConfig
-from lookbench.study.records import curve_rows, trial_row
-from lookbench.study.trial import EpochRecord
 
 # The trials table as the version before the column wrote it.
 OLD_TRIALS = pa.schema([f for f in TRIALS if f.name != "config"])

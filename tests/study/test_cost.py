@@ -1,4 +1,4 @@
-"""The cost pass (``lookbench.study.cost``): what Lookahead costs per step and in memory,
+"""The cost pass (``lookbench.execution.cost``): what Lookahead costs per step and in memory,
 timed interleaved on the study's own workload, within its budget, once per study."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from lookbench.cli import app
-from lookbench.study import cost
-from lookbench.study.engine import run_study
+from lookbench.execution import cost
+from lookbench.execution.engine import run_study
+from lookbench.execution.trial import Trial
 from lookbench.study.spec import load_spec
-from lookbench.study.trial import Trial
 from lookbench.tasks.digits import build_mlp
 
 STUDIES = Path(__file__).parents[2] / "studies"

@@ -10,8 +10,8 @@ import time
 import pytest
 import sqlalchemy.exc
 
-from lookbench.study import storage
-from lookbench.study.storage import RetryingStorage, retry
+from lookbench.coordination import storage
+from lookbench.coordination.storage import RetryingStorage, retry
 
 
 def refused() -> sqlalchemy.exc.OperationalError:

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from lookbench import tasks
 from lookbench.cli import app
 from lookbench.directions import KNOWN, by_name, from_words, resolve, to_words
+from lookbench.execution.records import trial_row
+from lookbench.execution.trial import EpochRecord
 from lookbench.study.config import TrialConfig
 from lookbench.study.definition import Ranking, read_file, stored_directions
-from lookbench.study.records import trial_row
-from lookbench.study.trial import EpochRecord
 from lookbench.tasks import BUILTIN_RANKING
 from lookbench.tasks.base import Task
 

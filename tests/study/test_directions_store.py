@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from lookbench.api import load_results
+from lookbench.execution.records import curve_rows, trial_row
+from lookbench.execution.trial import EpochRecord
 from lookbench.results import TRIALS, StudyResults
 from lookbench.results import store as store_module
 from lookbench.results.store import COMPACTED_FILE, write_part
 from lookbench.study.config import TrialConfig
-from lookbench.study.records import curve_rows, trial_row
-from lookbench.study.trial import EpochRecord
 
 OLD_TRIALS = pa.schema([f for f in TRIALS if not f.name.endswith("_at_best")])
 

@@ -1,4 +1,4 @@
-"""Worker processes started before the command imports torch (``lookbench.study.early``): used
+"""Worker processes started before the command imports torch (``lookbench.execution.early``): used
 as the run's workers once the study is planned, killed untouched when the run does not want
 them, and a worker stopped from outside while it waits still fails the run."""
 
@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from lookbench import timeline
 from lookbench.cli import app
-from lookbench.study import early as early_module
-from lookbench.study.early import EarlyWorkers, likely_workers
+from lookbench.execution import early as early_module
+from lookbench.execution.early import EarlyWorkers, likely_workers
 
 TINY = ["digits", "--lr", "0.1,0.3", "--k", "5", "--alpha", "0.5", "--epochs", "2",
         "--seeds", "2", "--devices", "cpu", "--population", "1"]
@@ -110,7 +110,7 @@ def test_the_cost_pass_runs_on_the_commands_core_while_others_still_train(
     """Once the command's own worker finds nothing left while another worker still trains,
     it measures what Lookahead costs then (a core that would idle) instead of after the
     last trial; not when every worker is done already."""
-    from lookbench.study import engine
+    from lookbench.execution import engine
     from lookbench.study.spec import load_spec
 
     class Worker:  # a worker process that ends once the command has done its part

@@ -22,11 +22,11 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from lookbench.cli import app
+from lookbench.coordination.queue import OWNER_ATTR, SUPERSEDED_ATTR, TrialQueue
+from lookbench.coordination.storage import open_storage
 from lookbench.results import CURVES, TRIALS, StudyResults
 from lookbench.study.config import TrialConfig
-from lookbench.study.queue import OWNER_ATTR, SUPERSEDED_ATTR, TrialQueue
 from lookbench.study.spec import lookbench_id
-from lookbench.study.storage import open_storage
 
 runner = CliRunner()
 TINY = ["digits", "--lr", "0.1,1000", "--k", "5", "--alpha", "0.5", "--epochs", "2",
@@ -166,7 +166,7 @@ def test_analytic_nqm_study_runs_in_seconds(tmp_path):
 
 def test_a_trial_that_fails_before_its_task_is_built_records_the_tasks_metric(tmp_path,
                                                                              monkeypatch):
-    from lookbench.study import runner
+    from lookbench.execution import runner
 
     class Broken(runner.Trial):
         def __init__(self, *args, **kwargs):
@@ -239,7 +239,7 @@ def test_a_recorded_trial_is_never_run_again(tmp_path):
 
 
 def test_a_corrupt_checkpoint_is_one_line_and_keeps_the_results(tmp_path):
-    from lookbench.study.engine import prepare
+    from lookbench.execution.engine import prepare
     from lookbench.study.spec import load_spec
 
     args = ["digits", "--lr", "0.1", "--k", "5", "--alpha", "0.5", "--epochs", "2",
@@ -380,7 +380,7 @@ def test_optuna_dashboard_opens_the_study_journal(tmp_path):
 
 
 def test_optuna_trials_carry_the_seed_as_an_attribute_and_their_last_epoch(tmp_path):
-    from lookbench.study.queue import EPOCH_ATTR, SEED_ATTR
+    from lookbench.coordination.queue import EPOCH_ATTR, SEED_ATTR
 
     assert invoke("run", *TINY, "--out", str(tmp_path)).exit_code == 0
     trials = optuna_trials(tmp_path, "digits-sgd")
@@ -524,7 +524,7 @@ def test_a_checkpoint_left_by_a_worker_killed_after_recording_is_removed(tmp_pat
 
 
 def test_a_run_that_ends_with_trials_running_elsewhere_says_so(tmp_path):
-    from lookbench.study.engine import prepare
+    from lookbench.execution.engine import prepare
     from lookbench.study.spec import load_spec
 
     spec = load_spec(task="digits", seeds=2, epochs=2,
@@ -541,7 +541,7 @@ def test_a_run_that_ends_with_trials_running_elsewhere_says_so(tmp_path):
 
 
 def test_a_tpe_study_proposes_without_a_seed_parameter(tmp_path):
-    from lookbench.study.queue import POINT_ATTR, SEED_ATTR
+    from lookbench.coordination.queue import POINT_ATTR, SEED_ATTR
 
     result = invoke("run", "digits", "--sampler", "tpe", "--trials", "2", "--seeds", "2",
                     "--epochs", "1", "--lr", "0.03,0.3", "--k", "5", "--alpha", "0.5",

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from lookbench.execution.trial import Trial
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial
 from lookbench.tasks.base import Task, Workload
 
 EXAMPLES = 10

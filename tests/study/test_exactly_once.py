@@ -24,10 +24,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from lookbench.cli import app
-from lookbench.results import StudyResults
-from lookbench.study import queue as queue_module
-from lookbench.study.config import TrialConfig
-from lookbench.study.queue import (
+from lookbench.coordination import queue as queue_module
+from lookbench.coordination.queue import (
     HEARTBEAT_ATTR,
     ID_ATTR,
     OWNER_ATTR,
@@ -36,10 +34,12 @@ from lookbench.study.queue import (
     Outcome,
     TrialQueue,
 )
-from lookbench.study.records import curve_rows, trial_row
+from lookbench.coordination.storage import open_storage
+from lookbench.execution.records import curve_rows, trial_row
+from lookbench.execution.trial import EpochRecord
+from lookbench.results import StudyResults
+from lookbench.study.config import TrialConfig
 from lookbench.study.spec import lookbench_id
-from lookbench.study.storage import open_storage
-from lookbench.study.trial import EpochRecord
 from tests.study.test_distributed import (
     GRID,
     PLANNED,

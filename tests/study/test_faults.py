@@ -38,7 +38,7 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", "/full/disk/part")
 
 
-@pytest.mark.parametrize("where", ["lookbench.study.checkpoints.save_checkpoint",
+@pytest.mark.parametrize("where", ["lookbench.execution.checkpoints.save_checkpoint",
                                    "lookbench.results.store._write_new"])
 def test_a_full_disk_stops_the_run_and_records_nothing_as_failed(tmp_path, monkeypatch, where):
     with monkeypatch.context() as m:
@@ -137,7 +137,7 @@ def _workers_of(parent: int) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == parent and b"lookbench.study.worker" in cmd:
+        if int(stat[1]) == parent and b"lookbench.execution.worker" in cmd:
             out.append(int(pid))
     return out
 
@@ -174,9 +174,9 @@ def test_a_huge_grid_asks_before_planning(tmp_path):
 
 
 def test_the_storage_password_stays_off_the_command_line(tmp_path, monkeypatch):
-    from lookbench.study import engine
+    from lookbench.execution import engine
+    from lookbench.execution.worker import STORAGE_ENV
     from lookbench.study.spec import load_spec
-    from lookbench.study.worker import STORAGE_ENV
 
     seen = []
 
@@ -204,7 +204,7 @@ def test_the_storage_password_stays_off_the_command_line(tmp_path, monkeypatch):
 def test_a_checkpoint_with_code_is_refused_without_unsafe_advice(tmp_path):
     import torch
 
-    from lookbench.study.checkpoints import CheckpointError, load_checkpoint
+    from lookbench.execution.checkpoints import CheckpointError, load_checkpoint
 
     path = tmp_path / "x.pt"
     torch.save({"trial": CheckpointError("not a tensor")}, path)
@@ -244,7 +244,7 @@ def test_part_files_are_written_outside_the_study_lock(tmp_path, monkeypatch):
     trial's part files are written."""
     import fcntl
 
-    from lookbench.study.storage import LOCK_FILE
+    from lookbench.coordination.storage import LOCK_FILE
 
     held_during_write = []
     written = []

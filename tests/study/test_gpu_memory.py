@@ -3,8 +3,8 @@ is tested with a fake nvidia-smi reading and clock; no GPU here)."""
 
 from __future__ import annotations
 
-from lookbench.study import gpu_memory
-from lookbench.study.gpu_memory import GpuMemoryGate
+from lookbench.execution import gpu_memory
+from lookbench.execution.gpu_memory import GpuMemoryGate
 
 
 class FakeGpu:

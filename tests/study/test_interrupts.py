@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from lookbench.coordination import interrupts as interrupts_mod
+from lookbench.coordination.interrupts import Interrupts
+from lookbench.coordination.queue import TrialQueue
+from lookbench.execution import runner, worker
 from lookbench.results import StudyResults
-from lookbench.study import interrupts as interrupts_mod
-from lookbench.study import runner, worker
-from lookbench.study.interrupts import Interrupts
-from lookbench.study.queue import TrialQueue
 from tests.study.test_engine import TINY, invoke, optuna_trials
 
 

@@ -50,7 +50,7 @@ def _dead_pid() -> int:
 
 def _tagged(final: Path, pid: int, start: str | None = None) -> Path:
     """A temporary file's name as a process ``pid`` of this machine writes it."""
-    start = _tempfiles._process_start(pid) if start is None else start
+    start = _tempfiles.process_start(pid) if start is None else start
     return final.with_name(f".{final.name}.w{pid}-{start or ''}-{_tempfiles._machine()}-"
                            f"0123456789ab.tmp")
 

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from lookbench.cli import app
+from lookbench.coordination.queue import ID_ATTR
 from lookbench.results import StudyResults
 from lookbench.results.store import COMPACTED_FILE
-from lookbench.study.queue import ID_ATTR
 
 runner = CliRunner()
 # 4 trials; lr=1000 diverges in its first epoch (a trial with one curve row)
@@ -34,7 +34,7 @@ def _finished_per_trial(out: Path) -> Counter:
     """How many finished Optuna trials each lookbench trial has (one per time it ran)."""
     import optuna
 
-    from lookbench.study.storage import open_storage
+    from lookbench.coordination.storage import open_storage
 
     storage = open_storage(None, out / NAME)
     runs: Counter = Counter()

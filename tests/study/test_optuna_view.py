@@ -13,12 +13,12 @@ from pathlib import Path
 import optuna
 import pytest
 
+from lookbench.coordination.queue import MEMBER_WALL_ATTR, Outcome, TrialQueue
+from lookbench.coordination.storage import open_storage
+from lookbench.execution.records import curve_rows, trial_row
+from lookbench.execution.trial import EpochRecord
 from lookbench.study.config import TrialConfig
-from lookbench.study.queue import MEMBER_WALL_ATTR, Outcome, TrialQueue
-from lookbench.study.records import curve_rows, trial_row
 from lookbench.study.spec import lookbench_id
-from lookbench.study.storage import open_storage
-from lookbench.study.trial import EpochRecord
 
 CONFIGS = [TrialConfig(task="digits", optimizer="sgd", lr=lr, momentum=0.9, epochs=1)
            for lr in (0.03, 0.1, 0.3)]

@@ -1,4 +1,4 @@
-"""Short trials recorded together and claimed several at a time (``lookbench.study.recorder``,
+"""Short trials recorded together and claimed several at a time (``lookbench.execution.recorder``,
 ``TrialQueue.claim(ahead=...)``): every trial still recorded once, with its outcome in Optuna's
 journal as plain Optuna reads it; trials kept unrecorded when a kill comes run again to the same
 results; trials claimed ahead and not started are given back when a worker stops."""
@@ -20,14 +20,14 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from lookbench.cli import app
+from lookbench.coordination.queue import ID_ATTR, RECORDED_IN_ATTR, TrialQueue
+from lookbench.coordination.storage import JOURNAL_FILE, open_storage
+from lookbench.execution import recorder as recorder_module
+from lookbench.execution.engine import prepare
+from lookbench.execution.worker import WorkerOptions, claim_ahead, run_worker
 from lookbench.results import StudyResults
 from lookbench.results.store import COMPACTED_FILE
-from lookbench.study import recorder as recorder_module
-from lookbench.study.engine import prepare
-from lookbench.study.queue import ID_ATTR, RECORDED_IN_ATTR, TrialQueue
 from lookbench.study.spec import load_spec
-from lookbench.study.storage import JOURNAL_FILE, open_storage
-from lookbench.study.worker import WorkerOptions, claim_ahead, run_worker
 
 runner = CliRunner()
 STUDY = Path(__file__).parents[2] / "studies" / "nqm-analytic.toml"  # 120 trials, ~ms each

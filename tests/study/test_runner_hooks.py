@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lookbench.execution.trial import Trial
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial
 
 TASK = textwrap.dedent('''
     import torch

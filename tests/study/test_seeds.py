@@ -102,8 +102,8 @@ def test_the_stage_of_a_seed_and_the_spec_checks():
 def test_populations_of_a_stage_never_change_when_a_later_stage_is_planned():
     """A population's layout sets its members' last bits: the first stage's populations must be
     the same whether or not later stages exist."""
-    from lookbench.population.run import _chunk
-    from lookbench.study.queue import Claimed
+    from lookbench.coordination.queue import Claimed
+    from lookbench.execution.population.run import _chunk
 
     spec = _spec()
     first, _ = seeds.full_plan(spec, _frame([]), "test_acc", True, FACTS)

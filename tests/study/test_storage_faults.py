@@ -30,10 +30,10 @@ import pytest
 from typer.testing import CliRunner
 
 from lookbench.cli import app
-from lookbench.study import journal as journal_mod
-from lookbench.study import storage as storage_mod
-from lookbench.study.queue import TrialQueue
-from lookbench.study.storage import (
+from lookbench.coordination import journal as journal_mod
+from lookbench.coordination import storage as storage_mod
+from lookbench.coordination.queue import TrialQueue
+from lookbench.coordination.storage import (
     JOURNAL_FILE,
     LOCK_FILE,
     LockTimeout,

@@ -1,5 +1,5 @@
 """The time a study has left: from its own finished trials' cost per epoch, per optimizer and
-device, over the trials that run at once (``lookbench.study.time_left``), as ``run``'s progress
+device, over the trials that run at once (``lookbench.progress.time_left``), as ``run``'s progress
 line and ``status``'s title show it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lookbench.cli import app
-from lookbench.study.time_left import estimate, format_duration, observed_parallel
+from lookbench.progress.time_left import estimate, format_duration, observed_parallel
 
 T0 = pd.Timestamp("2026-12-07 12:00", tz="UTC")
 
@@ -100,8 +100,8 @@ def test_status_says_how_long_an_unfinished_study_has_left(tmp_path):
 
 
 def test_the_progress_line_of_run_estimates_from_the_recorded_trials(tmp_path):
+    from lookbench.execution.engine import Placement, _time_left
     from lookbench.results import StudyResults
-    from lookbench.study.engine import Placement, _time_left
     from lookbench.study.spec import load_spec, lookbench_id, plan
 
     runner = CliRunner()
@@ -119,7 +119,7 @@ def test_the_progress_line_of_run_estimates_from_the_recorded_trials(tmp_path):
     # 4 trials of 2 epochs left, at the median cost per epoch of each optimizer, one at a time
     per_epoch = (trials["wall_s"] / trials["epochs_done"]).groupby(trials["optimizer"]).median()
     expected = 2 * 2 * (per_epoch["lookahead"] + per_epoch["sgd"])
-    from lookbench.study.time_left import format_duration
+    from lookbench.progress.time_left import format_duration
     assert text == f"about {format_duration(expected)} left"
     two = _time_left(results, planned, len(planned), 2, one * 2)
     assert two == f"about {format_duration(expected / 2)} left"

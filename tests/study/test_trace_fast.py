@@ -10,10 +10,10 @@ import json
 import pytest
 import torch
 
+from lookbench.execution.trial import Trial
 from lookbench.optim import Lookahead, fast_weights
 from lookbench.study.config import TrialConfig
 from lookbench.study.spec import lookbench_id
-from lookbench.study.trial import Trial
 
 
 def _config(optimizer: str = "lookahead", **extra) -> TrialConfig:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from lookbench.execution.trial import Trial, lr_factor, run_trial
 from lookbench.optim import Lookahead
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial, lr_factor, run_trial
 
 
 def digits(optimizer="sgd", **kw) -> TrialConfig:

@@ -17,15 +17,15 @@ import pytest
 from optuna.trial import TrialState
 
 import lookbench
-from lookbench.study import engine
-from lookbench.study.queue import (
+from lookbench._tempfiles import process_start as _process_start
+from lookbench.coordination.queue import (
     ID_ATTR,
     OWNER_ATTR,
     _pid_alive,
-    _process_start,
     owner_alive,
 )
-from lookbench.study.storage import JOURNAL_FILE, open_storage
+from lookbench.coordination.storage import JOURNAL_FILE, open_storage
+from lookbench.execution import engine
 
 LOOKBENCH = Path(sys.executable).with_name("lookbench")
 
@@ -143,7 +143,7 @@ def _children(parent: int) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == parent and b"lookbench.study.worker" in cmd:
+        if int(stat[1]) == parent and b"lookbench.execution.worker" in cmd:
             out.append(int(pid))
     return out
 
@@ -239,7 +239,7 @@ def test_a_worker_killed_after_the_commands_own_work_is_taken_over_by_the_comman
                         for tid in _held(study_dir, worker)))
 
     # The moment needs the command to finish its share first; its worker process starts as
-    # early as the command's own worker (lookbench.study.early), so which finishes first is a
+    # early as the command's own worker (lookbench.execution.early), so which finishes first is a
     # race: tried in fresh folders until it came (each try ~7 s; 1 in 2 comes).
     for attempt in range(8):
         out = tmp_path / f"try-{attempt}"
@@ -320,7 +320,7 @@ def test_a_killed_gpu_worker_is_replaced_by_the_main_loop(tmp_path, monkeypatch)
 HOLDER = """
 import sys, time
 from pathlib import Path
-from lookbench.study.worker import WorkerOptions, open_queue
+from lookbench.execution.worker import WorkerOptions, open_queue
 queue, _ = open_queue(WorkerOptions(study_dir=Path(sys.argv[1]), name=sys.argv[2]))
 claimed = queue.claim()
 print(claimed.lookbench_id, flush=True)
@@ -338,7 +338,7 @@ def test_a_trial_whose_other_command_dies_after_the_workers_last_look_runs_in_th
     from typer.testing import CliRunner
 
     from lookbench.cli import app
-    from lookbench.study import engine
+    from lookbench.execution import engine
     from lookbench.study.spec import load_spec
 
     args = ["digits", "--lr", "0.1,0.3", "--k", "5", "--alpha", "0.5", "--epochs", "2",

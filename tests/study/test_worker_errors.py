@@ -8,7 +8,7 @@ import errno
 
 import pytest
 
-from lookbench.study import worker
+from lookbench.execution import worker
 from lookbench.tasks import TaskNotFound
 
 

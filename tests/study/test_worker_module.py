@@ -1,5 +1,5 @@
 """The worker process runs its module once: an exception raised by code that imports
-``lookbench.study.worker`` (the population's) is the class the worker's ``except`` names, so a
+``lookbench.execution.worker`` (the population's) is the class the worker's ``except`` names, so a
 corrupt population checkpoint is one line in the worker's log, not a traceback."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from lookbench.study import engine
-from lookbench.study.engine import prepare
-from lookbench.study.queue import ID_ATTR
+from lookbench.coordination.queue import ID_ATTR
+from lookbench.coordination.storage import open_storage
+from lookbench.execution import engine
+from lookbench.execution.engine import prepare
+from lookbench.execution.worker import WorkerOptions, run_worker
 from lookbench.study.spec import load_spec
-from lookbench.study.storage import open_storage
-from lookbench.study.worker import WorkerOptions, run_worker
 
 
 def _first_claimed(spec, study_dir) -> str:
@@ -32,7 +32,7 @@ def _first_claimed(spec, study_dir) -> str:
 def test_the_worker_process_runs_the_entry_module():
     cmd, _ = engine._worker_command(load_spec(None, task="digits"), engine.Path("s"), None,
                                     engine.Placement("cpu", None, 1), None, None, None, False)
-    assert cmd[1:3] == ["-m", "lookbench.study.worker_main"]
+    assert cmd[1:3] == ["-m", "lookbench.execution.worker_main"]
 
 
 @pytest.mark.slow  # (~20 s: a population cut off, then a worker process)

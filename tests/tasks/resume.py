@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lookbench.execution.trial import EpochRecord, Trial
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import EpochRecord, Trial
 
 
 def straight_and_resumed(config: TrialConfig, data_dir: Path

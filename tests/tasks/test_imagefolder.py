@@ -144,7 +144,7 @@ def test_the_imagenet_study_file_is_appendix_c2():
 
 
 def test_the_papers_imagenet_schedules():
-    from lookbench.study.trial import lr_factor
+    from lookbench.execution.trial import lr_factor
 
     thirds = [lr_factor("thirds", e, 90) for e in (0, 29, 30, 59, 60, 89)]
     assert thirds == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])

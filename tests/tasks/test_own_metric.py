@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from lookbench.cli import app
-from lookbench.study.storage import open_storage
+from lookbench.coordination.storage import open_storage
 
 runner = CliRunner()
 

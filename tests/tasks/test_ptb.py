@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from lookbench import tasks
 from lookbench.cli import app
+from lookbench.execution.trial import Trial
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial
 from lookbench.tasks.awd_lstm import AWDLSTM
 from lookbench.tasks.base import DataUnavailable, perplexity
 from lookbench.tasks.ptb import PRESETS, load_corpus

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from lookbench import tasks
 from lookbench.cli import app
+from lookbench.execution.trial import Trial, rsqrt_factor
 from lookbench.study.config import TrialConfig
-from lookbench.study.trial import Trial, rsqrt_factor
 from lookbench.tasks.base import DataUnavailable
 from lookbench.tasks.transformer import Transformer, beam_search, bleu, collate, greedy
 from lookbench.tasks.wmt import (

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from lookbench.cli import app
+from lookbench.execution.trial import Trial
 from lookbench.study.config import TrialConfig
 from lookbench.study.spec import SpecError, load_spec
-from lookbench.study.trial import Trial
 from lookbench.tasks.base import MicroBatches
 from lookbench.tasks.transformer import Transformer, collate, greedy
 from lookbench.tasks.wmt import (

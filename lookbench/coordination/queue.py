@@ -60,10 +60,11 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from lookbench._tempfiles import process_start
+from lookbench.coordination.storage import study_lock
 from lookbench.hparams import BY_NAME, HYPERPARAMETERS
 from lookbench.study.config import TrialConfig
 from lookbench.study.spec import distribution
-from lookbench.study.storage import study_lock
 
 ID_ATTR = "lookbench_id"
 CONFIG_ATTR = "lookbench_config"
@@ -80,7 +81,7 @@ OUTCOME_ATTR = "lookbench:outcome"  # {"state", "value"}: written with the commi
 # a user attribute optuna-dashboard shows; its Optuna duration is made the same (``_finish_at``)
 MEMBER_WALL_ATTR = "member_wall_s"
 
-from lookbench.study.heartbeat import (  # noqa: E402,F401 (re-exported)
+from lookbench.coordination.heartbeat import (  # noqa: E402,F401 (re-exported)
     GRACE_S,
     HEARTBEAT_S,
     MIN_GRACE_S,
@@ -104,15 +105,6 @@ def _outcome_of(t: FrozenTrial) -> tuple[str, float | None]:
     final, values = _final_state(str(o.get("state")), o.get("value"))
     return {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(
         final, "diverged"), (values[0] if values else None)
-
-
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (Linux), to tell a live owner from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -141,7 +133,7 @@ def _exited(pid: int) -> bool:
 
 def this_owner() -> dict[str, object]:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+    return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
 
 
 def owner_alive(owner: dict | None, heartbeat: float | None, started: float | None,
@@ -154,7 +146,7 @@ def owner_alive(owner: dict | None, heartbeat: float | None, started: float | No
         if not _pid_alive(pid):
             return False
         start = owner.get("start")
-        return start is None or _process_start(pid) == start
+        return start is None or process_start(pid) == start
     last = heartbeat if heartbeat is not None else started
     return last is not None and time.time() - last < grace_s
 
@@ -304,7 +296,7 @@ def _apply(storage: optuna.storages.BaseStorage, ops: list[tuple[int, str, Any]]
     its journal records are its documented file format, written here as its ``_write_log``
     writes them), elsewhere one call each. A final ``_STATE``'s optional third item is the
     time it completed (see :func:`_finish_at`), else now."""
-    from lookbench.study.journal import LockedJournalFile
+    from lookbench.coordination.journal import LockedJournalFile
 
     backend = getattr(storage, "_backend", None)
     replay = getattr(storage, "_replay_result", None)
@@ -828,7 +820,7 @@ class TrialQueue:
     def finish_many(self, outcomes: list[Outcome], record: Callable[[list[Outcome]], None],
                     recorded: Container[str] = ()) -> list[str | None]:
         """Record finished trials: tell the storage each outcome, then write their rows
-        (``record``: ``lookbench.study.recorder``), then mark them finished in Optuna:
+        (``record``: ``lookbench.execution.recorder``), then mark them finished in Optuna:
         COMPLETE (with the metric), PRUNED (diverged) or FAIL, with the epochs each did
         (during training that attribute is written at most once a second; a short trial may
         finish before it ever was). See the module's docstring for why in this order.

@@ -9,7 +9,7 @@ The lock serialises the few operations that must not interleave across workers o
 (adding the planned trials, taking over a stale one): a ``flock`` on a file beside the journal,
 or a PostgreSQL advisory lock for a database.
 
-The journal file itself, safe against kills and full disks, is ``lookbench.study.journal``.
+The journal file itself, safe against kills and full disks, is ``lookbench.coordination.journal``.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from typing import Any, TypeVar
 import optuna
 
 from lookbench._messages import first_line
-from lookbench.study import interrupts
-from lookbench.study.flocks import close_flock, open_flock
-from lookbench.study.journal import JOURNAL_FILE, open_journal  # noqa: F401 (re-exported)
-from lookbench.study.storage_errors import (
+from lookbench.coordination import interrupts
+from lookbench.coordination.errors import (
     BadStorage,
     LockTimeout,
     ReadOnlyStorage,  # noqa: F401 (re-exported)
     StorageUnavailable,
 )
+from lookbench.coordination.flocks import close_flock, open_flock
+from lookbench.coordination.journal import JOURNAL_FILE, open_journal  # noqa: F401 (re-exported)
 
 LOCK_FILE = ".lock"
 RETRY_FOR_S = 300.0  # how long a database outage is waited out before giving up

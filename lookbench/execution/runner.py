@@ -5,7 +5,7 @@ goes through the same steps whatever it is trained with:
 
 claim
     the worker claims a trial and asks for its runner: :class:`TrialRunner` for the trial
-    alone, or ``lookbench.population.run.runner_for``, which claims the rest of the trial's
+    alone, or ``lookbench.execution.population.run.runner_for``, which claims the rest of the trial's
     population (the runner's :attr:`Runner.held`);
 train, epoch by epoch
     :meth:`Runner.build` builds the model(s) and resumes them from their checkpoints;
@@ -40,20 +40,20 @@ from pathlib import Path
 from typing import Any
 
 from lookbench._messages import describe, describe_os_error, environmental, what_to_do
-from lookbench.results import StudyResults
-from lookbench.study.checkpoints import (
+from lookbench.coordination.interrupts import Interrupts
+from lookbench.coordination.queue import Claimed, Heartbeat, Outcome, TrialQueue
+from lookbench.execution.checkpoints import (
     CHECKPOINTS_DIR,
     CheckpointError,
     CheckpointWriter,
     checkpoint_interval_s,
     load_checkpoint,
 )
+from lookbench.execution.recorder import Recorder
+from lookbench.execution.records import curve_rows, trial_row, trial_state
+from lookbench.execution.trial import EpochRecord, Trial
+from lookbench.results import StudyResults
 from lookbench.study.definition import Ranking
-from lookbench.study.interrupts import Interrupts
-from lookbench.study.queue import Claimed, Heartbeat, Outcome, TrialQueue
-from lookbench.study.recorder import Recorder
-from lookbench.study.records import curve_rows, trial_row, trial_state
-from lookbench.study.trial import EpochRecord, Trial
 from lookbench.tasks import DataUnavailable
 from lookbench.timeline import mark
 
@@ -84,7 +84,7 @@ class WorkerOptions:
     device: str = "cpu"
     data_dir: Path | None = None
     grace_s: float | None = None
-    # Trials trained together as one population (lookbench.population): None = as many as
+    # Trials trained together as one population (lookbench.execution.population): None = as many as
     # wait and fit in memory, 1 = one trial at a time.
     population: int | None = None
     compile: bool = False  # train through torch.compile (--compile)
@@ -120,7 +120,7 @@ class WorkerContext:
                resumes: int, batch_size: int, schedule: str, device: str,
                population: int = 1) -> None:
         """Hand a trial's outcome (its Parquet rows, Optuna's state) to the worker's recorder,
-        which writes it with others finished about then (see ``lookbench.study.recorder``)
+        which writes it with others finished about then (see ``lookbench.execution.recorder``)
         and then drops its checkpoint; for a trial run alone or as a member of a population
         alike."""
         rank = self.rank

@@ -19,7 +19,7 @@ use (``lookbench.tasks.models``' option-A shortcut does). Anything else is refus
 used, so a forward that mixes members is caught rather than trained.
 
 Every parameter of the population has the members' blocks contiguous along dim 0: member
-m's tensor is ``p.view(M, -1)[m]`` (the contract ``lookbench.population.optim`` steps).
+m's tensor is ``p.view(M, -1)[m]`` (the contract ``lookbench.execution.population.optim`` steps).
 """
 
 from __future__ import annotations

@@ -278,7 +278,7 @@ def _plain(value: Any) -> Any:
 def _measure(spec: StudySpec, device: torch.device, data_dir: Path | None, budget: float
              ) -> dict[str, Any]:
     """The measurement itself (see the module's docstring); raises what the task raises."""
-    from lookbench.study.trial import Trial, _stream_seed
+    from lookbench.execution.trial import Trial, _stream_seed
 
     configs = representatives(spec)
     trials = {name: Trial(config, device, data_dir) for name, config in configs.items()}
@@ -343,7 +343,7 @@ def measure_cost(spec: StudySpec, study_dir: Path, device: str, threads: int,
     later run measures again, as does an error writing the file. Ctrl-C writes nothing. The
     caller's RNG and thread count are left as they were.
     """
-    from lookbench.study.trial import resolve_device
+    from lookbench.execution.trial import resolve_device
 
     budget = budget_seconds(seconds)
     where = resolve_device(device)

@@ -24,29 +24,29 @@ from typing import Any, NamedTuple
 import torch
 
 from lookbench._messages import describe
-from lookbench.population.layers import NotPopulable
-from lookbench.population.optim import family
-from lookbench.population.trial import (
+from lookbench.coordination.queue import Claimed, TrialQueue
+from lookbench.execution.checkpoints import (
+    CHECKPOINTS_DIR,
+    CheckpointError,
+    load_checkpoint,
+)
+from lookbench.execution.population.layers import NotPopulable
+from lookbench.execution.population.optim import family
+from lookbench.execution.population.trial import (
     MembersFailed,
     PopulationTrial,
     shared_key,
     why_not,
 )
-from lookbench.study.checkpoints import (
-    CHECKPOINTS_DIR,
-    CheckpointError,
-    load_checkpoint,
-)
-from lookbench.study.config import TrialConfig
-from lookbench.study.queue import Claimed, TrialQueue
-from lookbench.study.runner import (
+from lookbench.execution.runner import (
     RunAlone,
     Runner,
     TrialRunner,
     WorkerContext,
     WorkerOptions,
 )
-from lookbench.study.trial import EpochRecord
+from lookbench.execution.trial import EpochRecord
+from lookbench.study.config import TrialConfig
 from lookbench.tasks import get
 
 # ``--population`` unset: as many members as wait, up to this many (more rarely pays: the

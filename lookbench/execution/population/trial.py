@@ -1,11 +1,11 @@
 """Configurations of one study trained together: the population counterpart of
-``lookbench.study.trial.Trial``.
+``lookbench.execution.trial.Trial``.
 
 A :class:`PopulationTrial` holds M trial configurations that share task, model, batch size,
 epochs and schedule. Each member starts from the weights its own seed gives and reads the data
 in the order its own seed gives, exactly as the single trial would (the task's workload is
 built once per distinct seed and its batches are shared by the members of that seed); the
-networks run side by side as one (``lookbench.population.layers``) and one
+networks run side by side as one (``lookbench.execution.population.layers``) and one
 ``PopulationOptimizer`` steps them, each with its own hyperparameters. Every member ends with
 the :class:`EpochRecord` list its single trial would produce (equal to float tolerance), and
 its checkpoint state *is* a single trial's ``state_dict``: a member cut off in a population
@@ -39,11 +39,10 @@ import torch
 from torch import nn
 
 from lookbench._messages import environmental
-from lookbench.population import layers
-from lookbench.population.optim import PopulationOptimizer
-from lookbench.population.optim import why_not as optimizer_why_not
-from lookbench.study.config import TrialConfig
-from lookbench.study.trial import (
+from lookbench.execution.population import layers
+from lookbench.execution.population.optim import PopulationOptimizer
+from lookbench.execution.population.optim import why_not as optimizer_why_not
+from lookbench.execution.trial import (
     BLOWUP_FACTOR,
     DIVERGENCE_CHECK_EVERY,
     EpochRecord,
@@ -53,6 +52,7 @@ from lookbench.study.trial import (
     rsqrt_factor,
     setting,
 )
+from lookbench.study.config import TrialConfig
 from lookbench.tasks import DataUnavailable
 from lookbench.tasks.base import Workload
 

@@ -1,7 +1,7 @@
 """One optimizer for a population: M members' stacked parameters stepped at once, each member
 with its own hyperparameters, each ending where its single-trial optimizer would.
 
-The population model (``lookbench.population.layers``) keeps every member's block of a
+The population model (``lookbench.execution.population.layers``) keeps every member's block of a
 parameter contiguous along dim 0: member m's tensor is ``p.view(M, -1)[m]`` reshaped to the
 single model's shape. :class:`PopulationOptimizer` works on those ``(M, n)`` views with the
 members' hyperparameters as ``(M, 1)`` columns that broadcast over the rows, so a step costs a

@@ -23,8 +23,8 @@ import os
 import time
 from collections.abc import Callable
 
+from lookbench.coordination.queue import Claimed, Outcome, TrialQueue
 from lookbench.results import StudyResults
-from lookbench.study.queue import Claimed, Outcome, TrialQueue
 from lookbench.timeline import mark
 
 RECORD_EVERY_ENV = "LOOKBENCH_RECORD_EVERY_S"

@@ -1,6 +1,6 @@
 """A worker: claim a planned trial, run it with per-epoch checkpoints, record it, repeat.
 
-One worker runs per device (``python -m lookbench.study.worker_main``, started by ``lookbench
+One worker runs per device (``python -m lookbench.execution.worker_main``, started by ``lookbench
 run``), or inside ``lookbench run`` itself when there is a single one. A trial that was cut
 off continues from its last checkpoint (``<study>/checkpoints/<id>.pt``, written atomically
 every few seconds of training, in the background); a trial whose result is written is never
@@ -27,14 +27,13 @@ from lookbench._messages import (
     first_line,
     what_to_do,
 )
-from lookbench.results import ResultsUnreadable, StudyResults
-from lookbench.study.checkpoints import CHECKPOINTS_DIR
-from lookbench.study.definition import StudyConflict, ranking, stored_spec
-from lookbench.study.early import WAIT_FLAG, wait_to_begin
-from lookbench.study.interrupts import Interrupts, sleep
-from lookbench.study.queue import Claimed, Outcome, TrialQueue
-from lookbench.study.recorder import Recorder
-from lookbench.study.runner import (  # noqa: F401 (WorkerReport, PROGRESS_EVERY_S: re-exported)
+from lookbench.coordination.interrupts import Interrupts, sleep
+from lookbench.coordination.queue import Claimed, Outcome, TrialQueue
+from lookbench.coordination.storage import BadStorage, StorageUnavailable, open_storage
+from lookbench.execution.checkpoints import CHECKPOINTS_DIR
+from lookbench.execution.early import WAIT_FLAG, wait_to_begin
+from lookbench.execution.recorder import Recorder
+from lookbench.execution.runner import (  # noqa: F401 (WorkerReport, PROGRESS_EVERY_S: re-exported)
     PROGRESS_EVERY_S,
     Runner,
     TrialRunner,
@@ -46,13 +45,14 @@ from lookbench.study.runner import (  # noqa: F401 (WorkerReport, PROGRESS_EVERY
     stop_if_environmental,
     warn,
 )
+from lookbench.results import ResultsUnreadable, StudyResults
+from lookbench.study.definition import StudyConflict, ranking, stored_spec
 from lookbench.study.spec import (
     StudySpec,
     config_from_point,
     lookbench_id,
     search_space,
 )
-from lookbench.study.storage import BadStorage, StorageUnavailable, open_storage
 from lookbench.tasks import DataUnavailable, TaskNotFound
 from lookbench.timeline import mark
 
@@ -79,11 +79,11 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
     mark("worker ready")
     rank = ranking(spec)
     results = StudyResults(opts.study_dir)
-    from lookbench.study import seeds
+    from lookbench.study.seeds import boundaries, current_plan, sequential
 
-    planned = (seeds.current_plan(spec, queue, opts.study_dir, results.recorded())[0]
+    planned = (current_plan(spec, queue, opts.study_dir, results.recorded())[0]
                if spec.sampler != "tpe" else {})
-    stages = seeds.boundaries(spec)  # a study that adds seeds grows its plan by stages
+    stages = boundaries(spec)  # a study that adds seeds grows its plan by stages
     report = WorkerReport()
     recorder = _recorder(queue, results, opts, report)
     ahead = 1  # trials claimed at a time (more when they are very short)
@@ -108,8 +108,8 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                     recorder.flush()
                     if queue.replan(planned, results.recorded()) > 0:
                         continue
-                    if seeds.sequential(spec):  # a finished stage may ask for more seeds
-                        grown, why_ended = seeds.current_plan(spec, queue, opts.study_dir,
+                    if sequential(spec):  # a finished stage may ask for more seeds
+                        grown, why_ended = current_plan(spec, queue, opts.study_dir,
                                                          results.recorded())
                         if set(grown) - set(planned):
                             planned = grown
@@ -120,7 +120,7 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None) -> Work
                     break  # nothing waiting, nothing stale: done (others may still run)
                 runner: Runner = TrialRunner(claimed)
                 if spec.sampler != "tpe" and opts.population != 1:
-                    from lookbench.population.run import runner_for
+                    from lookbench.execution.population.run import runner_for
 
                     runner = runner_for(ctx, claimed, planned, stages)
                 started = time.monotonic()
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if order is None:
             return 0
         argv, told_storage = order
-    parser = argparse.ArgumentParser(prog="python -m lookbench.study.worker_main")
+    parser = argparse.ArgumentParser(prog="python -m lookbench.execution.worker_main")
     parser.add_argument("--study-dir", type=Path, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--storage", help=f"(or the environment variable {STORAGE_ENV}, "
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run as a script, this file is a second copy of the module: the importable one runs
-    # instead (see lookbench.study.worker_main), so every class exists once.
+    # instead (see lookbench.execution.worker_main), so every class exists once.
     import importlib
 
-    sys.exit(importlib.import_module("lookbench.study.worker").main())
+    sys.exit(importlib.import_module("lookbench.execution.worker").main())

@@ -9,6 +9,11 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from lookbench.coordination.storage import (
+    JOURNAL_FILE,
+    StorageUnavailable,
+    open_storage,
+)
 from lookbench.hparams import columns, format_config
 from lookbench.results import (
     ResultsUnreadable,
@@ -16,7 +21,6 @@ from lookbench.results import (
     higher_is_better,
     study_metric,
 )
-from lookbench.study.storage import JOURNAL_FILE, StorageUnavailable, open_storage
 from lookbench.tasks import declared_ranking
 from lookbench.units import Units, is_fraction
 
@@ -46,8 +50,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None
     """
     from optuna.trial import TrialState
 
-    from lookbench.study.definition import stored_spec
-    from lookbench.study.queue import (
+    from lookbench.coordination.queue import (
         CONFIG_ATTR,
         GRACE_S,
         HEARTBEAT_ATTR,
@@ -55,6 +58,7 @@ def _queue_counts(study_dir: Path, storage_url: str | None
         OWNER_ATTR,
         owner_alive,
     )
+    from lookbench.study.definition import stored_spec
     from lookbench.study.spec import planned_runs
 
     if storage_url is None and not (study_dir / JOURNAL_FILE).exists():
@@ -131,7 +135,7 @@ def status_table(study_dir: Path, storage_url: str | None = None) -> Table:
 def _time_left(trials: pd.DataFrame, planned: dict, running: dict, epochs: int) -> str:
     """``: about 3 min left`` for the title of an unfinished study, at the pace its trials ran
     lately (nothing for a finished study, or before two trials finished)."""
-    from lookbench.study.time_left import estimate
+    from lookbench.progress.time_left import estimate
 
     done = trials.groupby("optimizer").size() if len(trials) else {}
     remaining = {opt: max(0, n - int(done.get(opt, 0))) * epochs for opt, n in planned.items()

@@ -4,7 +4,7 @@ A worker process spends its first seconds importing torch, Optuna and pyarrow an
 torch's optimizers (about 3.5 s on 2 cores, measured by ``benchmarks/study_timeline.py``), and
 ``lookbench run`` spends as long importing the same and opening and planning the study. Started
 before the command's own imports, the workers import on the other cores meanwhile, then wait
-for one line on their standard input (``python -m lookbench.study.worker_main
+for one line on their standard input (``python -m lookbench.execution.worker_main
 --wait-to-begin``): a JSON object with their arguments, storage URL and log file (the log
 lives in the study folder, which may not exist yet and is never created for a study that
 cannot be opened), or the end of the input, on which they exit without touching anything.
@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORKER_MODULE = "lookbench.study.worker_main"
+WORKER_MODULE = "lookbench.execution.worker_main"
 WAIT_FLAG = "--wait-to-begin"
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from lookbench._version import version
 from lookbench.directions import resolve
+from lookbench.execution.trial import EpochRecord
 from lookbench.results.schema import CONFIG, FIXED_METRICS, config_id
 from lookbench.study.config import TrialConfig, hyperparameter_columns
-from lookbench.study.trial import EpochRecord
 
 
 def _finite(x: float | None) -> float | None:

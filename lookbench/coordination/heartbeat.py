@@ -1,5 +1,5 @@
 """How often a worker shows it is alive, and how long a silent trial waits before another
-worker takes it over (apart from ``lookbench.study.queue``, which imports Optuna: the command
+worker takes it over (apart from ``lookbench.coordination.queue``, which imports Optuna: the command
 line checks ``--stale-after`` before anything heavy is imported)."""
 
 from __future__ import annotations

@@ -33,21 +33,35 @@ from rich.table import Table
 
 from lookbench import _tempfiles
 from lookbench._messages import describe_os_error, first_line
-from lookbench.hparams import format_config
-from lookbench.results import ResultsUnreadable, StudyResults
-from lookbench.study import definition, seeds
-from lookbench.study.checkpoints import (
+from lookbench._tempfiles import process_start
+from lookbench.coordination.queue import TrialQueue
+from lookbench.coordination.storage import open_storage, study_lock
+from lookbench.execution.checkpoints import (
     CHECKPOINTS_DIR,
     remove_dead_temps,
     remove_recorded,
 )
-from lookbench.study.definition import StudyConflict
-from lookbench.study.early import EarlyWorkers
-from lookbench.study.gpu_memory import GpuMemoryGate
-from lookbench.study.queue import TrialQueue, _process_start
+from lookbench.execution.early import EarlyWorkers
+from lookbench.execution.gpu_memory import GpuMemoryGate
+from lookbench.execution.worker import (
+    STORAGE_ENV,
+    WorkerOptions,
+    WorkerStopped,
+    run_worker,
+)
+from lookbench.hparams import format_config
+from lookbench.results import ResultsUnreadable, StudyResults
+from lookbench.study.definition import (
+    StudyConflict,
+    check_same_definition,
+    ranking,
+    store_spec,
+    stored_spec,
+    task_facts,
+    write_file,
+)
+from lookbench.study.seeds import boundaries, current_plan, sequential
 from lookbench.study.spec import StudySpec, planned_runs
-from lookbench.study.storage import open_storage, study_lock
-from lookbench.study.worker import STORAGE_ENV, WorkerOptions, WorkerStopped, run_worker
 from lookbench.timeline import mark
 
 __all__ = ["RunResult", "StudyConflict", "prepare", "run_study"]
@@ -126,15 +140,15 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     if storage is None:
         storage = open_storage(None, study_dir)
     with study_lock(storage, study_dir, spec.study_name):
-        old = definition.stored_spec(storage, spec.study_name)
+        old = stored_spec(storage, spec.study_name)
         if old is not None:
-            definition.check_same_definition(old, spec)
-        rank = definition.ranking(spec)
+            check_same_definition(old, spec)
+        rank = ranking(spec)
         queue = TrialQueue(storage, spec.study_name, spec.optimizers, rank.direction, study_dir,
                            local=storage_url is None, metric=rank.metric)
         if old is None:
-            definition.store_spec(queue.studies.values(), spec)
-        definition.write_file(study_dir, old or spec, definition.task_facts(task))
+            store_spec(queue.studies.values(), spec)
+        write_file(study_dir, old or spec, task_facts(task))
     mark("definition stored")
     results = StudyResults(study_dir)
     lost = _set_lost_aside(queue, results)
@@ -145,7 +159,7 @@ def prepare(spec: StudySpec, out: Path, storage_url: str | None,
     retried = _set_failed_aside(queue, results) if retry_failed else 0
     recorded = results.recorded()
     # (a study that adds seeds plans the stages its recorded outcomes asked for: seeds.py)
-    planned = seeds.current_plan(spec, queue, study_dir, recorded)[0] \
+    planned = current_plan(spec, queue, study_dir, recorded)[0] \
         if spec.sampler != "tpe" else {}
     queue.replan(planned, recorded)
     remove_recorded(study_dir / CHECKPOINTS_DIR, recorded)  # left by a worker killed at the end
@@ -242,7 +256,7 @@ class ProgressView:
 def _time_left(results: StudyResults, planned: dict, total: int, epochs: int,
                where: list[Placement]) -> str:
     """``about 3 min left`` for the progress line (``""`` until two trials have finished)."""
-    from lookbench.study.time_left import estimate
+    from lookbench.progress.time_left import estimate
 
     try:
         trials = results.trials().select(
@@ -270,7 +284,7 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
     trials recorded as failed run again. ``population``: trials trained together as one
     model per worker (``None``: as many as fit; 1: one at a time). ``compile``: train
     through ``torch.compile``. ``early``: worker processes the caller started before it
-    imported torch (``lookbench.study.early``), used for the first workers it starts; those
+    imported torch (``lookbench.execution.early``), used for the first workers it starts; those
     not used are killed before this returns."""
     try:
         return _run_study(spec, out=out, storage_url=storage_url, devices=devices,
@@ -304,10 +318,10 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
         """A study that adds seeds: its workers plan each stage as the one before ends; the
         count follows (at most every 2 s: it reads every outcome in the storage)."""
         nonlocal planned, total
-        if not seeds.sequential(spec) or time.monotonic() - grown[0] < 2.0:
+        if not sequential(spec) or time.monotonic() - grown[0] < 2.0:
             return
         grown[0] = time.monotonic()
-        planned, result.seeds_note = seeds.current_plan(spec, queue, study_dir,
+        planned, result.seeds_note = current_plan(spec, queue, study_dir,
                                                         results.recorded())
         total = result.planned = len(planned)
 
@@ -353,7 +367,7 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
 
     with view.live:
         refresh()
-        stages, taken_over = len(seeds.boundaries(spec)) + 1, 0
+        stages, taken_over = len(boundaries(spec)) + 1, 0
         while stages > 0:
             if len(where) == 1:
                 _run_in_process(spec, study_dir, storage_url, where[0], data_dir, grace_s,
@@ -374,7 +388,7 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
                 taken_over += 1
                 continue
             stages -= 1
-            if not seeds.sequential(spec):
+            if not sequential(spec):
                 break
             # The workers stop when nothing is left that they know of; a stage another
             # machine finished just after may have asked for more seeds since: run them too.
@@ -400,11 +414,11 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
 def _measure_cost(spec: StudySpec, study_dir: Path, place: Placement, data_dir: Path | None,
                   console: Console, result: RunResult, show: bool = True) -> None:
     """Once a study is complete and has no ``cost.json``, measure what Lookahead costs on the
-    study's device, in this process (``lookbench.study.cost``); a study measured before costs
+    study's device, in this process (``lookbench.execution.cost``); a study measured before costs
     nothing more. Not writing the file is a warning (the next run measures again); Ctrl-C
     interrupts the run and writes nothing. ``show``: say so on the console (not while the
     progress view is up: Rich shows one live display at a time)."""
-    from lookbench.study import cost
+    from lookbench.execution import cost
 
     if (study_dir / cost.COST_FILE).exists():
         return
@@ -512,9 +526,9 @@ def _worker_command(spec: StudySpec, study_dir: Path, storage_url: str | None,
     # Threads that wait passively: spinning OpenMP threads made trials 4-75x slower when
     # the machine had other work (measured on 2 cores with 2 threads per trial).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # (the entry module, not lookbench.study.worker itself: run as __main__, that module would
+    # (the entry module, not lookbench.execution.worker itself: run as __main__, that module would
     # exist twice in the process, and so would every exception class it defines)
-    cmd = [sys.executable, "-m", "lookbench.study.worker_main", "--study-dir", str(study_dir),
+    cmd = [sys.executable, "-m", "lookbench.execution.worker_main", "--study-dir", str(study_dir),
            "--name", spec.study_name, "--device", place.device, "--threads", str(place.threads)]
     if storage_url:  # in the environment, not argv: a password stays out of `ps`
         env[STORAGE_ENV] = storage_url
@@ -591,7 +605,7 @@ class _Worker:
     proc: subprocess.Popen
     log: Path
     slot: int  # the placement it runs for (a replacement keeps its predecessor's)
-    started: str | None = None  # its process's start time (queue._process_start)
+    started: str | None = None  # its process's start time (lookbench._tempfiles.process_start)
     ended: bool = False  # reaped (see _Workers.reap)
     replaced: bool = False  # killed, and a new worker took its place
 
@@ -643,7 +657,7 @@ class _Workers:
             index = len(self.all)
             proc, log = self._launch(place, index, take_over)
             worker = _Worker(place, proc, log, index if slot is None else slot,
-                             _process_start(proc.pid) if hasattr(proc, "pid") else None)
+                             process_start(proc.pid) if hasattr(proc, "pid") else None)
             self.all.append(worker)
             return worker
 
@@ -721,7 +735,7 @@ def _left_over(queue: TrialQueue | None, worker: _Worker) -> int | None:
         return None
     from optuna.trial import TrialState
 
-    from lookbench.study.queue import OWNER_ATTR
+    from lookbench.coordination.queue import OWNER_ATTR
 
     host, pid, start = socket.gethostname(), worker.proc.pid, worker.started
 

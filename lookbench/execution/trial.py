@@ -223,7 +223,7 @@ class Trial:
     def train_step(self, batch: Any, step: int) -> torch.Tensor:
         """One optimizer step on ``batch`` as training takes it (the ``rsqrt`` rate of 1-based
         ``step``, autocast, clipping); returns the loss. Shared with the cost pass
-        (``lookbench.study.cost``), so what it times is exactly a trial's step."""
+        (``lookbench.execution.cost``), so what it times is exactly a trial's step."""
         wl, opt = self.workload, self.optimizer
         if self.schedule == "rsqrt":
             f = rsqrt_factor(step, wl.warmup_steps)

@@ -36,12 +36,12 @@ except ImportError:  # pragma: no cover - a later Optuna that moved it
     BaseJournalFileLock = object  # type: ignore[assignment,misc]
 
 from lookbench._messages import environmental, first_line, naming
-from lookbench.study.flocks import close_flock, open_flock
-from lookbench.study.storage_errors import (
+from lookbench.coordination.errors import (
     BadStorage,
     ReadOnlyStorage,
     StorageUnavailable,
 )
+from lookbench.coordination.flocks import close_flock, open_flock
 
 JOURNAL_FILE = "optuna.journal"
 

@@ -1,1 +1,0 @@
-"""Population training: many trials of one study trained together as one vectorised model."""
