@@ -5,8 +5,8 @@ goes through the same steps whatever it is trained with:
 
 claim
     the worker claims a trial and asks for its runner: :class:`TrialRunner` for the trial
-    alone, or ``lookbench.execution.population.run.runner_for``, which claims the rest of the trial's
-    population (the runner's :attr:`Runner.held`);
+    alone, or ``lookbench.execution.population.run.runner_for``, which claims the rest of the
+    trial's population (the runner's :attr:`Runner.held`);
 train, epoch by epoch
     :meth:`Runner.build` builds the model(s) and resumes them from their checkpoints;
     :meth:`Runner.epochs` trains, yielding each epoch's records;
@@ -365,9 +365,10 @@ class TrialRunner(Runner):
 
     def _record(self, ctx: WorkerContext, error: str | None) -> None:
         trial, config = self.trial, self.claimed.config
-        ctx.record(self.claimed, trial.records if trial is not None else [], error,
-                   resumes=self.resumes,
-                   batch_size=trial.batch_size if trial else (config.batch_size or 0),
-                   schedule=trial.schedule if trial else (config.schedule or "constant"),
-                   device=str(trial.device if trial else ctx.opts.device))
-        self.recorded = True
+        with ctx.interrupts.deferred():  # (kept, and no longer pending: both or neither)
+            ctx.record(self.claimed, trial.records if trial is not None else [], error,
+                       resumes=self.resumes,
+                       batch_size=trial.batch_size if trial else (config.batch_size or 0),
+                       schedule=trial.schedule if trial else (config.schedule or "constant"),
+                       device=str(trial.device if trial else ctx.opts.device))
+            self.recorded = True

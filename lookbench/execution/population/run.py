@@ -333,10 +333,12 @@ class PopulationRunner(Runner):
         claimed = self.members[m]
         assert claimed is not None
         config = claimed.config
-        ctx.record(claimed, pop.records[m] if pop is not None else [], error,
-                   resumes=resumes,
-                   batch_size=pop.batch_size if pop is not None else (config.batch_size or 0),
-                   schedule=pop.schedule if pop is not None else (config.schedule or "constant"),
-                   device=str(pop.device if pop is not None else ctx.opts.device),
-                   population=pop.size if pop is not None else population)
-        self.waiting.discard(m)
+        with ctx.interrupts.deferred():  # (kept, and no longer pending: both or neither)
+            ctx.record(claimed, pop.records[m] if pop is not None else [], error,
+                       resumes=resumes,
+                       batch_size=pop.batch_size if pop is not None else (config.batch_size or 0),
+                       schedule=pop.schedule if pop is not None
+                       else (config.schedule or "constant"),
+                       device=str(pop.device if pop is not None else ctx.opts.device),
+                       population=pop.size if pop is not None else population)
+            self.waiting.discard(m)
