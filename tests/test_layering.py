@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("coordination", ("lookbench.coordination",)),
     ("progress", ("lookbench.progress",)),
     ("execution", ("lookbench.execution",)),
+    ("launchers", ("lookbench.launchers",)),
     ("report", ("lookbench.report",)),
     ("commands", ("lookbench.api", "lookbench.cli", "lookbench.__main__", "lookbench")),
 ]

@@ -16,6 +16,13 @@ _WHERE = {
     "summary": "cost",
     "EarlyWorkers": "early",
     "likely_workers": "early",
+    "JOBS_FILE": "launch",
+    "LAUNCH_DIR": "launch",
+    "Launcher": "launch",
+    "WorkerJob": "launch",
+    "read_jobs": "launch",
+    "record_jobs": "launch",
+    "worker_argv": "launch",
     "RunResult": "engine",
     "run_study": "engine",
     "Runner": "runner",
@@ -26,6 +33,7 @@ _WHERE = {
     "EpochRecord": "trial",
     "Trial": "trial",
     "run_trial": "trial",
+    "STORAGE_ENV": "worker",
     "run_worker": "worker",
 }
 __getattr__ = exports(__name__, _WHERE)

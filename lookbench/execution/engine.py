@@ -43,6 +43,13 @@ from lookbench.execution.checkpoints import (
 )
 from lookbench.execution.early import EarlyWorkers
 from lookbench.execution.gpu_memory import GpuMemoryGate
+from lookbench.execution.launch import (
+    LAUNCH_DIR,
+    Launcher,
+    WorkerJob,
+    record_jobs,
+    worker_argv,
+)
 from lookbench.execution.worker import (
     STORAGE_ENV,
     WorkerOptions,
@@ -94,6 +101,7 @@ class RunResult:
     interrupted: bool = False
     cost: dict | None = None  # what this run's cost pass wrote to cost.json (None: no pass)
     study_dir: Path | None = None  # the study's folder (<out>/<study>): lookbench.load_results
+    jobs_left: int = 0  # launched workers (Slurm) still queued or running when the run stopped
 
 
 def placements(devices: str, workers: int | None, threads: int = 1) -> list[Placement]:
@@ -279,27 +287,32 @@ def run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: s
               workers: int | None, data_dir: Path | None, console: Console,
               grace_s: float | None = None, retry_failed: bool = False,
               population: int | None = None, compile: bool = False,
-              early: EarlyWorkers | None = None) -> RunResult:
+              early: EarlyWorkers | None = None, launcher: Launcher | None = None
+              ) -> RunResult:
     """Run (or continue) the study to the end; Ctrl-C stops it cleanly. ``retry_failed``:
     trials recorded as failed run again. ``population``: trials trained together as one
     model per worker (``None``: as many as fit; 1: one at a time). ``compile``: train
     through ``torch.compile``. ``early``: worker processes the caller started before it
     imported torch (``lookbench.execution.early``), used for the first workers it starts; those
-    not used are killed before this returns."""
+    not used are killed before this returns. ``launcher``: the workers are jobs of a cluster
+    (``lookbench.launchers``: Slurm, Ray), submitted and then watched through the storage."""
     try:
         return _run_study(spec, out=out, storage_url=storage_url, devices=devices,
                           workers=workers, data_dir=data_dir, console=console, grace_s=grace_s,
                           retry_failed=retry_failed, population=population, compile=compile,
-                          early=early)
+                          early=early, launcher=launcher)
     finally:
         if early is not None:
             early.close()
+        if launcher is not None:
+            launcher.close()
 
 
 def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: str,
                workers: int | None, data_dir: Path | None, console: Console,
                grace_s: float | None, retry_failed: bool, population: int | None,
-               compile: bool, early: EarlyWorkers | None) -> RunResult:
+               compile: bool, early: EarlyWorkers | None,
+               launcher: Launcher | None = None) -> RunResult:
     """:func:`run_study`, its early workers closed by the caller."""
     where = placements(devices, workers, spec.threads)  # checked before anything is created
     population = spec.population if population is None else population  # (the definition's)
@@ -369,7 +382,10 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
         refresh()
         stages, taken_over = len(boundaries(spec)) + 1, 0
         while stages > 0:
-            if len(where) == 1:
+            if launcher is not None:
+                _run_launched(launcher, spec, study_dir, where[0], data_dir, grace_s, refresh,
+                              result, population, compile, queue, planned_now=lambda: planned)
+            elif len(where) == 1:
                 _run_in_process(spec, study_dir, storage_url, where[0], data_dir, grace_s,
                                 refresh, result, population, compile)
             else:
@@ -406,8 +422,14 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
     _compact(results, result)
     mark("compacted")
     if not result.interrupted and result.recorded + result.elsewhere >= total:
-        _measure_cost(spec, study_dir, where[0], data_dir, console, result)
-        mark("cost measured")
+        if launcher is None or launcher.local:
+            _measure_cost(spec, study_dir, where[0], data_dir, console, result)
+            mark("cost measured")
+        else:  # (this machine is not the workers': its timings would not be theirs)
+            result.warnings.append(
+                "what Lookahead costs was not measured: the workers ran on the cluster, not "
+                "here; run the same command without --launcher on a machine like theirs "
+                "(it trains nothing, the study being complete) to measure it")
     return result
 
 
@@ -510,6 +532,69 @@ def _run_in_process(spec: StudySpec, study_dir: Path, storage_url: str | None, p
     except WorkerStopped as e:
         result.errors.append(str(e))
         return
+
+
+# How often a launched study's storage (and its jobs' states) is read while it runs
+# (LOOKBENCH_POLL_S sets it: tests, or a scheduler that asks to be asked less often).
+POLL_S = 2.0
+
+
+def poll_s() -> float:
+    try:
+        return max(0.05, float(os.environ.get("LOOKBENCH_POLL_S", POLL_S)))
+    except ValueError:
+        return POLL_S
+
+
+def _run_launched(launcher: Launcher, spec: StudySpec, study_dir: Path, place: Placement,
+                  data_dir: Path | None, grace_s: float | None, refresh, result: RunResult,
+                  population: int | None, compile: bool, queue: TrialQueue,
+                  planned_now) -> None:
+    """The workers as a cluster's jobs: submitted, then watched through the storage until every
+    planned trial is done (by any job); when every job ended before that (preempted, out of
+    time, killed), the trials they held go back to the queue and workers are submitted again,
+    at most ``launcher.retries`` times. Ctrl-C stops the watching: Slurm's jobs go on (counted
+    in ``result.jobs_left``), Ray's end with the run."""
+    base = worker_argv(study_dir=study_dir, name=spec.study_name, device=launcher.device,
+                       threads=place.threads, data_dir=data_dir, grace_s=grace_s,
+                       population=population, compile=compile)
+    results = StudyResults(study_dir)
+
+    def left() -> int:
+        recorded = results.recorded()
+        planned = planned_now()
+        done = recorded | queue.finished_ids(recorded)
+        return len(set(planned) - done) if planned else 0
+
+    def submit(take_over: bool) -> None:
+        count = launcher.jobs_for(left())
+        argv = (*base, "--take-over") if take_over else base
+        ids = launcher.submit(WorkerJob(argv), count, study_dir)
+        if launcher.detached():  # (jobs that outlive the run: status and cancel find them)
+            record_jobs(study_dir, launcher.name, ids)
+
+    resubmitted = 0
+    try:
+        submit(False)
+        while True:
+            refresh()
+            if left() == 0:
+                break
+            if launcher.active() == 0:
+                if resubmitted >= launcher.retries:
+                    result.errors.append(
+                        f"every {launcher.name} job ended with {left()} trials not done, "
+                        f"{resubmitted} times; see the jobs' logs under "
+                        f"{study_dir / LAUNCH_DIR}, then run the same command again")
+                    break
+                queue.replan(planned_now(), results.recorded())  # (their trials, given back)
+                resubmitted += 1
+                submit(True)
+            time.sleep(poll_s())
+    except KeyboardInterrupt:
+        result.interrupted = True
+        if launcher.detached():
+            result.jobs_left = launcher.active()
 
 
 def _worker_command(spec: StudySpec, study_dir: Path, storage_url: str | None,
