@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +50,9 @@ INNER_NAMES = ("sgd", "adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "a
 # `run --help`'s groups (Typer's rich_help_panel), so that 40 options read at 80 columns.
 SWEEP, BUDGET, WHERE, KEPT = ("What to sweep", "Each trial's budget", "Where it runs",
                               "Where results are kept")
+CLUSTER = "On a cluster (docs/distributed.md)"
+JOBS_FILE = "jobs.json"  # (lookbench.execution.launch.JOBS_FILE, read here without torch)
+LAUNCHERS = ("local", "slurm", "submitit-local", "ray")
 # Every command names the studies folder --runs (run, status and compact called it --out, which
 # they still take; report's --out was and is its HTML folder, now also --reports).
 RUNS_HELP = "Where studies live (run, status and compact also take --out, its former name)."
@@ -462,6 +466,34 @@ def run(
                                              "paper's Figure 10 (fast_<metric> curves; each "
                                              "trial then trains alone).", metavar="",
                                              rich_help_panel=BUDGET)] = False,
+    launcher: Annotated[str, typer.Option(help="Who starts the workers: local (this command), "
+                                          "slurm (a job array), submitit-local (the Slurm "
+                                          "jobs as local processes, to try a setup), ray.",
+                                          metavar="NAME", rich_help_panel=CLUSTER)] = "local",
+    jobs: Annotated[int | None, typer.Option(min=1, help="Workers to submit (default: one "
+                                             "per trial left, at most 32).", metavar="N",
+                                             rich_help_panel=CLUSTER)] = None,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.", metavar="NAME",
+                                                  rich_help_panel=CLUSTER)] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account.", metavar="NAME",
+                                                rich_help_panel=CLUSTER)] = None,
+    gpus_per_job: Annotated[int, typer.Option(min=0, help="GPUs per job, one worker each "
+                                              "(0: CPU workers).", metavar="N",
+                                              rich_help_panel=CLUSTER)] = 1,
+    time_limit: Annotated[int, typer.Option(min=1, help="A job's time limit in minutes (it "
+                                            "hands its trial back before, and is requeued).",
+                                            metavar="MIN", rich_help_panel=CLUSTER)] = 1440,
+    sbatch: Annotated[list[str] | None, typer.Option(help="A further sbatch option, such as "
+                                                     "--qos=high (repeatable).",
+                                                     metavar="OPT",
+                                                     rich_help_panel=CLUSTER)] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Times the workers are submitted again "
+                                         "when all ended before the study did.", metavar="N",
+                                         rich_help_panel=CLUSTER)] = 3,
+    ray_address: Annotated[str | None, typer.Option(help="A Ray cluster's address (default: "
+                                                    "a local Ray for the run).",
+                                                    metavar="ADDR",
+                                                    rich_help_panel=CLUSTER)] = None,
     grid_text: dict[str, str | None] | None = None,
 ) -> None:
     """Sweep Lookahead and its baselines on TASK; re-run the same command to resume."""
@@ -508,12 +540,14 @@ def run(
     except SpecError as e:
         fail(str(e))
     _find_data(study_spec, data_dir)
+    _check_launcher(launcher, sbatch or [], storage)
     mark("study checked")
     from lookbench.execution.early import EarlyWorkers, likely_workers
 
     # The worker processes start before this one imports torch, and import it meanwhile
     # (see lookbench.execution.early); those the run does not use are killed at the latest here.
-    early = EarlyWorkers(likely_workers(devices, workers, threads), threads or 1)
+    early = EarlyWorkers(likely_workers(devices, workers, threads)
+                         if launcher == "local" else 0, threads or 1)
     atexit.register(early.close)
     from lookbench.coordination.storage import StorageUnavailable
     from lookbench.execution.engine import run_study
@@ -523,16 +557,27 @@ def run(
     mark("engine imported")
     out_console = console()
     try:
+        cluster = _launcher(launcher, out / study_spec.study_name, storage, jobs=jobs,
+                            partition=partition, account=account, gpus_per_job=gpus_per_job,
+                            time_limit=time_limit, sbatch=sbatch or [],
+                            ray_address=ray_address, threads=study_spec.threads or 1,
+                            study=study_spec.study_name, retries=retries)
         result = run_study(study_spec, out=out, storage_url=storage, devices=devices,
                            workers=workers, data_dir=data_dir, console=out_console,
                            grace_s=stale_after, retry_failed=retry_failed,
-                           population=study_spec.population, compile=compile, early=early)
+                           population=study_spec.population, compile=compile, early=early,
+                           launcher=cluster)
     except (StudyConflict, ValueError, StorageUnavailable, DataUnavailable) as e:
         fail(str(e), exit_code(e))  # (a damaged results file is a ValueError)
     except OSError as e:  # the study folder: a file in the way, full, read-only, forbidden
         fail(_os_error(e, out / study_spec.study_name), exit_code(e))
     except KeyboardInterrupt:
         result = None
+    if result is not None and result.interrupted and result.jobs_left:
+        typer.echo(f"stopped watching: the study's {result.jobs_left} {launcher} jobs keep "
+                   f"running (run the same command again to watch them, or `lookbench cancel "
+                   f"{study_spec.study_name}` to stop them)", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if result is None or result.interrupted:
         typer.echo(INTERRUPTED_RUN, err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -569,6 +614,68 @@ def run(
         raise typer.Exit(EXIT_FAILED)
     if missing > 0:
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _check_launcher(name: str, sbatch: list[str], storage: str | None) -> None:
+    """``--launcher`` and its options, checked before anything heavy is imported: the name,
+    its library (an optional extra), Slurm's commands, ``--sbatch``'s options."""
+    import importlib.util
+    import shutil
+
+    from lookbench._suggest import did_you_mean
+
+    if name not in LAUNCHERS:
+        fail(f"--launcher {name!r}{did_you_mean(name, list(LAUNCHERS))}: choose one of "
+             f"{', '.join(LAUNCHERS)}")
+    needs = {"slurm": ("submitit", "slurm"), "submitit-local": ("submitit", "slurm"),
+             "ray": ("ray", "ray")}.get(name)
+    if needs and importlib.util.find_spec(needs[0]) is None:
+        fail(f"--launcher {name} needs {needs[0]}: pip install -e '.[{needs[1]}]'")
+    if name == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+        fail("--launcher slurm: no sbatch (or srun) on this machine's PATH; run it where "
+             "jobs are submitted (a login node)")
+    if sbatch:
+        if name not in ("slurm", "submitit-local"):
+            fail("--sbatch is for --launcher slurm")
+        from lookbench.launchers.slurm import sbatch_options
+
+        try:
+            sbatch_options(sbatch)
+        except ValueError as e:
+            fail(str(e))
+
+
+def _launcher(name: str, study_dir: Path, storage: str | None, **options: Any) -> Any:
+    """The launcher ``--launcher`` names (None: this command starts the workers itself). A
+    storage URL given on the command line reaches the jobs through the environment (Slurm
+    copies the submitting shell's; Ray's runtime environment carries it), never a job's
+    command line."""
+    if name == "local":
+        return None
+    from lookbench.execution.worker import STORAGE_ENV
+
+    if storage:
+        os.environ[STORAGE_ENV] = storage
+    elif not os.environ.get(STORAGE_ENV):
+        typer.echo(f"note: the study's storage is the journal file under {study_dir}: every "
+                   f"job must see that folder, on a filesystem whose file locks work across "
+                   f"machines (NFSv4; Lustre or GPFS mounted with flock); otherwise give a "
+                   f"PostgreSQL database ({STORAGE_ENV})", err=True)
+    if name == "ray":
+        from lookbench.launchers.ray_workers import RayLauncher
+
+        return RayLauncher(address=options["ray_address"], jobs=options["jobs"],
+                           gpus_per_worker=options["gpus_per_job"],
+                           cpus_per_worker=options["threads"], retries=options["retries"])
+    from lookbench.launchers.slurm import SlurmLauncher
+
+    return SlurmLauncher(study_dir, partition=options["partition"],
+                         gpus_per_job=options["gpus_per_job"],
+                         time_limit_min=options["time_limit"], account=options["account"],
+                         sbatch=options["sbatch"], jobs=options["jobs"],
+                         cpus_per_worker=options["threads"],
+                         job_name=f"lookbench-{options['study']}", retries=options["retries"],
+                         cluster="local" if name == "submitit-local" else "slurm")
 
 
 def _find_data(study_spec: Any, data_dir: Path | None) -> None:
@@ -623,6 +730,12 @@ def _print_status(console: Any, out: Path, names: list[str], storage: str | None
             typer.echo(f"warning: {len(lost)} trials of study {name} have no curves (a file of "
                        f"{out / name / 'curves'} deleted or lost); the next `lookbench run` "
                        f"of the study runs them again", err=True)
+        if (out / name / JOBS_FILE).exists():  # launched: the cluster's jobs beside the trials
+            from lookbench.launchers.jobs import summary
+
+            line = summary(out / name)
+            if line:
+                console.print(line)
 
 
 @app.command()
@@ -649,6 +762,33 @@ def status(
         _print_status(console(), out, names, storage)
     except StatusError as e:
         fail(str(e), exit_code(e))
+
+
+@app.command()
+def cancel(
+    study: Annotated[str, typer.Argument(help="Study name.", metavar="STUDY",
+                                         show_default=False)],
+    runs: Annotated[Path, typer.Option(help=RUNS_HELP, metavar="DIR")] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Cancel the cluster jobs `run --launcher` submitted for STUDY (each worker hands its
+    trial back; the same run command submits them again)."""
+    out = _runs(runs, out)
+    if not (out / study).is_dir():
+        from lookbench._suggest import did_you_mean
+        from lookbench.progress.status import find_studies
+
+        fail(f"no study {study!r} under {out}/{did_you_mean(study, find_studies(out))}")
+    if not (out / study / JOBS_FILE).exists():
+        fail(f"study {study!r} was not run with --launcher: it has no jobs to cancel")
+    from lookbench.launchers.jobs import cancel as cancel_jobs
+
+    try:
+        count = cancel_jobs(out / study)
+    except (OSError, subprocess.CalledProcessError) as e:
+        fail(f"could not cancel the jobs of {study!r}: {e}", 1)
+    console().print(f"{count} jobs of {study} asked to stop" if count
+                    else f"no job of {study} is queued or running")
 
 
 @app.command()

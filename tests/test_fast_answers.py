@@ -63,6 +63,10 @@ BAD = [
     ["run", "wmt14", "--data-dir", "."],
     ["run", "imagenet", "--data-dir", "."],           # data: no train/ and val/
     ["run", "imagefolder", "--data-dir", "bad.toml"],  # data: a file, not a folder
+    ["run", "digits", "--launcher", "slrum"],
+    ["run", "digits", "--launcher", "slurm"],         # no sbatch on this machine
+    ["run", "digits", "--launcher", "submitit-local", "--sbatch", "--not an option"],
+    ["run", "digits", "--sbatch", "--qos=high"],      # --sbatch without a Slurm launcher
 ]
 
 

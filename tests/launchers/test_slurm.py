@@ -1,0 +1,195 @@
+"""``--launcher slurm`` without a cluster: the sbatch script checked through stand-in Slurm
+commands, and whole studies run through submitit's LocalExecutor (``--launcher
+submitit-local``), whose jobs are real processes running the same job function."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from lookbench.launchers.slurm import sbatch_options
+
+pytest.importorskip("submitit")
+
+LOOKBENCH = Path(sys.executable).with_name("lookbench")
+STUDY = ["digits", "--lr", "0.1,0.3", "--k", "5", "--alpha", "0.5", "--epochs", "3",
+         "--seeds", "2", "--gpus-per-job", "0"]
+# Result columns: everything but when, where and how long (and how often resumed).
+NOT_RESULTS = {"wall_s", "finished_at", "device", "lookbench_version", "torch_version",
+               "resumes"}
+
+
+def test_sbatch_options_read_the_forms_users_write():
+    assert sbatch_options(["--qos=high", "#SBATCH --exclusive", "constraint=a100",
+                           "--mail-type= END "]) == {
+        "qos": "high", "exclusive": True, "constraint": "a100", "mail-type": "END"}
+    with pytest.raises(ValueError, match="expected an sbatch option"):
+        sbatch_options(["--not an option"])
+
+
+FAKE_SBATCH = """#!/bin/sh
+n=$(ls "$FAKE_SLURM" | grep -c '^script')
+cp "$1" "$FAKE_SLURM/script-$n.sh"
+echo "Submitted batch job $((4242 + n))"
+"""
+# Every job the stand-in controller is asked about has completed (without recording a trial):
+# the launcher must see them end and submit again, as many times as --retries allows.
+FAKE_SACCT = """#!/bin/sh
+echo "JobID|State|NodeList"
+while [ $# -gt 0 ]; do
+  if [ "$1" = "-j" ]; then
+    for i in 0 1 2 3 4 5 6 7; do echo "$2_$i|${FAKE_STATE:-COMPLETED}|node1"; done
+    shift
+  fi
+  shift
+done
+"""
+
+
+def _fake_slurm(tmp_path: Path) -> dict[str, str]:
+    bin_dir, record = tmp_path / "bin", tmp_path / "submitted"
+    bin_dir.mkdir()
+    record.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("srun", "#!/bin/sh\n"),
+                       ("scancel", "#!/bin/sh\necho \"$@\" >> \"$FAKE_SLURM/cancelled\"\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "FAKE_SLURM": str(record), "LOOKBENCH_POLL_S": "0.2"}
+
+
+def test_the_sbatch_script_carries_the_options_given_and_ended_jobs_are_resubmitted(tmp_path):
+    env = _fake_slurm(tmp_path)
+    proc = subprocess.run(
+        [str(LOOKBENCH), "run", *STUDY, "--launcher", "slurm", "--partition", "gpu",
+         "--account", "proj42", "--gpus-per-job", "2", "--time-limit", "90",
+         "--sbatch=--qos=high", "--sbatch", "#SBATCH --exclusive", "--jobs", "3",
+         "--retries", "1", "--runs", str(tmp_path / "runs")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    scripts = sorted((tmp_path / "submitted").glob("script-*.sh"))
+    assert len(scripts) == 2, proc.stderr  # the first submission and one retry
+    first = scripts[0].read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj42", "#SBATCH --time=90",
+                 "#SBATCH --qos=high", "#SBATCH --exclusive", "#SBATCH --gpus-per-task=1",
+                 "#SBATCH --ntasks-per-node=2", "#SBATCH --array=0-2%3",
+                 "#SBATCH --signal=USR2@90", "#SBATCH --job-name=lookbench-digits-sgd"):
+        assert line in first.splitlines(), (line, first)
+    assert "postgresql" not in first and "LOOKBENCH_STORAGE_URL" not in first
+    # Every job ended (the stand-in says so) with the study not done: one resubmission, then
+    # one line, exit 1.
+    assert proc.returncode == 1, proc.stderr
+    assert "every slurm job ended with 8 trials not done, 1 times" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    jobs = (tmp_path / "runs" / "digits-sgd" / "jobs.json").read_text()
+    assert '"4242_0"' in jobs and '"4243_2"' in jobs
+    # status shows the jobs' states next to the trials'; cancel asks Slurm for the live ones
+    status = subprocess.run([str(LOOKBENCH), "status", "--runs", str(tmp_path / "runs")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "slurm jobs: 6 completed" in status.stdout
+
+
+def test_ctrl_c_stops_watching_and_says_the_jobs_go_on_and_cancel_stops_them(tmp_path):
+    env = {**_fake_slurm(tmp_path), "FAKE_STATE": "RUNNING"}
+    proc = subprocess.Popen([str(LOOKBENCH), "run", *STUDY, "--launcher", "slurm", "--jobs", "2",
+                             "--runs", str(tmp_path / "runs")], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jobs = tmp_path / "runs" / "digits-sgd" / "jobs.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not jobs.exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "the study's 2 slurm jobs keep running" in err and "lookbench cancel digits-sgd" in err
+    assert "Traceback" not in err
+    cancelled = subprocess.run([str(LOOKBENCH), "cancel", "digits-sgd", "--runs",
+                                str(tmp_path / "runs")], env=env, capture_output=True,
+                               text=True, timeout=60)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "2 jobs of digits-sgd asked to stop" in cancelled.stdout
+    assert (tmp_path / "submitted" / "cancelled").read_text().split() == ["4242_0", "4242_1"]
+
+
+def test_a_study_through_local_jobs_records_every_trial_once_as_a_local_run(tmp_path):
+    """Two jobs (submitit's LocalExecutor: real processes) run the study; its tables equal
+    those of a local run of the same study."""
+    env = {**os.environ, "LOOKBENCH_POLL_S": "0.2"}
+    launched = subprocess.run(
+        [str(LOOKBENCH), "run", *STUDY, "--launcher", "submitit-local", "--jobs", "2",
+         "--runs", str(tmp_path / "launched")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr
+    assert "Traceback" not in launched.stderr
+    local = subprocess.run([str(LOOKBENCH), "run", *STUDY, "--devices", "cpu", "--workers", "1",
+                            "--runs", str(tmp_path / "local")],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stderr
+    a = pd.read_parquet(tmp_path / "launched" / "digits-sgd" / "trials").sort_values("trial")
+    b = pd.read_parquet(tmp_path / "local" / "digits-sgd" / "trials").sort_values("trial")
+    assert len(a) == len(b) == 8 and a["trial"].is_unique
+    columns = [c for c in a.columns if c not in NOT_RESULTS]
+    pd.testing.assert_frame_equal(a[columns].reset_index(drop=True),
+                                  b[columns].reset_index(drop=True))
+    # every trial once in Optuna too: complete or pruned, none running or given back twice
+    import optuna
+
+    from lookbench.coordination.storage import open_storage
+
+    storage = open_storage(None, tmp_path / "launched" / "digits-sgd", read_only=True)
+    finished = [t for name in ("digits-sgd.lookahead", "digits-sgd.sgd")
+                for t in optuna.load_study(study_name=name, storage=storage).trials
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert sorted(t.user_attrs["lookbench_id"] for t in finished) == sorted(a["trial"])
+
+
+@pytest.mark.slow
+def test_a_job_preempted_mid_trial_is_requeued_and_its_trial_resumes(tmp_path):
+    """Preemption as Slurm does it (USR2 to the job), through the Python API and submitit's
+    LocalExecutor: the worker hands its trial back at once, the job is requeued, and the trial
+    continues from its checkpoint; every trial is recorded once."""
+    from rich.console import Console
+
+    from lookbench.execution.engine import run_study
+    from lookbench.launchers.slurm import SlurmLauncher
+    from lookbench.study.spec import load_spec
+
+    os.environ["LOOKBENCH_CHECKPOINT_EVERY_S"] = "0"  # (a checkpoint at every epoch's end)
+    os.environ["LOOKBENCH_POLL_S"] = "0.2"
+    try:
+        spec = load_spec(None, task="digits", epochs=40, seeds=1, population=1,
+                         grid_overrides={"lr": [0.1], "k": [5], "alpha": [0.5]})
+        launcher = SlurmLauncher(tmp_path / "runs" / spec.study_name, gpus_per_job=0, jobs=1,
+                                 cluster="local")
+        done: list[object] = []
+        runner = threading.Thread(target=lambda: done.append(run_study(
+            spec, out=tmp_path / "runs", storage_url=None, devices="cpu", workers=1,
+            data_dir=None, console=Console(quiet=True), launcher=launcher)))
+        runner.start()
+        checkpoints = tmp_path / "runs" / spec.study_name / "checkpoints"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(checkpoints.glob("*.pt")):
+            time.sleep(0.05)
+        assert list(checkpoints.glob("*.pt")), "no checkpoint was written"
+        controller = int(launcher.jobs[0].job_id)  # (submitit's local controller process)
+        task = int(Path(f"/proc/{controller}/task/{controller}/children").read_text().split()[0])
+        os.kill(task, signal.SIGUSR2)  # what Slurm sends ahead of a preemption or time limit
+        runner.join(timeout=600)
+        assert done, "the study did not end"
+    finally:
+        os.environ.pop("LOOKBENCH_CHECKPOINT_EVERY_S", None)
+        os.environ.pop("LOOKBENCH_POLL_S", None)
+    trials = pd.read_parquet(tmp_path / "runs" / spec.study_name / "trials")
+    assert len(trials) == 2 and trials["trial"].is_unique
+    assert (trials["state"] == "complete").all() and (trials["epochs_done"] == 40).all()
+    assert trials["resumes"].max() >= 1  # the preempted trial continued from its checkpoint
