@@ -153,42 +153,78 @@ def test_a_study_through_local_jobs_records_every_trial_once_as_a_local_run(tmp_
     assert sorted(t.user_attrs["lookbench_id"] for t in finished) == sorted(a["trial"])
 
 
-@pytest.mark.slow
-def test_a_job_preempted_mid_trial_is_requeued_and_its_trial_resumes(tmp_path):
-    """Preemption as Slurm does it (USR2 to the job), through the Python API and submitit's
-    LocalExecutor: the worker hands its trial back at once, the job is requeued, and the trial
-    continues from its checkpoint; every trial is recorded once."""
+def _launched_in_thread(tmp_path: Path, epochs: int):
+    """A one-trial-per-seed study run through one submitit-local job from a thread (the test
+    acts on the job meanwhile); returns the thread, the launcher, the spec and the result
+    list."""
     from rich.console import Console
 
     from lookbench.execution.engine import run_study
     from lookbench.launchers.slurm import SlurmLauncher
     from lookbench.study.spec import load_spec
 
-    os.environ["LOOKBENCH_CHECKPOINT_EVERY_S"] = "0"  # (a checkpoint at every epoch's end)
-    os.environ["LOOKBENCH_POLL_S"] = "0.2"
-    try:
-        spec = load_spec(None, task="digits", epochs=40, seeds=1, population=1,
-                         grid_overrides={"lr": [0.1], "k": [5], "alpha": [0.5]})
-        launcher = SlurmLauncher(tmp_path / "runs" / spec.study_name, gpus_per_job=0, jobs=1,
-                                 cluster="local")
-        done: list[object] = []
-        runner = threading.Thread(target=lambda: done.append(run_study(
-            spec, out=tmp_path / "runs", storage_url=None, devices="cpu", workers=1,
-            data_dir=None, console=Console(quiet=True), launcher=launcher)))
-        runner.start()
-        checkpoints = tmp_path / "runs" / spec.study_name / "checkpoints"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not list(checkpoints.glob("*.pt")):
-            time.sleep(0.05)
-        assert list(checkpoints.glob("*.pt")), "no checkpoint was written"
-        controller = int(launcher.jobs[0].job_id)  # (submitit's local controller process)
-        task = int(Path(f"/proc/{controller}/task/{controller}/children").read_text().split()[0])
-        os.kill(task, signal.SIGUSR2)  # what Slurm sends ahead of a preemption or time limit
-        runner.join(timeout=600)
-        assert done, "the study did not end"
-    finally:
-        os.environ.pop("LOOKBENCH_CHECKPOINT_EVERY_S", None)
-        os.environ.pop("LOOKBENCH_POLL_S", None)
+    spec = load_spec(None, task="digits", epochs=epochs, seeds=1, population=1,
+                     grid_overrides={"lr": [0.1], "k": [5], "alpha": [0.5]})
+    launcher = SlurmLauncher(tmp_path / "runs" / spec.study_name, gpus_per_job=0, jobs=1,
+                             cluster="local")
+    done: list[object] = []
+    runner = threading.Thread(target=lambda: done.append(run_study(
+        spec, out=tmp_path / "runs", storage_url=None, devices="cpu", workers=1,
+        data_dir=None, console=Console(quiet=True), launcher=launcher)))
+    runner.start()
+    return runner, launcher, spec, done
+
+
+def _job_task(launcher) -> int:
+    """The worker process of the launcher's first job (a child of submitit's controller)."""
+    controller = int(launcher.jobs[0].job_id)
+    return int(Path(f"/proc/{controller}/task/{controller}/children").read_text().split()[0])
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_trial_is_resubmitted_and_its_trial_resumes(tmp_path, monkeypatch):
+    """A job killed outright (no warning: a node lost) ends; the run submits a worker again,
+    which takes the cut-off trial over and continues it from its checkpoint."""
+    monkeypatch.setenv("LOOKBENCH_CHECKPOINT_EVERY_S", "0")
+    monkeypatch.setenv("LOOKBENCH_POLL_S", "0.2")
+    runner, launcher, spec, done = _launched_in_thread(tmp_path, 40)
+    checkpoints = tmp_path / "runs" / spec.study_name / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(checkpoints.glob("*.pt")):
+        time.sleep(0.05)
+    assert list(checkpoints.glob("*.pt")), "no checkpoint was written"
+    os.kill(_job_task(launcher), signal.SIGKILL)
+    runner.join(timeout=600)
+    assert done and not done[0].errors, done
+    trials = pd.read_parquet(tmp_path / "runs" / spec.study_name / "trials")
+    assert len(trials) == 2 and trials["trial"].is_unique
+    assert (trials["state"] == "complete").all() and (trials["epochs_done"] == 40).all()
+    assert trials["resumes"].max() >= 1
+    from lookbench.execution.launch import read_jobs
+
+    submitted = read_jobs(tmp_path / "runs" / spec.study_name)
+    assert len(submitted) == 2  # the first job, and the one submitted in its place
+
+
+@pytest.mark.slow
+def test_a_job_preempted_mid_trial_is_requeued_and_its_trial_resumes(tmp_path, monkeypatch):
+    """Preemption as Slurm does it (USR2 to the job): the worker hands its trial back at once,
+    submitit requeues the job, and the trial continues from its checkpoint; every trial is
+    recorded once, by the one job."""
+    monkeypatch.setenv("LOOKBENCH_CHECKPOINT_EVERY_S", "0")
+    monkeypatch.setenv("LOOKBENCH_POLL_S", "0.2")
+    runner, launcher, spec, done = _launched_in_thread(tmp_path, 40)
+    checkpoints = tmp_path / "runs" / spec.study_name / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(checkpoints.glob("*.pt")):
+        time.sleep(0.05)
+    assert list(checkpoints.glob("*.pt")), "no checkpoint was written"
+    os.kill(_job_task(launcher), signal.SIGUSR2)  # what Slurm sends ahead of a preemption
+    runner.join(timeout=600)
+    assert done and not done[0].errors, done
+    from lookbench.execution.launch import read_jobs
+
+    assert len(read_jobs(tmp_path / "runs" / spec.study_name)) == 1  # requeued, not resubmitted
     trials = pd.read_parquet(tmp_path / "runs" / spec.study_name / "trials")
     assert len(trials) == 2 and trials["trial"].is_unique
     assert (trials["state"] == "complete").all() and (trials["epochs_done"] == 40).all()
