@@ -6,8 +6,10 @@ as a wall-clock limit."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +29,13 @@ print(json.dumps({"code": code, "heavy": [m for m in %r if m in sys.modules]}))
 
 
 def answer(args: list[str], cwd) -> tuple[int, list[str], str]:
+    # (with no Slurm commands on the PATH, whether or not this machine has them: the answer
+    # to --launcher slurm where jobs cannot be submitted)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if not (Path(p) / "sbatch").exists())
     done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": path})
     last = json.loads(done.stdout.strip().splitlines()[-1])
     return last["code"], last["heavy"], done.stderr
 

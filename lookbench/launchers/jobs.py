@@ -68,16 +68,41 @@ def cancel(study_dir: Path) -> int:
 
 
 def _slurm_states(study_dir: Path, ids: list[str]) -> dict[str, str]:
+    return slurm_states(Path(study_dir) / LAUNCH_DIR, ids)
+
+
+def slurm_states(folder: Path, ids: list[str]) -> dict[str, str]:
+    """Slurm's state of each job: ``sacct``'s (through submitit), and where it does not know
+    (a cluster without accounting, whose ``sacct`` answers nothing, or a job too new for it)
+    ``squeue``'s: a job it no longer lists has ``ENDED``."""
     import submitit
 
-    folder = Path(study_dir) / LAUNCH_DIR / "%j"
     out = {}
     for job_id in ids:
         try:
-            out[job_id] = str(submitit.SlurmJob(folder=folder, job_id=job_id).state)
+            out[job_id] = str(submitit.SlurmJob(folder=folder / "%j", job_id=job_id).state)
         except Exception:  # (sacct missing or not answering)
             out[job_id] = "UNKNOWN"
+    unknown = [i for i, s in out.items() if s.split()[0] == "UNKNOWN"]
+    if unknown:
+        queued = _squeue(unknown)
+        if queued is not None:
+            out.update({i: queued.get(i, "ENDED") for i in unknown})
     return out
+
+
+def _squeue(ids: list[str]) -> dict[str, str] | None:
+    """``squeue``'s state of each listed job it still holds (array tasks one by one); None if
+    it did not answer (then nothing is concluded)."""
+    bases = sorted({i.split("_")[0] for i in ids})
+    try:
+        done = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(bases)],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:  # every job ended long ago (purged), or squeue failed
+        return {} if "Invalid job id" in done.stderr else None
+    return dict(line.split(maxsplit=1) for line in done.stdout.splitlines() if " " in line)
 
 
 def _alive(pid: str) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lookbench.execution.launch import LAUNCH_DIR, WorkerJob
-from lookbench.launchers.jobs import ENDED
+from lookbench.launchers.jobs import ENDED, slurm_states
 
 # submitit logs each sacct call it could not make (no Slurm here, a busy controller) at
 # WARNING; lookbench says what matters itself (an UNKNOWN state).
@@ -96,7 +96,10 @@ class SlurmLauncher:
         return [str(j.job_id) for j in submitted]
 
     def active(self) -> int:
-        return sum(1 for j in self.jobs if not _ended(j))
+        if self.local:
+            return sum(1 for j in self.jobs if not _ended(j))
+        states = slurm_states(self.folder, [str(j.job_id) for j in self.jobs])
+        return sum(1 for s in states.values() if s.split()[0] not in ENDED)
 
     def detached(self) -> bool:
         return True

@@ -229,3 +229,44 @@ def test_a_job_preempted_mid_trial_is_requeued_and_its_trial_resumes(tmp_path, m
     assert len(trials) == 2 and trials["trial"].is_unique
     assert (trials["state"] == "complete").all() and (trials["epochs_done"] == 40).all()
     assert trials["resumes"].max() >= 1  # the preempted trial continued from its checkpoint
+
+
+def _slurm_up() -> bool:
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and any(s in done.stdout for s in ("idle", "mix", "alloc"))
+
+
+@pytest.mark.slow
+def test_a_study_on_a_real_slurm_cluster_records_every_trial_once(tmp_path):
+    """Debian's slurmctld and slurmd on this machine (.ci/slurm-up; CI requires them): real
+    sbatch, srun and squeue, without accounting (sacct answers nothing, so the jobs' states
+    come from squeue). Two array tasks run the study; its tables equal a local run's."""
+    if not _slurm_up():
+        if os.environ.get("LOOKBENCH_REQUIRE_SLURM"):
+            pytest.fail("no Slurm cluster answers here (sinfo), and LOOKBENCH_REQUIRE_SLURM "
+                        "is set: run .ci/slurm-up")
+        pytest.skip("no Slurm cluster here (.ci/slurm-up starts one)")
+    env = {**os.environ, "LOOKBENCH_POLL_S": "0.5"}
+    launched = subprocess.run(
+        [str(LOOKBENCH), "run", *STUDY, "--launcher", "slurm", "--jobs", "2",
+         "--time-limit", "30", "--runs", str(tmp_path / "slurm")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert launched.returncode == 0, launched.stderr
+    assert "Traceback" not in launched.stderr
+    local = subprocess.run([str(LOOKBENCH), "run", *STUDY, "--devices", "cpu", "--workers", "1",
+                            "--runs", str(tmp_path / "local")],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stderr
+    a = pd.read_parquet(tmp_path / "slurm" / "digits-sgd" / "trials").sort_values("trial")
+    b = pd.read_parquet(tmp_path / "local" / "digits-sgd" / "trials").sort_values("trial")
+    assert len(a) == len(b) == 8 and a["trial"].is_unique
+    columns = [c for c in a.columns if c not in NOT_RESULTS]
+    pd.testing.assert_frame_equal(a[columns].reset_index(drop=True),
+                                  b[columns].reset_index(drop=True))
+    status = subprocess.run([str(LOOKBENCH), "status", "--runs", str(tmp_path / "slurm")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "slurm jobs: 2 ended" in status.stdout, status.stdout
