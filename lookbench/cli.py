@@ -540,7 +540,9 @@ def run(
     except SpecError as e:
         fail(str(e))
     _find_data(study_spec, data_dir)
-    _check_launcher(launcher, sbatch or [], storage)
+    _check_launcher(launcher, sbatch or [], storage, workers=workers,
+                    cluster_options={"--jobs": jobs, "--partition": partition,
+                                     "--account": account, "--ray-address": ray_address})
     mark("study checked")
     from lookbench.execution.early import EarlyWorkers, likely_workers
 
@@ -616,9 +618,12 @@ def run(
         raise typer.Exit(EXIT_INCOMPLETE)
 
 
-def _check_launcher(name: str, sbatch: list[str], storage: str | None) -> None:
+def _check_launcher(name: str, sbatch: list[str], storage: str | None, *,
+                    workers: int | None = None,
+                    cluster_options: dict[str, Any] | None = None) -> None:
     """``--launcher`` and its options, checked before anything heavy is imported: the name,
-    its library (an optional extra), Slurm's commands, ``--sbatch``'s options."""
+    its library (an optional extra), Slurm's commands, ``--sbatch``'s options, and options
+    given to the wrong kind of run."""
     import importlib.util
     import shutil
 
@@ -627,6 +632,14 @@ def _check_launcher(name: str, sbatch: list[str], storage: str | None) -> None:
     if name not in LAUNCHERS:
         fail(f"--launcher {name!r}{did_you_mean(name, list(LAUNCHERS))}: choose one of "
              f"{', '.join(LAUNCHERS)}")
+    given = [o for o, v in (cluster_options or {}).items() if v is not None]
+    if name == "local" and given:
+        fail(f"{given[0]} is for a run on a cluster: add --launcher slurm (or ray)")
+    if name != "local" and workers is not None:
+        fail("--workers counts this machine's workers; with --launcher, --jobs says how many "
+             "to submit")
+    if name != "ray" and "--ray-address" in given:
+        fail("--ray-address is for --launcher ray")
     needs = {"slurm": ("submitit", "slurm"), "submitit-local": ("submitit", "slurm"),
              "ray": ("ray", "ray")}.get(name)
     if needs and importlib.util.find_spec(needs[0]) is None:

@@ -74,6 +74,8 @@ BAD = [
     ["run", "digits", "--launcher", "slurm"],         # no sbatch on this machine
     ["run", "digits", "--launcher", "submitit-local", "--sbatch", "--not an option"],
     ["run", "digits", "--sbatch", "--qos=high"],      # --sbatch without a Slurm launcher
+    ["run", "digits", "--jobs", "4"],                 # a cluster's option, run locally
+    ["run", "digits", "--launcher", "submitit-local", "--workers", "2"],
 ]
 
 
