@@ -41,6 +41,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+# Besides the order: layers a package does not use although they lie below it, as its
+# docstring says (a report reads a study's files and never runs one).
+NEVER: dict[str, tuple[str, ...]] = {
+    "lookbench.report": ("lookbench.execution", "lookbench.launchers"),
+}
+
+
 def modules(root: Path = PACKAGE) -> dict[str, Path]:
     """Every module of the package by dotted name (a package by its own name)."""
     out = {}
@@ -201,6 +208,9 @@ def violations(root: Path = PACKAGE) -> dict[str, list[str]]:
         target = owner(imp.source, mods)
         if target is None or target == imp.importer:
             continue
+        for package, banned in NEVER.items():
+            if _inside(imp.importer, package) and any(_inside(target, b) for b in banned):
+                found["upward"].append(f"{imp!r}: {package} never imports {target}")
         if layer_of(target) > layer_of(imp.importer):
             found["upward"].append(
                 f"{imp!r}: {LAYERS[layer_of(imp.importer)][0]} must not import "

@@ -4,6 +4,8 @@
 ``build(name, params, **hparams)`` builds any of ``available()`` by name; and
 ``evaluation_weights(opt)`` / ``use_evaluation_weights(opt)`` evaluate every optimizer on the
 weights it should be judged by (slow weights, averages, or the weights themselves).
+
+May import: the base modules only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """``lookbench report``: the verdict, robustness metrics and Plotly figures as one offline HTML
 page per study, read from the study's Parquet tables only; beside each page, ``<study>.json``
-(the summary, for scripts) and ``<study>-configs.csv`` (every configuration's score)."""
+(the summary, for scripts) and ``<study>-configs.csv`` (every configuration's score).
+
+May import: every layer below it but ``execution`` and ``launchers``, which it does not
+need: a report reads a study's files, never runs one.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""A study's results as Parquet: schemas, atomic part files, and loading them as tables."""
+"""A study's results as Parquet: schemas, atomic part files, and loading them as tables.
+
+May import: the base modules only (never ``tasks``: what a task declares is passed in).
+"""
 
 from lookbench.results.schema import (
     CONFIG,

@@ -11,6 +11,8 @@ A task is named in one of four ways, everywhere a task is taken (``lookbench run
 The reference is stored with the study's definition, so every worker process, and every machine
 sharing the study's database, loads the same class from it. Task modules are imported on first
 use (CIFAR pulls in torchvision), so listing the built-in names costs nothing.
+
+May import: the base modules and ``optim``; never ``results``, ``study`` or above.
 """
 
 from __future__ import annotations
