@@ -45,9 +45,13 @@ def process_start(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int, start: str | None) -> bool:
-    """Whether process ``pid`` of this machine runs (a zombie does not) and is the one that
-    started at ``start`` (where known)."""
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` of this machine runs and is the one that started at ``start``
+    (where known: a reused pid is another process). A process that exited but that its parent
+    has not reaped yet (a zombie: a worker killed while ``lookbench run`` trains) still answers
+    ``kill(pid, 0)``; it is dead all the same. Without ``/proc``, ``kill(pid, 0)`` decides
+    alone. (The one rule for temporary files' writers, the queue's trial owners and local
+    jobs.)"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,7 +110,7 @@ def held_by_live_writer(name: str) -> bool:
     """Whether ``name`` is a temporary file of a process of this machine that still runs."""
     m = _NAME.match(name)
     return bool(m and m["pid"] and m["machine"] == _machine()
-                and _alive(int(m["pid"]), m["start"]))
+                and pid_alive(int(m["pid"]), m["start"]))
 
 
 def is_dead(path: Path, now: float | None = None) -> bool:
@@ -116,7 +120,7 @@ def is_dead(path: Path, now: float | None = None) -> bool:
     if m is None:
         return False
     if m["pid"] and m["machine"] == _machine():
-        return not _alive(int(m["pid"]), m["start"])
+        return not pid_alive(int(m["pid"]), m["start"])
     try:
         mtime = os.stat(path).st_mtime
     except FileNotFoundError:

@@ -60,7 +60,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from lookbench._tempfiles import process_start
+from lookbench._tempfiles import pid_alive, process_start
 from lookbench.coordination.storage import study_lock
 from lookbench.hparams import BY_NAME, HYPERPARAMETERS
 from lookbench.study.config import TrialConfig
@@ -107,30 +107,6 @@ def _outcome_of(t: FrozenTrial) -> tuple[str, float | None]:
         final, "diverged"), (values[0] if values else None)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited. A process that exited but that its
-    parent has not reaped yet (a zombie: a worker killed while ``lookbench run`` trains) still
-    answers ``kill(pid, 0)``; it is dead all the same, and its trials are to be taken over."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # (someone else's process: it exists)
-    return not _exited(pid)
-
-
-def _exited(pid: int) -> bool:
-    """Whether ``pid`` is a zombie (state Z, or X while it goes), on Linux; elsewhere, or when
-    ``/proc`` cannot be read, False (``kill(pid, 0)`` decides alone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in ("Z", "X", "x")
-
-
 def this_owner() -> dict[str, object]:
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
@@ -142,11 +118,7 @@ def owner_alive(owner: dict | None, heartbeat: float | None, started: float | No
     if not owner:  # claims set the owner under the study lock: its claimant died mid-claim
         return False
     if owner.get("host") == socket.gethostname():
-        pid = int(owner["pid"])  # type: ignore[arg-type]
-        if not _pid_alive(pid):
-            return False
-        start = owner.get("start")
-        return start is None or process_start(pid) == start
+        return pid_alive(int(owner["pid"]), owner.get("start"))  # type: ignore[arg-type]
     last = heartbeat if heartbeat is not None else started
     return last is not None and time.time() - last < grace_s
 

@@ -14,6 +14,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from lookbench._tempfiles import pid_alive
 from lookbench.execution.launch import LAUNCH_DIR, read_jobs
 
 # submitit logs each sacct call it could not make (no Slurm here, a busy controller) at
@@ -34,7 +35,8 @@ def states(study_dir: Path) -> dict[str, str]:
         out.update(_slurm_states(study_dir, slurm))
     for j in jobs:
         if j.get("launcher") == "submitit-local":
-            out[j["id"]] = "RUNNING" if _alive(j["id"]) else "ENDED"
+            out[j["id"]] = "RUNNING" if str(j["id"]).isdigit() and pid_alive(int(j["id"])) \
+                else "ENDED"
     return out
 
 
@@ -103,15 +105,3 @@ def _squeue(ids: list[str]) -> dict[str, str] | None:
     if done.returncode != 0:  # every job ended long ago (purged), or squeue failed
         return {} if "Invalid job id" in done.stderr else None
     return dict(line.split(maxsplit=1) for line in done.stdout.splitlines() if " " in line)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie (an ended child not reaped) is not alive
-        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True

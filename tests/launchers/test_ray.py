@@ -7,20 +7,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 pytest.importorskip("ray")
 
-LOOKBENCH = Path(sys.executable).with_name("lookbench")
+from tests.launchers.local_run import LOOKBENCH, assert_equals_a_local_run  # noqa: E402
+
 STUDY = ["digits", "--lr", "0.03,0.1,0.3", "--k", "5", "--alpha", "0.5", "--epochs", "60",
          "--seeds", "2", "--population", "1"]
-NOT_RESULTS = {"wall_s", "finished_at", "device", "lookbench_version", "torch_version",
-               "resumes"}
 
 
 def _running_owners(study_dir: Path) -> set[int]:
@@ -60,13 +57,4 @@ def test_a_ray_worker_killed_mid_trial_loses_nothing(tmp_path):
     out, err = proc.communicate(timeout=600)
     assert killed is not None, "no trial was seen running"
     assert proc.returncode == 0, err
-    local = subprocess.run([str(LOOKBENCH), "run", *STUDY, "--devices", "cpu", "--workers", "1",
-                            "--runs", str(tmp_path / "local")], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)
-    assert local.returncode == 0, local.stderr
-    a = pd.read_parquet(study / "trials").sort_values("trial").reset_index(drop=True)
-    b = pd.read_parquet(tmp_path / "local" / "digits-sgd" / "trials").sort_values(
-        "trial").reset_index(drop=True)
-    assert len(a) == len(b) == 12 and a["trial"].is_unique
-    columns = [c for c in a.columns if c not in NOT_RESULTS]
-    pd.testing.assert_frame_equal(a[columns], b[columns])
+    assert_equals_a_local_run(STUDY, study, tmp_path, env, 12)

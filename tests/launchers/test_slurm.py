@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,15 +16,12 @@ import pytest
 from optuna.trial import TrialState
 
 from lookbench.launchers.slurm import sbatch_options
+from tests.launchers.local_run import LOOKBENCH, assert_equals_a_local_run
 
 pytest.importorskip("submitit")
 
-LOOKBENCH = Path(sys.executable).with_name("lookbench")
 STUDY = ["digits", "--lr", "0.1,0.3", "--k", "5", "--alpha", "0.5", "--epochs", "3",
          "--seeds", "2", "--gpus-per-job", "0"]
-# Result columns: everything but when, where and how long (and how often resumed).
-NOT_RESULTS = {"wall_s", "finished_at", "device", "lookbench_version", "torch_version",
-               "resumes"}
 
 
 def test_sbatch_options_read_the_forms_users_write():
@@ -131,16 +127,7 @@ def test_a_study_through_local_jobs_records_every_trial_once_as_a_local_run(tmp_
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stderr
     assert "Traceback" not in launched.stderr
-    local = subprocess.run([str(LOOKBENCH), "run", *STUDY, "--devices", "cpu", "--workers", "1",
-                            "--runs", str(tmp_path / "local")],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert local.returncode == 0, local.stderr
-    a = pd.read_parquet(tmp_path / "launched" / "digits-sgd" / "trials").sort_values("trial")
-    b = pd.read_parquet(tmp_path / "local" / "digits-sgd" / "trials").sort_values("trial")
-    assert len(a) == len(b) == 8 and a["trial"].is_unique
-    columns = [c for c in a.columns if c not in NOT_RESULTS]
-    pd.testing.assert_frame_equal(a[columns].reset_index(drop=True),
-                                  b[columns].reset_index(drop=True))
+    a = assert_equals_a_local_run(STUDY, tmp_path / "launched" / "digits-sgd", tmp_path, env, 8)
     # every trial once in Optuna too: complete or pruned, none running or given back twice
     import optuna
 
@@ -257,16 +244,7 @@ def test_a_study_on_a_real_slurm_cluster_records_every_trial_once(tmp_path):
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert launched.returncode == 0, launched.stderr
     assert "Traceback" not in launched.stderr
-    local = subprocess.run([str(LOOKBENCH), "run", *STUDY, "--devices", "cpu", "--workers", "1",
-                            "--runs", str(tmp_path / "local")],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert local.returncode == 0, local.stderr
-    a = pd.read_parquet(tmp_path / "slurm" / "digits-sgd" / "trials").sort_values("trial")
-    b = pd.read_parquet(tmp_path / "local" / "digits-sgd" / "trials").sort_values("trial")
-    assert len(a) == len(b) == 8 and a["trial"].is_unique
-    columns = [c for c in a.columns if c not in NOT_RESULTS]
-    pd.testing.assert_frame_equal(a[columns].reset_index(drop=True),
-                                  b[columns].reset_index(drop=True))
+    assert_equals_a_local_run(STUDY, tmp_path / "slurm" / "digits-sgd", tmp_path, env, 8)
     status = subprocess.run([str(LOOKBENCH), "status", "--runs", str(tmp_path / "slurm")],
                             env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "slurm jobs: 2 ended" in status.stdout, status.stdout

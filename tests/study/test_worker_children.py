@@ -17,11 +17,11 @@ import pytest
 from optuna.trial import TrialState
 
 import lookbench
+from lookbench._tempfiles import pid_alive as _pid_alive
 from lookbench._tempfiles import process_start as _process_start
 from lookbench.coordination.queue import (
     ID_ATTR,
     OWNER_ATTR,
-    _pid_alive,
     owner_alive,
 )
 from lookbench.coordination.storage import JOURNAL_FILE, open_storage
