@@ -140,10 +140,12 @@ def test_a_study_through_local_jobs_records_every_trial_once_as_a_local_run(tmp_
     assert sorted(t.user_attrs["lookbench_id"] for t in finished) == sorted(a["trial"])
 
 
-def _launched_in_thread(tmp_path: Path, epochs: int):
-    """A one-trial-per-seed study run through one submitit-local job from a thread (the test
-    acts on the job meanwhile); returns the thread, the launcher, the spec and the result
-    list."""
+def _launched_in_thread(tmp_path: Path, epochs: int, monkeypatch):
+    """A two-trial study run through one submitit-local job from a thread (the test acts on
+    the job meanwhile), checkpointing every epoch; returns, once a checkpoint is written, the
+    thread, the launcher, the spec and the result list."""
+    monkeypatch.setenv("LOOKBENCH_CHECKPOINT_EVERY_S", "0")
+    monkeypatch.setenv("LOOKBENCH_POLL_S", "0.2")
     from rich.console import Console
 
     from lookbench.execution.engine import run_study
@@ -159,6 +161,11 @@ def _launched_in_thread(tmp_path: Path, epochs: int):
         spec, out=tmp_path / "runs", storage_url=None, devices="cpu", workers=1,
         data_dir=None, console=Console(quiet=True), launcher=launcher)))
     runner.start()
+    checkpoints = tmp_path / "runs" / spec.study_name / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(checkpoints.glob("*.pt")):
+        time.sleep(0.05)
+    assert list(checkpoints.glob("*.pt")), "no checkpoint was written"
     return runner, launcher, spec, done
 
 
@@ -172,14 +179,7 @@ def _job_task(launcher) -> int:
 def test_a_job_killed_mid_trial_is_resubmitted_and_its_trial_resumes(tmp_path, monkeypatch):
     """A job killed outright (no warning: a node lost) ends; the run submits a worker again,
     which takes the cut-off trial over and continues it from its checkpoint."""
-    monkeypatch.setenv("LOOKBENCH_CHECKPOINT_EVERY_S", "0")
-    monkeypatch.setenv("LOOKBENCH_POLL_S", "0.2")
-    runner, launcher, spec, done = _launched_in_thread(tmp_path, 40)
-    checkpoints = tmp_path / "runs" / spec.study_name / "checkpoints"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(checkpoints.glob("*.pt")):
-        time.sleep(0.05)
-    assert list(checkpoints.glob("*.pt")), "no checkpoint was written"
+    runner, launcher, spec, done = _launched_in_thread(tmp_path, 40, monkeypatch)
     os.kill(_job_task(launcher), signal.SIGKILL)
     runner.join(timeout=600)
     assert done and not done[0].errors, done
@@ -198,14 +198,7 @@ def test_a_job_preempted_mid_trial_is_requeued_and_its_trial_resumes(tmp_path, m
     """Preemption as Slurm does it (USR2 to the job): the worker hands its trial back at once,
     submitit requeues the job, and the trial continues from its checkpoint; every trial is
     recorded once, by the one job."""
-    monkeypatch.setenv("LOOKBENCH_CHECKPOINT_EVERY_S", "0")
-    monkeypatch.setenv("LOOKBENCH_POLL_S", "0.2")
-    runner, launcher, spec, done = _launched_in_thread(tmp_path, 40)
-    checkpoints = tmp_path / "runs" / spec.study_name / "checkpoints"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(checkpoints.glob("*.pt")):
-        time.sleep(0.05)
-    assert list(checkpoints.glob("*.pt")), "no checkpoint was written"
+    runner, launcher, spec, done = _launched_in_thread(tmp_path, 40, monkeypatch)
     os.kill(_job_task(launcher), signal.SIGUSR2)  # what Slurm sends ahead of a preemption
     runner.join(timeout=600)
     assert done and not done[0].errors, done
