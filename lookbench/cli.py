@@ -471,7 +471,8 @@ def run(
                                           "jobs as local processes, to try a setup), ray.",
                                           metavar="NAME", rich_help_panel=CLUSTER)] = "local",
     jobs: Annotated[int | None, typer.Option(min=1, help="Workers to submit (default: one "
-                                             "per trial left, at most 32).", metavar="N",
+                                             "per trial left, at most 32 on Slurm, as many "
+                                             "as fit on Ray).", metavar="N",
                                              rich_help_panel=CLUSTER)] = None,
     partition: Annotated[str | None, typer.Option(help="Slurm partition.", metavar="NAME",
                                                   rich_help_panel=CLUSTER)] = None,
