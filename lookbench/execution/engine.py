@@ -347,7 +347,7 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
         # (nothing to run, but what an earlier run left is merged and cleaned all the same:
         # parts and batches of a run killed before its compaction, temporary files)
         _compact(results, result)
-        _measure_cost(spec, study_dir, where[0], data_dir, console, result)
+        _cost_pass(spec, study_dir, where[0], data_dir, console, result, launcher)
         return result
     before = results.recorded()
 
@@ -422,15 +422,22 @@ def _run_study(spec: StudySpec, *, out: Path, storage_url: str | None, devices: 
     _compact(results, result)
     mark("compacted")
     if not result.interrupted and result.recorded + result.elsewhere >= total:
-        if launcher is None or launcher.local:
-            _measure_cost(spec, study_dir, where[0], data_dir, console, result)
-            mark("cost measured")
-        else:  # (this machine is not the workers': its timings would not be theirs)
-            result.warnings.append(
-                "what Lookahead costs was not measured: the workers ran on the cluster, not "
-                "here; run the same command without --launcher on a machine like theirs "
-                "(it trains nothing, the study being complete) to measure it")
+        _cost_pass(spec, study_dir, where[0], data_dir, console, result, launcher)
     return result
+
+
+def _cost_pass(spec: StudySpec, study_dir: Path, place: Placement, data_dir: Path | None,
+               console: Console, result: RunResult, launcher: Launcher | None) -> None:
+    """The study's timing pass here, unless its workers ran on a cluster: this machine (a
+    login node) is not theirs, and its timings would not be what Lookahead costs there."""
+    if launcher is None or launcher.local:
+        _measure_cost(spec, study_dir, place, data_dir, console, result)
+        mark("cost measured")
+    elif not (study_dir / "cost.json").exists():  # (execution.cost.COST_FILE)
+        result.warnings.append(
+            "what Lookahead costs was not measured: the workers ran on the cluster, not "
+            "here; run the same command without --launcher on a machine like theirs (it "
+            "trains nothing, the study being complete) to measure it")
 
 
 def _measure_cost(spec: StudySpec, study_dir: Path, place: Placement, data_dir: Path | None,
