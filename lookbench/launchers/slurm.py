@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +104,16 @@ class SlurmLauncher:
         return sum(1 for s in states.values() if s.split()[0] not in ENDED)
 
     def detached(self) -> bool:
-        return True
+        return not self.local  # (local jobs are this run's processes: they stop with it)
 
     def close(self) -> None:
-        # (submitit's local jobs cancel themselves when collected: at once here, not at the
-        # interpreter's exit, when their clean-up can no longer run)
+        if self.local:  # a local job still at work is stopped: its worker hands back
+            for job in self.jobs:
+                if not _ended(job):
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(job.job_id), signal.SIGTERM)  # (its controller passes it on)
+        # (dropped now, not at the interpreter's exit, when submitit's clean-up of a local
+        # job can no longer run)
         self.jobs.clear()
         gc.collect()
 
