@@ -104,7 +104,7 @@ Layout = list[tuple[str, TrialConfig]]
 class Gathered(NamedTuple):
     """What :func:`gather` claimed: the trials, the population's layout (every member's (id,
     config) in order; one entry: run the trial alone), and the checkpoint it read to find the
-    layout (by path, so :func:`run_population` does not read it again)."""
+    layout (by path, so :class:`PopulationRunner` does not read it again)."""
 
     members: list[Claimed]
     layout: Layout
