@@ -241,3 +241,34 @@ def test_a_study_on_a_real_slurm_cluster_records_every_trial_once(tmp_path):
     status = subprocess.run([str(LOOKBENCH), "status", "--runs", str(tmp_path / "slurm")],
                             env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "slurm jobs: 2 ended" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_a_launched_study_on_postgresql_keeps_the_password_out_of_the_jobs_files(tmp_path):
+    """The storage URL reaches the jobs through their environment only: no file submitit
+    writes for them (scripts, pickled jobs, logs) holds the password, and the study's trials
+    are all in the database."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tests.study.test_distributed import postgres_server
+
+    password = "pw-4f1c9e"
+    with postgres_server(password=password) as server:
+        url = f"postgresql://postgres:{password}@127.0.0.1:{server.port}/postgres"
+        env = {**os.environ, "LOOKBENCH_POLL_S": "0.2"}
+        env.pop("LOOKBENCH_STORAGE_URL", None)
+        done = subprocess.run(
+            [str(LOOKBENCH), "run", *STUDY, "--launcher", "submitit-local", "--jobs", "2",
+             "--storage", url, "--runs", str(tmp_path / "runs")],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        files = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+        assert any(p.suffix == ".pkl" for p in files)  # (the pickled jobs were looked at)
+        leaking = [p for p in files if password.encode() in p.read_bytes()]
+        assert leaking == []
+        storage = optuna.storages.RDBStorage(url)
+        complete = [t for name in ("digits-sgd.lookahead", "digits-sgd.sgd")
+                    for t in optuna.load_study(study_name=name, storage=storage).trials
+                    if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(complete) == 8
