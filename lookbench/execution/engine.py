@@ -577,7 +577,7 @@ def _run_launched(launcher: Launcher, spec: StudySpec, study_dir: Path, place: P
         count = launcher.jobs_for(left())
         argv = (*base, "--take-over") if take_over else base
         ids = launcher.submit(WorkerJob(argv), count, study_dir)
-        if launcher.detached():  # (jobs that outlive the run: status and cancel find them)
+        if launcher.traceable:  # (status and cancel find them by id)
             record_jobs(study_dir, launcher.name, ids)
 
     resubmitted = 0

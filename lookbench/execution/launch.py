@@ -36,6 +36,9 @@ class Launcher(Protocol):
     device: str
     #: whether the workers run on this machine (then the study's cost pass is timed here)
     local: bool
+    #: whether its jobs can be found again by id after the run (recorded in the study's jobs
+    #: file for ``status`` and ``cancel``: Slurm's and local jobs; not Ray's tasks)
+    traceable: bool
 
     def jobs_for(self, trials_left: int) -> int:
         """How many workers to start for ``trials_left`` trials."""

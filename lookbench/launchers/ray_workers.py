@@ -44,6 +44,7 @@ class RayLauncher:
         self.gpus, self.cpus = gpus_per_worker, cpus_per_worker
         self.device = "cuda" if gpus_per_worker > 0 else "cpu"
         self.local = address is None
+        self.traceable = False  # (a driver's tasks end with it: nothing to find afterwards)
         env = {STORAGE_ENV: os.environ[STORAGE_ENV]} if os.environ.get(STORAGE_ENV) else {}
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                    "configure_logging": False}

@@ -68,6 +68,7 @@ class SlurmLauncher:
         self.cluster = cluster
         self.device = "cuda" if gpus_per_job > 0 else "cpu"
         self.local = cluster == "local"
+        self.traceable = True
         self.name = "submitit-local" if self.local else "slurm"
         self.folder = Path(study_dir) / LAUNCH_DIR
         self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
