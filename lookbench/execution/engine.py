@@ -573,6 +573,13 @@ def _run_launched(launcher: Launcher, spec: StudySpec, study_dir: Path, place: P
         done = recorded | queue.finished_ids(recorded)
         return len(set(planned) - done) if planned else 0
 
+    def rows_owed() -> bool:
+        """Whether trials done in the storage still lack their rows here while workers live:
+        a worker records an outcome in the storage before it writes the rows (docs/
+        distributed.md, "Exactly once"), so the study is over here once the rows are (or,
+        with folders apart, once the workers have all ended)."""
+        return bool(set(planned_now()) - results.recorded()) and launcher.active() > 0
+
     def submit(take_over: bool) -> None:
         count = launcher.jobs_for(left())
         argv = (*base, "--take-over") if take_over else base
@@ -586,7 +593,10 @@ def _run_launched(launcher: Launcher, spec: StudySpec, study_dir: Path, place: P
         while True:
             refresh()
             if left() == 0:
-                break
+                if not rows_owed():
+                    break
+                time.sleep(poll_s())
+                continue
             if launcher.active() == 0:
                 if resubmitted >= launcher.retries:
                     result.errors.append(
