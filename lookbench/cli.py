@@ -51,7 +51,6 @@ INNER_NAMES = ("sgd", "adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "a
 SWEEP, BUDGET, WHERE, KEPT = ("What to sweep", "Each trial's budget", "Where it runs",
                               "Where results are kept")
 CLUSTER = "On a cluster (docs/distributed.md)"
-JOBS_FILE = "jobs.json"  # (lookbench.execution.launch.JOBS_FILE, read here without torch)
 LAUNCHERS = ("local", "slurm", "submitit-local", "ray")
 # Every command names the studies folder --runs (run, status and compact called it --out, which
 # they still take; report's --out was and is its HTML folder, now also --reports).
@@ -744,6 +743,8 @@ def _print_status(console: Any, out: Path, names: list[str], storage: str | None
             typer.echo(f"warning: {len(lost)} trials of study {name} have no curves (a file of "
                        f"{out / name / 'curves'} deleted or lost); the next `lookbench run` "
                        f"of the study runs them again", err=True)
+        from lookbench.execution.launch import JOBS_FILE
+
         if (out / name / JOBS_FILE).exists():  # launched: the cluster's jobs beside the trials
             from lookbench.launchers.jobs import summary
 
@@ -793,6 +794,8 @@ def cancel(
         from lookbench.progress.status import find_studies
 
         fail(f"no study {study!r} under {out}/{did_you_mean(study, find_studies(out))}")
+    from lookbench.execution.launch import JOBS_FILE
+
     if not (out / study / JOBS_FILE).exists():
         fail(f"study {study!r} was not run with --launcher: it has no jobs to cancel")
     from lookbench.launchers.jobs import cancel as cancel_jobs

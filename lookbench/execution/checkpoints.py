@@ -37,6 +37,11 @@ class CheckpointError(Exception):
     """A trial's checkpoint cannot be used; the message says which file and what to do."""
 
 
+def checkpoint_path(study_dir: Path, trial_id: str) -> Path:
+    """Where trial ``trial_id``'s checkpoint lives (alone or a population's member)."""
+    return Path(study_dir) / CHECKPOINTS_DIR / f"{trial_id}.pt"
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)

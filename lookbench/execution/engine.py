@@ -41,6 +41,7 @@ from lookbench.execution.checkpoints import (
     remove_dead_temps,
     remove_recorded,
 )
+from lookbench.execution.cost import COST_FILE
 from lookbench.execution.early import EarlyWorkers
 from lookbench.execution.gpu_memory import GpuMemoryGate
 from lookbench.execution.launch import (
@@ -433,7 +434,7 @@ def _cost_pass(spec: StudySpec, study_dir: Path, place: Placement, data_dir: Pat
     if launcher is None or launcher.local:
         _measure_cost(spec, study_dir, place, data_dir, console, result)
         mark("cost measured")
-    elif not (study_dir / "cost.json").exists():  # (execution.cost.COST_FILE)
+    elif not (study_dir / COST_FILE).exists():
         result.warnings.append(
             "what Lookahead costs was not measured: the workers ran on the cluster, not "
             "here; run the same command without --launcher on a machine like theirs (it "

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -126,11 +125,6 @@ def worker_argv(*, study_dir: Path, name: str, device: str, threads: int,
     if take_over:
         argv += ["--take-over"]
     return tuple(argv)
-
-
-def python() -> str:
-    """The interpreter jobs run (this one: the same environment, on a shared filesystem)."""
-    return sys.executable
 
 
 def record_jobs(study_dir: Path, launcher: str, ids: list[str]) -> None:

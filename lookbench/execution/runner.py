@@ -43,10 +43,10 @@ from lookbench._messages import describe, describe_os_error, environmental, what
 from lookbench.coordination.interrupts import Interrupts
 from lookbench.coordination.queue import Claimed, Heartbeat, Outcome, TrialQueue
 from lookbench.execution.checkpoints import (
-    CHECKPOINTS_DIR,
     CheckpointError,
     CheckpointWriter,
     checkpoint_interval_s,
+    checkpoint_path,
     load_checkpoint,
 )
 from lookbench.execution.recorder import Recorder
@@ -111,7 +111,7 @@ class WorkerContext:
 
     def checkpoint_path(self, claimed: Claimed) -> Path:
         """Where ``claimed``'s checkpoint lives (a trial alone or a population's member)."""
-        return self.opts.study_dir / CHECKPOINTS_DIR / f"{claimed.lookbench_id}.pt"
+        return checkpoint_path(self.opts.study_dir, claimed.lookbench_id)
 
     def warn(self, message: str) -> None:
         warn(self.opts, message)

@@ -30,7 +30,7 @@ from lookbench._messages import (
 from lookbench.coordination.interrupts import Interrupts, sleep
 from lookbench.coordination.queue import Claimed, Outcome, TrialQueue
 from lookbench.coordination.storage import BadStorage, StorageUnavailable, open_storage
-from lookbench.execution.checkpoints import CHECKPOINTS_DIR
+from lookbench.execution.checkpoints import CHECKPOINTS_DIR, checkpoint_path
 from lookbench.execution.early import WAIT_FLAG, wait_to_begin
 from lookbench.execution.recorder import Recorder
 from lookbench.execution.runner import (  # noqa: F401 (WorkerReport, PROGRESS_EVERY_S: re-exported)
@@ -172,8 +172,7 @@ def _recorder(queue: TrialQueue, results: StudyResults, opts: WorkerOptions,
     """The worker's :class:`Recorder`, and what it does once a trial is recorded."""
 
     def recorded(outcome: Outcome) -> None:
-        (opts.study_dir / CHECKPOINTS_DIR / f"{outcome.claimed.lookbench_id}.pt").unlink(
-            missing_ok=True)
+        checkpoint_path(opts.study_dir, outcome.claimed.lookbench_id).unlink(missing_ok=True)
         if outcome.error is not None:
             report.failed.append(f"trial {outcome.claimed.lookbench_id}: {outcome.error}")
         if opts.on_trial is not None:

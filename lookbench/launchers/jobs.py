@@ -21,8 +21,10 @@ from lookbench.execution.launch import LAUNCH_DIR, read_jobs
 # WARNING; lookbench says what matters itself (an UNKNOWN state).
 logging.getLogger("submitit").setLevel(logging.ERROR)
 
+# Job states that are over: Slurm's, submitit's local jobs' (FINISHED, INTERRUPTED, DONE) and
+# this module's own ENDED (a job squeue no longer lists, or a local job's process gone).
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-         "PREEMPTED", "BOOT_FAIL", "DEADLINE", "ENDED"}
+         "PREEMPTED", "BOOT_FAIL", "DEADLINE", "FINISHED", "INTERRUPTED", "DONE", "ENDED"}
 
 
 def states(study_dir: Path) -> dict[str, str]:
@@ -32,7 +34,7 @@ def states(study_dir: Path) -> dict[str, str]:
     jobs = read_jobs(study_dir)
     slurm = [j["id"] for j in jobs if j.get("launcher") == "slurm"]
     if slurm:
-        out.update(_slurm_states(study_dir, slurm))
+        out.update(slurm_states(Path(study_dir) / LAUNCH_DIR, slurm))
     for j in jobs:
         if j.get("launcher") == "submitit-local":
             out[j["id"]] = "RUNNING" if str(j["id"]).isdigit() and pid_alive(int(j["id"])) \
@@ -67,10 +69,6 @@ def cancel(study_dir: Path) -> int:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(i), signal.SIGTERM)
     return len(live)
-
-
-def _slurm_states(study_dir: Path, ids: list[str]) -> dict[str, str]:
-    return slurm_states(Path(study_dir) / LAUNCH_DIR, ids)
 
 
 def slurm_states(folder: Path, ids: list[str]) -> dict[str, str]:

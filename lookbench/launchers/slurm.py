@@ -123,5 +123,5 @@ def _ended(job: Any) -> bool:
     with contextlib.suppress(Exception):  # (sacct not answering: counted as alive)
         if job.done():
             return True
-        return str(job.state).upper().split()[0] in ENDED | {"FINISHED", "INTERRUPTED", "DONE"}
+        return str(job.state).upper().split()[0] in ENDED
     return False

@@ -26,8 +26,8 @@ import torch
 from lookbench._messages import describe
 from lookbench.coordination.queue import Claimed, TrialQueue
 from lookbench.execution.checkpoints import (
-    CHECKPOINTS_DIR,
     CheckpointError,
+    checkpoint_path,
     load_checkpoint,
 )
 from lookbench.execution.population.layers import NotPopulable
@@ -140,7 +140,7 @@ def gather(queue: TrialQueue, first: Claimed, opts: WorkerOptions,
     if not _trains(first.config) or why_not(first.config) is not None \
             or shared_key(first.config) in _REFUSED:
         return alone
-    path = opts.study_dir / CHECKPOINTS_DIR / f"{first.lookbench_id}.pt"
+    path = checkpoint_path(opts.study_dir, first.lookbench_id)
     checkpoints = path.parent
     if path.exists():
         try:
@@ -245,9 +245,7 @@ class PopulationRunner(Runner):
         self.members = [by_id.get(tid) for tid, _ in self.layout]
         self.live = [m for m, c in enumerate(self.members) if c is not None]
         self.waiting = set(self.live)
-        self.paths = [ctx.checkpoint_path(c) if c is not None else
-                      ctx.opts.study_dir / CHECKPOINTS_DIR / f"{tid}.pt"
-                      for c, (tid, _) in zip(self.members, self.layout)]
+        self.paths = [checkpoint_path(ctx.opts.study_dir, tid) for tid, _ in self.layout]
         return bool(self.live)
 
     @property
