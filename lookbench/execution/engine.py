@@ -568,46 +568,39 @@ def _run_launched(launcher: Launcher, spec: StudySpec, study_dir: Path, place: P
                        population=population, compile=compile)
     results = StudyResults(study_dir)
 
-    def left() -> int:
-        recorded = results.recorded()
-        planned = planned_now()
-        done = recorded | queue.finished_ids(recorded)
-        return len(set(planned) - done) if planned else 0
+    def outstanding() -> tuple[int, bool]:
+        """(trials not done in the storage, whether any planned trial lacks its rows here),
+        from one read of the tables. A worker records an outcome in the storage before it
+        writes the rows (docs/distributed.md, "Exactly once"): the study is over here once
+        the rows are too, or, with folders apart, once the workers have all ended."""
+        recorded, planned = results.recorded(), set(planned_now())
+        return len(planned - recorded - queue.finished_ids(recorded)), bool(planned - recorded)
 
-    def rows_owed() -> bool:
-        """Whether trials done in the storage still lack their rows here while workers live:
-        a worker records an outcome in the storage before it writes the rows (docs/
-        distributed.md, "Exactly once"), so the study is over here once the rows are (or,
-        with folders apart, once the workers have all ended)."""
-        return bool(set(planned_now()) - results.recorded()) and launcher.active() > 0
-
-    def submit(take_over: bool) -> None:
-        count = launcher.jobs_for(left())
+    def submit(take_over: bool, left: int) -> None:
         argv = (*base, "--take-over") if take_over else base
-        ids = launcher.submit(WorkerJob(argv), count, study_dir)
+        ids = launcher.submit(WorkerJob(argv), launcher.jobs_for(left), study_dir)
         if launcher.traceable:  # (status and cancel find them by id)
             record_jobs(study_dir, launcher.name, ids)
 
     resubmitted = 0
     try:
-        submit(False)
+        submit(False, outstanding()[0])
         while True:
             refresh()
-            if left() == 0:
-                if not rows_owed():
-                    break
-                time.sleep(poll_s())
-                continue
-            if launcher.active() == 0:
+            left, rows_missing = outstanding()
+            active = launcher.active()
+            if left == 0 and not (rows_missing and active > 0):
+                break
+            if left > 0 and active == 0:
                 if resubmitted >= launcher.retries:
                     result.errors.append(
-                        f"every {launcher.name} job ended with {left()} trials not done, "
+                        f"every {launcher.name} job ended with {left} trials not done, "
                         f"{resubmitted} times; see the jobs' logs under "
                         f"{study_dir / LAUNCH_DIR}, then run the same command again")
                     break
                 queue.replan(planned_now(), results.recorded())  # (their trials, given back)
                 resubmitted += 1
-                submit(True)
+                submit(True, left)
             time.sleep(poll_s())
     except KeyboardInterrupt:
         result.interrupted = True
